@@ -1,0 +1,1 @@
+"""The lab engine: real servers on loopback, plain asyncio, no Django imports."""

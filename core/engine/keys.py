@@ -1,0 +1,36 @@
+"""Redis names shared by the engine (publisher) and the web process (subscriber)."""
+
+PREFIX = "scalelab"
+STATUS_TTL_S = 15  # refreshed every second by a live lab: a dead worker's lab expires quickly
+HISTORY_POINTS = 300
+
+
+def out_channel(lab_id: str) -> str:
+    """Pub/sub channel: engine -> browsers (frames, status, errors)."""
+    return f"{PREFIX}:lab:{lab_id}:out"
+
+
+def in_channel(lab_id: str) -> str:
+    """Pub/sub channel: web process -> engine (commands)."""
+    return f"{PREFIX}:lab:{lab_id}:in"
+
+
+def status_key(lab_id: str) -> str:
+    return f"{PREFIX}:lab:{lab_id}:status"
+
+
+def frame_key(lab_id: str) -> str:
+    return f"{PREFIX}:lab:{lab_id}:frame"
+
+
+def history_key(lab_id: str) -> str:
+    return f"{PREFIX}:lab:{lab_id}:history"
+
+
+NETBLOCK_COUNTER = f"{PREFIX}:netblock"
+
+
+def network_for(block: int) -> str:
+    """Map a counter value to a lab network '127.A.B' (A in 20..254), wrapping around."""
+    block %= (254 - 20 + 1) * 256
+    return f"127.{20 + block // 256}.{block % 256}"

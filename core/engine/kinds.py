@@ -1,0 +1,98 @@
+"""Node kinds: what each kind of node is, declared once.
+
+The spec parser validates parameters against these declarations, the engine picks the runtime
+class by ``runtime``, and the diagram reads title, tier, port and the modelled flag from
+``Topology.to_dict()``. A new kind is one entry here plus its runtime class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Param:
+    type: type
+    default: Any
+    doc: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+    # A reference to another node's id in the same topology (checked by the spec parser).
+    ref: bool = False
+    # A modelled quantity stands in for something one machine cannot have (CPU size, distance);
+    # the UI labels it as modelled.
+    modelled: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type.__name__, "default": self.default, "doc": self.doc}
+        for key in ("min", "max", "choices"):
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = list(value) if key == "choices" else value
+        d["modelled"] = self.modelled
+        d["ref"] = self.ref
+        return d
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    title: str
+    tier: int  # diagram column: 0 clients, 1 edge services, 2 web tier, 3 caches, 4 data
+    role: str  # "client" (no listener) or "server"
+    runtime: str  # dotted path of the class that runs it, imported lazily by the lab
+    port: int | None = None
+    proto: str | None = None
+    params: dict[str, Param] = field(default_factory=dict)
+
+
+KINDS: dict[str, Kind] = {
+    "client": Kind(
+        name="client",
+        title="Client",
+        tier=0,
+        role="client",
+        runtime="core.engine.nodes.client:ClientNode",
+        params={
+            "flavor": Param(str, "web", "web browser (asks for HTML) or mobile app (asks for JSON)",
+                            choices=("web", "mobile")),
+            "rate": Param(float, 2.0, "requests per second this client sends (Poisson arrivals)",
+                          min=0, max=2000),
+            "timeout_s": Param(float, 3.0, "give up on a request after this many seconds",
+                               min=0.1, max=30),
+        },
+    ),
+    "dns": Kind(
+        name="dns",
+        title="DNS server",
+        tier=1,
+        role="server",
+        runtime="core.engine.nodes.dns:DnsNode",
+        port=8053,
+        proto="udp",
+        params={
+            "ttl": Param(int, 5, "seconds a resolver may cache the answer", min=0, max=3600),
+            "target": Param(str, "web", "the node whose address the site's name resolves to",
+                            ref=True),
+        },
+    ),
+    "web": Kind(
+        name="web",
+        title="Web server",
+        tier=2,
+        role="server",
+        runtime="core.engine.nodes.web:WebNode",
+        port=8080,
+        proto="tcp",
+        params={
+            "workers": Param(int, 4, "requests served at once (modelled CPU cores)",
+                             min=1, max=64, modelled=True),
+            "service_ms": Param(float, 25.0, "mean CPU time per request (modelled, exponential)",
+                                min=0, max=5000, modelled=True),
+            "queue_limit": Param(int, 64, "requests that may wait for a worker before 503",
+                                 min=0, max=10000),
+        },
+    ),
+}
