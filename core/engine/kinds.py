@@ -56,12 +56,16 @@ KINDS: dict[str, Kind] = {
         role="client",
         runtime="core.engine.nodes.client:ClientNode",
         params={
-            "flavor": Param(str, "web", "web browser (asks for HTML) or mobile app (asks for JSON)",
-                            choices=("web", "mobile")),
-            "rate": Param(float, 2.0, "requests per second this client sends (Poisson arrivals)",
-                          min=0, max=2000),
-            "timeout_s": Param(float, 3.0, "give up on a request after this many seconds",
-                               min=0.1, max=30),
+            "flavor": Param(
+                str,
+                "web",
+                "web browser (asks for HTML) or mobile app (asks for JSON)",
+                choices=("web", "mobile"),
+            ),
+            "rate": Param(
+                float, 2.0, "requests per second this client sends (Poisson arrivals)", min=0, max=2000
+            ),
+            "timeout_s": Param(float, 3.0, "give up on a request after this many seconds", min=0.1, max=30),
         },
     ),
     "dns": Kind(
@@ -74,8 +78,7 @@ KINDS: dict[str, Kind] = {
         proto="udp",
         params={
             "ttl": Param(int, 5, "seconds a resolver may cache the answer", min=0, max=3600),
-            "target": Param(str, "web", "the node whose address the site's name resolves to",
-                            ref=True),
+            "target": Param(str, "web", "the node whose address the site's name resolves to", ref=True),
         },
     ),
     "web": Kind(
@@ -87,12 +90,18 @@ KINDS: dict[str, Kind] = {
         port=8080,
         proto="tcp",
         params={
-            "workers": Param(int, 4, "requests served at once (modelled CPU cores)",
-                             min=1, max=64, modelled=True),
-            "service_ms": Param(float, 25.0, "mean CPU time per request (modelled, exponential)",
-                                min=0, max=5000, modelled=True),
-            "queue_limit": Param(int, 64, "requests that may wait for a worker before 503",
-                                 min=0, max=10000),
+            "workers": Param(
+                int, 4, "requests served at once (modelled CPU cores)", min=1, max=64, modelled=True
+            ),
+            "service_ms": Param(
+                float,
+                25.0,
+                "mean CPU time per request (modelled, exponential)",
+                min=0,
+                max=5000,
+                modelled=True,
+            ),
+            "queue_limit": Param(int, 64, "requests that may wait for a worker before 503", min=0, max=10000),
         },
     ),
 }

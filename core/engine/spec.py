@@ -215,3 +215,19 @@ def _parse_params(raw: Any, kind: Kind, path: Path, err, refs: list) -> dict[str
             refs.append((ppath, value))
         out[name] = value
     return out
+
+
+_DERIVED = frozenset({"title", "tier", "role", "port", "proto", "modelled"})
+
+
+def topology_from_dict(data: dict[str, Any]) -> Topology:
+    """Parse either an author's topology or the normalised ``to_dict()`` form (derived keys dropped)."""
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if isinstance(nodes, list):
+        data = {
+            **data,
+            "nodes": [
+                {k: v for k, v in n.items() if k not in _DERIVED} if isinstance(n, dict) else n for n in nodes
+            ],
+        }
+    return parse_topology(data)

@@ -1,0 +1,1 @@
+"""Runtime classes of the node kinds declared in core.engine.kinds."""

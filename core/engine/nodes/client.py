@@ -1,0 +1,212 @@
+"""A client: resolves the site's name with real UDP DNS, caches the answer for its TTL, and sends
+real HTTP requests from its own source address at a Poisson rate (open loop, so an overloaded
+server sees its queue grow, as with real users)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import aiohttp
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
+from core.engine.kinds import KINDS
+from core.engine.nodes.base import Node
+from core.engine.telemetry import Hop, Trace
+
+MAX_IN_FLIGHT = 1000  # per client; arrivals beyond this are dropped and counted
+SITE_PORT = KINDS["web"].port  # the port in the site's URL, http://<domain>:8080/
+_ids = itertools.count(1)
+
+
+class ResolveError(Exception):
+    pass
+
+
+class ClientNode(Node):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rate = float(self.params["rate"])
+        self.path = "/" if self.params["flavor"] == "web" else "/api/feed"
+        self.timeout = aiohttp.ClientTimeout(total=self.params["timeout_s"])
+        resolvers = [p for p in self.lab.topology.peers(self.id) if self.lab.topology.node(p).kind == "dns"]
+        self.resolver = resolvers[0] if resolvers else None
+        self._cache: tuple[str, float] | None = None  # (address, expires at, monotonic)
+        self._resolving: asyncio.Future[tuple[str, Hop | None]] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._requests: set[asyncio.Task[None]] = set()
+        self.dropped = 0
+        self.sent = 0
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            local_addr=(self.address, 0), limit=MAX_IN_FLIGHT, use_dns_cache=False
+        )
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+        self._loop_task = asyncio.create_task(self._arrivals(), name=f"client-{self.id}")
+        self.up = True
+
+    async def stop(self) -> None:
+        self.up = False
+        tasks = [t for t in (self._loop_task, *self._requests) if t is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop_task = None
+        self._requests.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._cache = None
+
+    def set_rate(self, rate: float) -> None:
+        self.rate = max(0.0, float(rate))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"up": self.up, "rate": self.rate, "in_flight": len(self._requests), "dropped": self.dropped}
+
+    async def _arrivals(self) -> None:
+        rng = self.lab.rng
+        next_at = time.monotonic()
+        while True:
+            if self.rate <= 0:
+                await asyncio.sleep(0.1)
+                next_at = time.monotonic()
+                continue
+            next_at += rng.expovariate(self.rate)
+            delay = next_at - time.monotonic()
+            if delay > 0.25:
+                # Re-read the rate at least 4 times a second, so a change takes effect at once.
+                await asyncio.sleep(0.25)
+                next_at = time.monotonic()
+                continue
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(self._requests) >= MAX_IN_FLIGHT:
+                self.dropped += 1
+                continue
+            task = asyncio.create_task(self.request())
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+
+    async def resolve(self) -> tuple[str, Hop | None]:
+        """The site's address, from the cache while its TTL lasts, else by a real DNS query.
+
+        Concurrent callers share one query. Returns the hop when a query was made.
+        """
+        now = time.monotonic()
+        if self._cache is not None and self._cache[1] > now:
+            return self._cache[0], None
+        if self._resolving is None:
+            self._resolving = asyncio.get_running_loop().create_future()
+            fut = self._resolving
+            try:
+                fut.set_result(await self._query())
+            except Exception as exc:  # handed to every waiter
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved: waiters may be gone
+            finally:
+                self._resolving = None
+            return fut.result()
+        try:
+            address, _ = await asyncio.shield(self._resolving)
+        except ResolveError as exc:
+            raise ResolveError(exc.args[0], None) from None  # the query's hop is the first caller's
+        return address, None
+
+    async def _query(self) -> tuple[str, Hop]:
+        domain = self.lab.topology.domain
+        op = f"A {domain}"
+        if self.resolver is None:
+            raise ResolveError("no DNS server to ask", None)
+        dns_node = self.lab.nodes[self.resolver]
+        start = time.monotonic()
+
+        def hop(ok: bool, status: str) -> Hop:
+            return Hop(self.id, self.resolver, "dns", op, ok, status, (time.monotonic() - start) * 1000, 0.0)
+
+        query = dns.message.make_query(domain, dns.rdatatype.A)
+        try:
+            reply = await dns.asyncquery.udp(
+                query, dns_node.address, port=dns_node.port, timeout=1.0, source=self.address
+            )
+        except dns.exception.Timeout:
+            raise ResolveError("DNS timeout", hop(False, "timeout")) from None
+        except OSError as exc:
+            raise ResolveError("DNS unreachable", hop(False, _os_error(exc))) from None
+        for rrset in reply.answer:
+            for rdata in rrset:
+                if rdata.rdtype == dns.rdatatype.A:
+                    self._cache = (rdata.address, time.monotonic() + rrset.ttl)
+                    status = f"{dns.rcode.to_text(reply.rcode())} {rdata.address} ttl={rrset.ttl}"
+                    return rdata.address, hop(True, status)
+        raise ResolveError("no answer", hop(False, dns.rcode.to_text(reply.rcode())))
+
+    async def request(self) -> None:
+        """One user request: resolve, then HTTP; recorded as one Trace."""
+        self.sent += 1
+        trace = Trace(id=f"r-{next(_ids):x}", client=self.id, t=time.time())
+        start = time.monotonic()
+        try:
+            address, dns_hop = await self.resolve()
+            if dns_hop is not None:
+                trace.hops.append(dns_hop)
+        except ResolveError as exc:
+            if exc.args[1] is not None:
+                trace.hops.append(exc.args[1])
+            trace.ok = False
+            trace.error = f"could not resolve {self.lab.topology.domain}: {exc.args[0]}"
+            trace.ms = (time.monotonic() - start) * 1000
+            self.lab.record(trace)
+            return
+        target = self.lab.node_at(address) or address
+        http_start = time.monotonic()
+        status, ok = await self._http(address, trace.id)
+        trace.hops.append(
+            Hop(
+                self.id,
+                target,
+                "http",
+                f"GET {self.path}",
+                ok,
+                status,
+                (time.monotonic() - http_start) * 1000,
+                (http_start - start) * 1000,
+            )
+        )
+        trace.ok = ok
+        trace.ms = (time.monotonic() - start) * 1000
+        self.lab.record(trace)
+
+    async def _http(self, address: str, request_id: str) -> tuple[str, bool]:
+        assert self._session is not None
+        url = f"http://{address}:{SITE_PORT}{self.path}"
+        headers = {"Host": f"{self.lab.topology.domain}:{SITE_PORT}", "X-Request-Id": request_id}
+        try:
+            async with self._session.get(url, headers=headers) as resp:
+                await resp.read()
+                return str(resp.status), resp.status < 400
+        except TimeoutError:
+            return "timeout", False
+        except aiohttp.ClientConnectorError as exc:
+            return _os_error(exc.os_error), False
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            return "connection reset", False
+        except aiohttp.ClientError as exc:
+            return type(exc).__name__, False
+
+
+def _os_error(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    return exc.strerror or type(exc).__name__

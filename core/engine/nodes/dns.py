@@ -1,0 +1,62 @@
+"""A real UDP DNS server: answers A queries for the lab's domain with the target node's address."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
+from core.engine.nodes.base import Node
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, node: DnsNode) -> None:
+        self.node = node
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            request = DNSRecord.parse(data)
+        except Exception:  # garbage on the wire must not kill the server
+            self.node.malformed += 1
+            return
+        if self.transport is not None:
+            self.transport.sendto(self.node.answer(request).pack(), addr)
+
+
+class DnsNode(Node):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.queries = 0
+        self.malformed = 0
+
+    def answer(self, request: DNSRecord) -> DNSRecord:
+        """Authoritative answer for the lab's domain; NXDOMAIN for any other name."""
+        self.queries += 1
+        reply = request.reply()
+        qname = str(request.q.qname).rstrip(".").lower()
+        if qname == self.lab.topology.domain and request.q.qtype == QTYPE.A:
+            target = self.lab.address(self.params["target"])
+            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(target), ttl=self.params["ttl"]))
+        elif qname != self.lab.topology.domain:
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=(self.address, self.port)
+        )
+        self.transport = transport
+        self.up = True
+
+    async def stop(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self.up = False

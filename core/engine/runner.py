@@ -1,0 +1,159 @@
+"""Run one lab wired to Redis: commands in on a pub/sub channel, frames and status out.
+
+This is the only engine module that knows about Redis; a Celery task calls ``run_lab`` inside
+``asyncio.run``. It returns when the lab is told to stop or has had no viewer for idle_seconds,
+and always releases every socket before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from core.engine import keys
+from core.engine.commands import CommandError
+from core.engine.lab import Lab, LabStartError
+from core.engine.spec import topology_from_dict
+
+log = logging.getLogger(__name__)
+IDLE_CHECK_S = 2.0
+
+
+class _Publisher:
+    """Serialises messages once and sends them in order from one task (emit() never blocks)."""
+
+    def __init__(self, r: aioredis.Redis, lab_id: str) -> None:
+        self.r = r
+        self.lab_id = lab_id
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1000)
+        self.last_frame: dict[str, Any] | None = None
+
+    def emit(self, message: dict[str, Any]) -> None:
+        message["lab"] = self.lab_id
+        with contextlib.suppress(asyncio.QueueFull):  # a stalled Redis must not stall the lab
+            self.queue.put_nowait(message)
+
+    async def run(self) -> None:
+        channel = keys.out_channel(self.lab_id)
+        while (message := await self.queue.get()) is not None:
+            text = json.dumps(message, separators=(",", ":"))
+            pipe = self.r.pipeline(transaction=False)
+            pipe.publish(channel, text)
+            if message["type"] == "status":
+                pipe.set(keys.status_key(self.lab_id), text, ex=keys.STATUS_TTL_S)
+            elif message["type"] == "frame":
+                pipe.set(keys.frame_key(self.lab_id), text, ex=keys.STATUS_TTL_S)
+            try:
+                await pipe.execute()
+            except aioredis.RedisError as exc:
+                log.warning("lab %s: publish failed: %s", self.lab_id, exc)
+
+    async def close(self) -> None:
+        await self.queue.put(None)
+
+
+async def run_lab(
+    *,
+    lab_id: str,
+    topology: dict[str, Any],
+    network: str,
+    redis_url: str,
+    idle_seconds: float = 600.0,
+    frame_interval: float = 0.25,
+) -> str:
+    """Run the lab until stopped; returns why it stopped ("stopped", "idle" or "failed")."""
+    r = aioredis.from_url(redis_url)
+    pubsub = r.pubsub()
+    publisher = _Publisher(r, lab_id)
+    publish_task = asyncio.create_task(publisher.run())
+    lab = Lab(
+        topology_from_dict(topology), network=network, emit=publisher.emit, frame_interval=frame_interval
+    )
+    stop = asyncio.Event()
+    reason = "stopped"
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        await pubsub.subscribe(keys.in_channel(lab_id))
+        try:
+            await lab.start()
+        except LabStartError:
+            return "failed"
+
+        async def commands() -> None:
+            async for item in pubsub.listen():
+                if item["type"] != "message":
+                    continue
+                try:
+                    command = json.loads(item["data"])
+                except ValueError:
+                    publisher.emit({"type": "error", "message": "command is not JSON"})
+                    continue
+                if isinstance(command, dict) and command.get("action") == "stop":
+                    stop.set()
+                    return
+                try:
+                    await lab.command(command)
+                except CommandError as exc:
+                    publisher.emit({"type": "error", "message": str(exc), "command": command})
+
+        async def frames() -> None:
+            next_at = time.monotonic()
+            last_second = 0.0
+            while True:
+                next_at += frame_interval
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                frame = lab.frame()
+                publisher.emit(frame)
+                if frame["t"] - last_second >= 1.0:  # once a second: keep-alive and history
+                    last_second = frame["t"]
+                    publisher.emit(lab.status())
+                    tot = frame["totals"]
+                    point = [frame["t"], tot["rps"], tot["p50_ms"], tot["p95_ms"], tot["err_rps"]]
+                    pipe = r.pipeline(transaction=False)
+                    pipe.rpush(keys.history_key(lab_id), json.dumps(point))
+                    pipe.ltrim(keys.history_key(lab_id), -keys.HISTORY_POINTS, -1)
+                    pipe.expire(keys.history_key(lab_id), 3600)
+                    await pipe.execute()
+
+        async def idle_watch() -> None:
+            nonlocal reason
+            idle_since = time.monotonic()
+            channel = keys.out_channel(lab_id)
+            while True:
+                await asyncio.sleep(min(IDLE_CHECK_S, idle_seconds))
+                [(_, viewers)] = await r.pubsub_numsub(channel)
+                if viewers:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= idle_seconds:
+                    reason = "idle"
+                    stop.set()
+                    return
+
+        tasks = [asyncio.create_task(c()) for c in (commands, frames, idle_watch)]
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        for t in done:
+            if t is not waiter and t.exception() is not None:
+                log.error("lab %s: %r", lab_id, t.exception())
+                reason = "failed"
+        return reason
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await lab.stop()
+        if reason == "idle":
+            publisher.emit(lab.status("stopped: nobody watched it for a while"))
+        await publisher.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(publish_task, 2.0)
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()
+        await r.aclose()

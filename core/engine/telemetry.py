@@ -1,0 +1,186 @@
+"""Telemetry aggregation (sans-I/O): completed requests in, bounded frames out.
+
+Clients record each finished request as a Trace of Hops. Nothing is sent per request: every
+``frame()`` call closes the current bucket and summarises the last ``window_s`` seconds per node,
+per edge and in total, plus a few sampled requests for the diagram's dots. A frame's size depends
+on the topology and the sample limit, never on the request rate.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+RESERVOIR = 256  # latency samples kept per key per bucket (reservoir sampling beyond that)
+MAX_EVENTS = 20
+
+
+@dataclass(slots=True)
+class Hop:
+    src: str
+    dst: str
+    proto: str  # "dns" | "http"
+    op: str  # "A www.scalelab.test", "GET /api/feed"
+    ok: bool
+    status: str  # "NOERROR 127.20.0.80 ttl=5", "200", "503", "connection refused"
+    ms: float
+    at_ms: float  # start, relative to the request's start
+
+
+@dataclass(slots=True)
+class Trace:
+    id: str
+    client: str
+    t: float  # wall-clock start
+    ok: bool = True
+    ms: float = 0.0
+    hops: list[Hop] = field(default_factory=list)
+    error: str | None = None  # why it failed where no hop says so (e.g. a shared DNS query failed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ms"] = round(self.ms, 2)
+        for h in d["hops"]:
+            h["ms"] = round(h["ms"], 2)
+            h["at_ms"] = round(h["at_ms"], 2)
+        return d
+
+
+class _Stat:
+    """Count, errors and a latency reservoir for one key in one bucket."""
+
+    __slots__ = ("count", "errors", "lat", "seen")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors = 0
+        self.lat: list[float] = []
+        self.seen = 0
+
+    def add(self, ms: float, ok: bool, rng: random.Random) -> None:
+        self.count += 1
+        if not ok:
+            self.errors += 1
+            return  # latency percentiles describe answered requests
+        self.seen += 1
+        if len(self.lat) < RESERVOIR:
+            self.lat.append(ms)
+        else:
+            j = rng.randrange(self.seen)
+            if j < RESERVOIR:
+                self.lat[j] = ms
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values.sort()
+    return round(values[min(len(values) - 1, int(q * len(values)))], 2)
+
+
+class Telemetry:
+    def __init__(
+        self,
+        *,
+        window_s: float = 1.0,
+        frame_interval: float = 0.25,
+        samples_per_frame: int = 6,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.window_s = window_s
+        self.samples_per_frame = samples_per_frame
+        self.rng = rng or random.Random()
+        self.frame_interval = frame_interval
+        # (start, stats) of the closed buckets inside the sliding window
+        self._buckets: deque[tuple[float, dict[str, _Stat]]] = deque(
+            maxlen=max(1, round(window_s / frame_interval))
+        )
+        self._current: dict[str, _Stat] = {}
+        self._current_start: float | None = None
+        self._samples: list[Trace] = []
+        self._sample_seen = 0
+        self._events: list[dict[str, Any]] = []
+        self._events_dropped = 0
+        self.seq = 0
+        self.recorded = 0
+
+    def _stat(self, key: str) -> _Stat:
+        s = self._current.get(key)
+        if s is None:
+            s = self._current[key] = _Stat()
+        return s
+
+    def record(self, trace: Trace) -> None:
+        """Account one finished request: O(hops), no I/O."""
+        self.recorded += 1
+        rng = self.rng
+        self._stat("total").add(trace.ms, trace.ok, rng)
+        self._stat("n:" + trace.client).add(trace.ms, trace.ok, rng)
+        for hop in trace.hops:
+            self._stat("n:" + hop.dst).add(hop.ms, hop.ok, rng)
+            self._stat(f"e:{hop.src}>{hop.dst}").add(hop.ms, hop.ok, rng)
+        self._sample_seen += 1
+        if len(self._samples) < self.samples_per_frame:
+            self._samples.append(trace)
+        else:
+            j = rng.randrange(self._sample_seen)
+            if j < self.samples_per_frame:
+                self._samples[j] = trace
+
+    def event(self, t: float, kind: str, **fields: Any) -> None:
+        if len(self._events) >= MAX_EVENTS:
+            self._events_dropped += 1
+            return
+        self._events.append({"t": round(t, 3), "kind": kind, **fields})
+
+    def frame(self, now: float, nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, Any]:
+        """Close the current bucket and summarise the sliding window; resets samples and events."""
+        start = self._current_start if self._current_start is not None else now - self.frame_interval
+        self._buckets.append((start, self._current))
+        self._current = {}
+        self._current_start = now
+        # Rates divide by the time the window really covers (shorter just after start).
+        span = max(now - self._buckets[0][0], 1e-3)
+
+        def summary(key: str) -> dict[str, Any]:
+            count = errors = 0
+            lat: list[float] = []
+            for _, bucket in self._buckets:
+                s = bucket.get(key)
+                if s is not None:
+                    count += s.count
+                    errors += s.errors
+                    lat.extend(s.lat)
+            return {
+                "rps": round(count / span, 2),
+                "err_rps": round(errors / span, 2),
+                "p50_ms": _percentile(lat, 0.50),
+                "p95_ms": _percentile(lat, 0.95),
+            }
+
+        total = summary("total")
+        total["ok_rps"] = round(total["rps"] - total["err_rps"], 2)
+        frame = {
+            "type": "frame",
+            "seq": self.seq,
+            "t": round(now, 3),
+            "window_s": self.window_s,
+            "totals": total,
+            "nodes": {n: summary("n:" + n) for n in nodes},
+            "edges": {
+                f"{a}>{b}": {k: v for k, v in summary(f"e:{a}>{b}").items() if k.endswith("rps")}
+                for a, b in edges
+            },
+            "samples": [t.to_dict() for t in self._samples],
+            "events": self._events,
+        }
+        if self._events_dropped:
+            frame["events_dropped"] = self._events_dropped
+        self.seq += 1
+        self._samples = []
+        self._sample_seen = 0
+        self._events = []
+        self._events_dropped = 0
+        return frame
