@@ -20,9 +20,7 @@ class Overloaded(Exception):
 
 
 class Capacity:
-    def __init__(
-        self, *, workers: int, service_ms: float, queue_limit: int, rng: random.Random | None = None
-    ) -> None:
+    def __init__(self, *, workers: int, service_ms: float, queue_limit: int, rng: random.Random | None = None) -> None:
         self.workers = workers
         self.service_ms = service_ms
         self.queue_limit = queue_limit
@@ -53,7 +51,7 @@ class Capacity:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # the slot was handed over just as we were cancelled
-            else:
+            elif fut in self._waiters:  # release() may already have dropped it
                 self._waiters.remove(fut)
             raise
 

@@ -35,3 +35,15 @@ async def test_it_measures_utilisation():
         await cap.work()
         cap.release()
     assert cap.utilisation() > 0.8  # the single worker was busy almost all the time
+
+
+async def test_a_waiter_cancelled_while_a_slot_is_released_leaves_the_queue_consistent():
+    cap = Capacity(workers=1, service_ms=1, queue_limit=5)
+    await cap.acquire()
+    waiter = asyncio.create_task(cap.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()  # cancels the waiter's future at once; its task resumes later
+    cap.release()  # skips the cancelled waiter and frees the slot
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (cap.busy, cap.queued) == (0, 0)
