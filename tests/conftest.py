@@ -1,0 +1,75 @@
+"""Test-wide fixtures: a private redis-server (the bundled binary) unless REDIS_URL is given."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+REDIS_SERVER = Path(sys.executable).parent / "redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_start(port: int) -> subprocess.Popen[bytes]:
+    """Start the bundled redis-server on 127.0.0.1:port and wait until it answers PING."""
+    proc = subprocess.Popen(
+        [str(REDIS_SERVER), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"redis-server did not start on port {port}") from None
+            time.sleep(0.02)
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_url() -> Iterator[str]:
+    """The Redis every test uses; settings and the Celery app are pointed at it."""
+    from django.conf import settings
+
+    from core.celery import app
+
+    proc = None
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        proc = redis_server_start(free_port())
+        url = f"redis://127.0.0.1:{proc.args[2]}/0"
+        os.environ["REDIS_URL"] = url
+    settings.REDIS_URL = url
+    app.conf.broker_url = url
+    try:
+        yield url
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+            os.environ.pop("REDIS_URL", None)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
