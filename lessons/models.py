@@ -1,0 +1,31 @@
+"""A lesson (one stage of the course), loaded from lessons/content/*.md by `manage.py lessons load`."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Lesson(models.Model):
+    slug = models.SlugField(unique=True, help_text="the front matter's id")
+    stage = models.PositiveIntegerField()
+    title = models.CharField(max_length=200)
+    summary = models.TextField(blank=True)
+    minutes = models.PositiveIntegerField(default=0)
+    version = models.PositiveIntegerField(default=1)
+    objectives = models.JSONField(default=list)
+    body_md = models.TextField(blank=True)
+    # Rendered and sanitised once at load time, so pages never render untrusted Markdown.
+    body_html = models.TextField(blank=True)
+    # Topology.to_dict(); null while a stage has no runnable lab yet.
+    topology = models.JSONField(null=True, blank=True)
+    source_path = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["stage", "slug"]
+
+    def __str__(self) -> str:
+        return f"{self.stage}. {self.title}"
+
+    @property
+    def runnable(self) -> bool:
+        return self.topology is not None
