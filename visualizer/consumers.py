@@ -1,0 +1,141 @@
+"""The lab WebSocket: hello on connect, commands in, the lab's Redis messages out verbatim."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import redis.asyncio
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.sessions.backends.base import SessionBase
+
+from core import redis as core_redis
+from core.engine import keys
+from core.engine.commands import CommandError, validate_command
+from lessons.models import Lesson
+from visualizer import services
+from visualizer.models import Lab
+
+log = logging.getLogger(__name__)
+CLOSE_NO_SESSION = 4401
+CLOSE_NO_LAB = 4404
+
+
+class LabConsumer(AsyncJsonWebsocketConsumer):
+    lesson: Lesson
+    session_key: str
+
+    async def connect(self) -> None:
+        self.redis: redis.asyncio.Redis | None = None
+        self.pubsub: redis.asyncio.client.PubSub | None = None
+        self.reader: asyncio.Task[None] | None = None
+        # Accept first, then close with a code: a refused handshake hides the code from browsers.
+        await self.accept()
+        session_key = await self._session_key()
+        if session_key is None:
+            await self.close(code=CLOSE_NO_SESSION)
+            return
+        lesson = await self._runnable_lesson(self.scope["url_route"]["kwargs"]["slug"])
+        if lesson is None:
+            await self.close(code=CLOSE_NO_LAB)
+            return
+        self.session_key, self.lesson = session_key, lesson
+        lab = await database_sync_to_async(services.lab_for_session)(session_key=session_key, lesson=lesson)
+        await self._subscribe(lab)
+        await self.send_json(await database_sync_to_async(services.lab_snapshot)(lesson=lesson, lab=lab))
+        self._start_reader()
+
+    async def disconnect(self, code: int) -> None:
+        await self._unsubscribe()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Parse here rather than in decode_json: bad JSON must get an error frame, not a dropped socket.
+        try:
+            content = json.loads(text_data if text_data is not None else (bytes_data or b"").decode())
+        except (ValueError, UnicodeDecodeError):
+            raw = text_data if text_data is not None else repr(bytes_data)
+            await self._error("a command must be JSON", raw[:200])
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        node_ids = [node["id"] for node in self.lesson.topology["nodes"]]
+        try:
+            command = validate_command(content, node_ids=node_ids)
+        except CommandError as exc:
+            await self._error(str(exc), content)
+            return
+        action = command["action"]
+        lab = await database_sync_to_async(services.lab_for_session)(
+            session_key=self.session_key, lesson=self.lesson)
+        if action == "start":
+            lab = await database_sync_to_async(services.lab_start)(session_key=self.session_key, lesson=self.lesson)
+            await self._unsubscribe()
+            await self._subscribe(lab)
+            # The queued status went out before we subscribed: send what Redis holds now.
+            status = await self.redis.get(keys.status_key(str(lab.id)))
+            if status:
+                await self.send(text_data=status)
+            self._start_reader()
+        elif lab is None:
+            await self._error("lab is not running", content)
+        elif action == "stop":
+            await database_sync_to_async(services.lab_stop)(lab=lab)
+        else:
+            await database_sync_to_async(services.lab_command)(lab=lab, command=command)
+
+    async def _subscribe(self, lab: Lab | None) -> None:
+        if lab is None:
+            return
+        self.redis = core_redis.async_client()
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await self.pubsub.subscribe(keys.out_channel(str(lab.id)))
+
+    def _start_reader(self) -> None:
+        # Started after hello (or the start reply) so messages buffered meanwhile follow it in order.
+        if self.pubsub is not None and self.reader is None:
+            self.reader = asyncio.create_task(self._forward(self.pubsub))
+
+    async def _forward(self, pubsub: redis.asyncio.client.PubSub) -> None:
+        try:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    await self.send(text_data=message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("lost the lab's event stream")
+            await self._error("lost the lab's event stream; reload the page", None)
+
+    async def _unsubscribe(self) -> None:
+        reader, pubsub, client = self.reader, self.pubsub, self.redis
+        self.reader = self.pubsub = self.redis = None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _error(self, message: str, command: Any) -> None:
+        await self.send_json({"type": "error", "message": message, "command": command})
+
+    async def _session_key(self) -> str | None:
+        session: SessionBase | None = self.scope.get("session")
+        key = session.session_key if session is not None else None
+        # The cookie value alone proves nothing: the session must exist on the server.
+        if not key or not await database_sync_to_async(session.exists)(key):
+            return None
+        return key
+
+    @database_sync_to_async
+    def _runnable_lesson(self, slug: str) -> Lesson | None:
+        return Lesson.objects.filter(slug=slug, topology__isnull=False).first()

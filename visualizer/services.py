@@ -1,0 +1,148 @@
+"""Lab lifecycle as seen from the web side: start, stop, command, snapshot, and running it in a worker.
+
+Consumers and tasks are thin adapters over these functions. Redis carries the live state
+(status/frame/history keys and pub/sub, see core.engine.keys); the Lab row records ownership.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+from core import redis as core_redis
+from core.engine import keys
+from lessons.models import Lesson
+from visualizer.models import Lab
+
+log = logging.getLogger(__name__)
+QUEUED_STATUS_TTL_S = 3600  # nobody refreshes a queued lab's status while it waits for a slot
+STOP_POLL_S = 1.0
+
+
+def lab_for_session(*, session_key: str, lesson: Lesson) -> Lab | None:
+    """The session's live lab for this lesson, if any."""
+    return (
+        Lab.objects.filter(session_key=session_key, lesson=lesson, state__in=Lab.LIVE_STATES)
+        .order_by("-created")
+        .first()
+    )
+
+
+def lab_start(*, session_key: str, lesson: Lesson) -> Lab:
+    """Stop the session's previous live lab, then queue a new one on a fresh 127.A.B network."""
+    if lesson.topology is None:
+        raise ValueError(f"lesson {lesson.slug!r} has no lab")
+    for previous in Lab.objects.filter(session_key=session_key, state__in=Lab.LIVE_STATES):
+        lab_stop(lab=previous)
+    r = core_redis.client()
+    network = keys.network_for(r.incr(keys.NETBLOCK_COUNTER))
+    lab = Lab.objects.create(session_key=session_key, lesson=lesson, network=network)
+    lab.task_id = str(lab.id)
+    lab.save(update_fields=["task_id"])
+    status = {"type": "status", "lab": str(lab.id), "state": Lab.State.QUEUED.value,
+              "slots": settings.LAB_SLOTS, "nodes": {}}
+    _status_publish(r, lab, status, ttl=QUEUED_STATUS_TTL_S)
+
+    from visualizer.tasks import run_lab  # the task module imports this one
+
+    # Enqueue only once the row is committed, or the worker might not find it.
+    transaction.on_commit(lambda: run_lab.apply_async(args=[str(lab.id)], task_id=lab.task_id))
+    return lab
+
+
+def lab_stop(*, lab: Lab) -> None:
+    """Ask the engine to stop (it closes every socket) and record the lab as stopped."""
+    r = core_redis.client()
+    r.publish(keys.in_channel(str(lab.id)), json.dumps({"action": "stop"}))
+    Lab.objects.filter(pk=lab.pk).update(state=Lab.State.STOPPED)
+    lab.state = Lab.State.STOPPED
+    _status_publish(r, lab, {"type": "status", "lab": str(lab.id), "state": "stopped", "nodes": {}},
+                    ttl=keys.STATUS_TTL_S)
+
+
+def lab_command(*, lab: Lab, command: dict[str, Any]) -> None:
+    """Forward a shape-checked command to the running engine."""
+    core_redis.client().publish(keys.in_channel(str(lab.id)), json.dumps(command))
+
+
+def lab_snapshot(*, lesson: Lesson, lab: Lab | None) -> dict[str, Any]:
+    """The `hello` message: topology plus the lab's last status, frame and history."""
+    hello: dict[str, Any] = {"type": "hello", "lesson": lesson.slug, "topology": lesson.topology,
+                             "status": {"state": "stopped"}, "frame": None, "history": []}
+    if lab is None:
+        return hello
+    r = core_redis.client()
+    lab_id = str(lab.id)
+    pipe = r.pipeline()
+    pipe.get(keys.status_key(lab_id))
+    pipe.get(keys.frame_key(lab_id))
+    pipe.lrange(keys.history_key(lab_id), -keys.HISTORY_POINTS, -1)
+    status, frame, history = pipe.execute()
+    if status:
+        hello["status"] = json.loads(status)
+    if frame:
+        hello["frame"] = json.loads(frame)
+    hello["history"] = [json.loads(point) for point in history]
+    return hello
+
+
+def lab_run(*, lab_id: str) -> None:
+    """Run a lab in this (worker) process until it stops; record how it ended."""
+    lab = Lab.objects.select_related("lesson").filter(pk=lab_id).first()
+    if lab is None:
+        log.warning("lab %s does not exist; nothing to run", lab_id)
+        return
+    if lab.state != Lab.State.QUEUED or lab.lesson.topology is None:
+        return  # stopped while it waited for a slot
+    Lab.objects.filter(pk=lab_id, state=Lab.State.QUEUED).update(state=Lab.State.STARTING)
+    close_old_connections()
+    try:
+        asyncio.run(_lab_run_async(lab_id=lab_id, topology=lab.lesson.topology, network=lab.network))
+    except Exception as exc:
+        log.exception("lab %s failed", lab_id)
+        Lab.objects.filter(pk=lab_id).update(state=Lab.State.FAILED)
+        status = {"type": "status", "lab": lab_id, "state": "failed", "message": str(exc), "nodes": {}}
+        _status_publish(core_redis.client(), lab, status, ttl=keys.STATUS_TTL_S)
+    else:
+        Lab.objects.filter(pk=lab_id).update(state=Lab.State.STOPPED)
+    finally:
+        close_old_connections()
+
+
+async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str) -> None:
+    from core.engine.runner import run_lab  # imported late: only workers need the engine
+
+    engine = asyncio.create_task(run_lab(
+        lab_id=lab_id, topology=topology, network=network, redis_url=settings.REDIS_URL,
+        idle_seconds=settings.LAB_IDLE_SECONDS,
+    ))
+    # A stop published before the engine subscribed to its in channel would be lost: while the row
+    # says stopped, repeat the stop command until the engine has gone.
+    while True:
+        done, _ = await asyncio.wait({engine}, timeout=STOP_POLL_S)
+        if done:
+            return engine.result()
+        if await asyncio.to_thread(_lab_stopped, lab_id):
+            r = core_redis.async_client()
+            try:
+                await r.publish(keys.in_channel(lab_id), json.dumps({"action": "stop"}))
+            finally:
+                await r.aclose()
+
+
+def _lab_stopped(lab_id: str) -> bool:
+    try:
+        return Lab.objects.filter(pk=lab_id, state=Lab.State.STOPPED).exists()
+    finally:
+        close_old_connections()
+
+
+def _status_publish(r: Any, lab: Lab, status: dict[str, Any], *, ttl: int) -> None:
+    text = json.dumps(status)
+    r.set(keys.status_key(str(lab.id)), text, ex=ttl)
+    r.publish(keys.out_channel(str(lab.id)), text)
