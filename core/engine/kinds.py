@@ -62,9 +62,7 @@ KINDS: dict[str, Kind] = {
                 "web browser (asks for HTML) or mobile app (asks for JSON)",
                 choices=("web", "mobile"),
             ),
-            "rate": Param(
-                float, 2.0, "requests per second this client sends (Poisson arrivals)", min=0, max=2000
-            ),
+            "rate": Param(float, 2.0, "requests per second this client sends (Poisson arrivals)", min=0, max=2000),
             "timeout_s": Param(float, 3.0, "give up on a request after this many seconds", min=0.1, max=30),
         },
     ),
@@ -90,9 +88,7 @@ KINDS: dict[str, Kind] = {
         port=8080,
         proto="tcp",
         params={
-            "workers": Param(
-                int, 4, "requests served at once (modelled CPU cores)", min=1, max=64, modelled=True
-            ),
+            "workers": Param(int, 4, "requests served at once (modelled CPU cores)", min=1, max=64, modelled=True),
             "service_ms": Param(
                 float,
                 25.0,

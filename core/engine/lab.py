@@ -143,9 +143,7 @@ class Lab:
         self.telemetry.record(trace)
 
     def frame(self, now: float | None = None) -> dict[str, Any]:
-        frame = self.telemetry.frame(
-            time.time() if now is None else now, self._node_ids, list(self.topology.edges)
-        )
+        frame = self.telemetry.frame(time.time() if now is None else now, self._node_ids, list(self.topology.edges))
         for node_id, node in self.nodes.items():
             frame["nodes"][node_id].update(node.snapshot())
         return frame

@@ -72,9 +72,7 @@ async def run_lab(
     pubsub = r.pubsub()
     publisher = _Publisher(r, lab_id)
     publish_task = asyncio.create_task(publisher.run())
-    lab = Lab(
-        topology_from_dict(topology), network=network, emit=publisher.emit, frame_interval=frame_interval
-    )
+    lab = Lab(topology_from_dict(topology), network=network, emit=publisher.emit, frame_interval=frame_interval)
     stop = asyncio.Event()
     reason = "stopped"
     tasks: list[asyncio.Task[Any]] = []

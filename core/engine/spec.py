@@ -226,8 +226,6 @@ def topology_from_dict(data: dict[str, Any]) -> Topology:
     if isinstance(nodes, list):
         data = {
             **data,
-            "nodes": [
-                {k: v for k, v in n.items() if k not in _DERIVED} if isinstance(n, dict) else n for n in nodes
-            ],
+            "nodes": [{k: v for k, v in n.items() if k not in _DERIVED} if isinstance(n, dict) else n for n in nodes],
         }
     return parse_topology(data)

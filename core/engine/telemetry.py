@@ -94,9 +94,7 @@ class Telemetry:
         self.rng = rng or random.Random()
         self.frame_interval = frame_interval
         # (start, stats) of the closed buckets inside the sliding window
-        self._buckets: deque[tuple[float, dict[str, _Stat]]] = deque(
-            maxlen=max(1, round(window_s / frame_interval))
-        )
+        self._buckets: deque[tuple[float, dict[str, _Stat]]] = deque(maxlen=max(1, round(window_s / frame_interval)))
         self._current: dict[str, _Stat] = {}
         self._current_start: float | None = None
         self._samples: list[Trace] = []
@@ -170,8 +168,7 @@ class Telemetry:
             "totals": total,
             "nodes": {n: summary("n:" + n) for n in nodes},
             "edges": {
-                f"{a}>{b}": {k: v for k, v in summary(f"e:{a}>{b}").items() if k.endswith("rps")}
-                for a, b in edges
+                f"{a}>{b}": {k: v for k, v in summary(f"e:{a}>{b}").items() if k.endswith("rps")} for a, b in edges
             },
             "samples": [t.to_dict() for t in self._samples],
             "events": self._events,

@@ -100,16 +100,12 @@ async def test_every_listening_socket_is_on_loopback_and_freed_on_stop(network):
     me = psutil.Process(os.getpid())
 
     def lab_sockets():
-        return [
-            c for c in me.net_connections(kind="inet") if c.laddr and c.laddr.ip.startswith(network + ".")
-        ]
+        return [c for c in me.net_connections(kind="inet") if c.laddr and c.laddr.ip.startswith(network + ".")]
 
     async with Lab(stage1(rate=20, service_ms=1), network=network) as lab:
         await asyncio.sleep(0.5)
         listening = [
-            c
-            for c in me.net_connections(kind="inet")
-            if c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM
+            c for c in me.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM
         ]
         ours = [c for c in listening if c.laddr.ip.startswith(network + ".")]
         assert {(c.laddr.ip, c.laddr.port) for c in ours} == {

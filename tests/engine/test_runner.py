@@ -71,9 +71,7 @@ async def test_it_streams_frames_obeys_commands_and_stops(redis_url, network):
 
 async def test_it_stops_itself_when_nobody_watches(redis_url, network):
     reason = await asyncio.wait_for(
-        run_lab(
-            lab_id="t2", topology=stage1().to_dict(), network=network, redis_url=redis_url, idle_seconds=0.5
-        ),
+        run_lab(lab_id="t2", topology=stage1().to_dict(), network=network, redis_url=redis_url, idle_seconds=0.5),
         10,
     )
     assert reason == "idle"

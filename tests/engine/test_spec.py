@@ -44,9 +44,7 @@ def test_it_reports_every_error_with_its_path():
 
 
 def test_it_rejects_duplicate_ids_and_hosts():
-    errs = errors_of(
-        {"nodes": [{"id": "a", "kind": "web", "host": 7}, {"id": "a", "kind": "web", "host": 7}]}
-    )
+    errs = errors_of({"nodes": [{"id": "a", "kind": "web", "host": 7}, {"id": "a", "kind": "web", "host": 7}]})
     assert "duplicate node id" in errs["topology.nodes[1].id"]
     assert "already used" in errs["topology.nodes[1].host"]
 

@@ -46,9 +46,7 @@ class ClientNode(Node):
         self.sent = 0
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            local_addr=(self.address, 0), limit=MAX_IN_FLIGHT, use_dns_cache=False
-        )
+        connector = aiohttp.TCPConnector(local_addr=(self.address, 0), limit=MAX_IN_FLIGHT, use_dns_cache=False)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
         self._loop_task = asyncio.create_task(self._arrivals(), name=f"client-{self.id}")
         self.up = True
