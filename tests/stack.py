@@ -1,0 +1,135 @@
+"""The whole product as separate processes, as `make run` starts it: a Celery worker and
+(optionally) daphne, on a SQLite file and a Redis database of their own.
+
+Used by the worker and browser tests and by the full-stack benchmarks, because a worker and daphne
+cannot see pytest-django's test database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import redis
+
+from core.engine import keys
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+CONTENT = BASE_DIR / "lessons" / "content"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    db_path: Path
+    redis: redis.Redis
+    worker: subprocess.Popen[bytes] | None = None
+    web: subprocess.Popen[bytes] | None = None
+    url: str = ""
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=self.env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def shell(self, code: str) -> str:
+        return self.manage("shell", "-c", code).strip()
+
+    def lab_state(self, lab_id: str) -> str:
+        with sqlite3.connect(self.db_path) as db:
+            return db.execute("select state from visualizer_lab where id = ?",
+                              (lab_id.replace("-", ""),)).fetchone()[0]
+
+    def status(self, lab_id: str) -> dict:
+        raw = self.redis.get(keys.status_key(lab_id))
+        return json.loads(raw) if raw else {}
+
+    def pool(self) -> list[psutil.Process]:
+        assert self.worker is not None
+        return psutil.Process(self.worker.pid).children(recursive=True)
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = None,
+              web: bool = False, slots: int = 1, idle_seconds: int = 120,
+              redis_db: int = 1) -> Iterator[Stack]:
+    """Migrate, load lessons (all shipped ones by default), start a worker and maybe daphne."""
+    worker_redis = re.sub(r"/\d+$", "", redis_url) + f"/{redis_db}"
+    db_path = tmp_path / "db.sqlite3"
+    env = {**os.environ, "REDIS_URL": worker_redis, "DATABASE_URL": f"sqlite:///{db_path}",
+           "LAB_SLOTS": str(slots), "LAB_IDLE_SECONDS": str(idle_seconds),
+           "DJANGO_SETTINGS_MODULE": "core.settings"}
+    client = redis.Redis.from_url(worker_redis, decode_responses=True)
+    client.flushdb()  # tasks queued by earlier runs must never reach this worker
+    stack = Stack(env=env, db_path=db_path, redis=client)
+    try:
+        stack.manage("migrate", "-v", "0")
+        stack.manage("lessons", "load", *(str(p) for p in lessons or []))
+        stack.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "core", "worker", "-P", "prefork", "-c", str(slots),
+             "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=BASE_DIR, env=env, start_new_session=True)
+        stack.procs.append(stack.worker)
+        if web:
+            port = free_port()
+            stack.web = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "core.asgi:application"],
+                cwd=BASE_DIR, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+            stack.procs.append(stack.web)
+            stack.url = f"http://127.0.0.1:{port}"
+
+            def web_up() -> bool:
+                with socket.socket() as s:
+                    return s.connect_ex(("127.0.0.1", port)) == 0
+
+            wait_for(web_up, 30, "daphne to listen")
+        wait_for(lambda: len(stack.pool()) == slots, 30, "the worker's pool processes")
+        yield stack
+    finally:
+        # Cold shutdown (SIGQUIT) for the worker: a running lab must not block it.
+        for proc in reversed(stack.procs):
+            _stop(proc, signal.SIGQUIT if proc is stack.worker else signal.SIGTERM)
+        client.flushdb()
+        client.close()
