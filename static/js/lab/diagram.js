@@ -1,0 +1,448 @@
+// The live diagram: SVG drawn from Topology.to_dict(), updated from status and frames.
+//
+// Why hand-written SVG: the layout comes straight from the topology (columns by the kind's
+// `tier`), so a graph library would add weight without adding anything. The DOM is built once
+// per topology; status and frames only change text and attributes of existing elements, and the
+// dots are animated in one requestAnimationFrame loop (never one DOM operation per request).
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const W = 960;
+const NODE_W = 240;
+const MARGIN_X = 24;
+const TOP_Y = 16;
+const GAP_Y = 28;
+const LEG_MS = 400; // a dot's travel time each way along an edge
+const MAX_DOTS = 120; // bound on dots alive at once, whatever the request rate
+// Side services (name lookups) sit in a lane above the request path, so the path stays straight.
+const TOP_LANE_KINDS = new Set(["dns"]);
+const TIER_NAMES = { 0: "clients", 1: "edge services", 2: "web tier", 3: "caches", 4: "data tier" };
+
+function el(tag, attrs = {}, parent = null, text = null) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) node.setAttribute(k, v);
+  if (text !== null) node.textContent = text;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+export function fmtRate(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "—";
+  if (v >= 100) return v.toFixed(0);
+  return v.toFixed(1);
+}
+
+export function fmtMs(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "—";
+  if (v >= 100) return `${v.toFixed(0)} ms`;
+  if (v >= 10) return `${v.toFixed(1)} ms`;
+  return `${v.toFixed(2)} ms`;
+}
+
+// The lines a node box shows under its title, by kind. Each line is a list of parts: strings are
+// static text, {key} parts are live values that update() fills in.
+function linesFor(node) {
+  const p = node.params || {};
+  const lines = [
+    [{ key: "rps", cls: "metric-strong" }, " req/s · errors ", { key: "err", cls: "metric-err" }, "/s"],
+    ["p50 ", { key: "p50" }, " · p95 ", { key: "p95" }],
+  ];
+  if (node.kind === "web") {
+    lines.push([{ key: "utilbar" }, "util ", { key: "util" }, " · in flight ", { key: "inflight" }, ` of ${p.workers}`]);
+    lines.push(["queued ", { key: "queued" }, ` (limit ${p.queue_limit}, then 503)`]);
+    lines.push([{ key: "modelled", cls: "modelled",
+      text: `modelled CPU: ${p.workers} workers × ${p.service_ms} ms` }]);
+  } else if (node.kind === "dns") {
+    lines.push([`TTL ${p.ttl} s · name → ${p.target}`]);
+  } else if (node.kind === "client") {
+    const what = p.flavor === "mobile" ? "JSON API calls" : "HTML pages";
+    lines.push(["sends ", { key: "rate" }, ` req/s of ${what}`]);
+  } else {
+    const modelled = new Set(node.modelled || []);
+    const parts = Object.entries(p).map(([k, v]) => `${k} ${v}${modelled.has(k) ? " (modelled)" : ""}`);
+    if (parts.length) lines.push([parts.join(" · ")]);
+  }
+  return lines;
+}
+
+function boxHeight(node) {
+  return 52 + linesFor(node).length * 17;
+}
+
+function addressText(info, node) {
+  if (!info || !info.address) return "—";
+  if (!info.port) return `${info.address} (source)`;
+  return `${info.address}:${info.port}/${info.proto || node.proto || ""}`;
+}
+
+export class Diagram {
+  /**
+   * @param {SVGSVGElement} svg
+   * @param {{onNodeClick: (id: string, rect: DOMRect) => void, onDotClick: (sample: object) => void}} handlers
+   */
+  constructor(svg, { onNodeClick, onDotClick }) {
+    this.svg = svg;
+    this.onNodeClick = onNodeClick;
+    this.onDotClick = onDotClick;
+    this.nodes = new Map(); // id -> {spec, x, y, w, h, g, refs}
+    this.edges = new Map(); // "a>b" -> {line, label, labelBg, x1, y1, x2, y2}
+    this.pending = []; // dots waiting for their start time
+    this.active = []; // dots on screen
+    this.raf = 0;
+    this.lastTick = 0;
+    this.tick = this.tick.bind(this);
+  }
+
+  setTopology(topology) {
+    this.clearDots();
+    this.svg.replaceChildren();
+    this.nodes.clear();
+    this.edges.clear();
+    if (!topology || !topology.nodes) return;
+    this.topology = topology;
+    this.layout(topology);
+
+    const labels = el("g", { class: "tier-labels" }, this.svg);
+    for (const t of this.tierLabels) {
+      el("text", { x: t.x, y: this.height - 10, "text-anchor": "middle", class: "tier-label" }, labels, t.text);
+    }
+    el("text", { x: MARGIN_X, y: TOP_Y + 12, class: "domain-label" }, labels, `site name: ${topology.domain || ""}`);
+    const edgeLayer = el("g", { class: "edges" }, this.svg);
+    const nodeLayer = el("g", { class: "nodes" }, this.svg);
+    this.dotLayer = el("g", { class: "dots" }, this.svg);
+    this.labelLayer = el("g", { class: "edge-labels" }, this.svg);
+
+    for (const [a, b] of topology.edges) this.drawEdge(edgeLayer, a, b);
+    for (const n of this.nodes.values()) this.drawNode(nodeLayer, n);
+  }
+
+  layout(topology) {
+    const tiers = [...new Set(topology.nodes.map((n) => n.tier))].sort((a, b) => a - b);
+    const colX = (tier) => {
+      const i = tiers.indexOf(tier);
+      if (tiers.length === 1) return W / 2;
+      return MARGIN_X + NODE_W / 2 + (i * (W - 2 * MARGIN_X - NODE_W)) / (tiers.length - 1);
+    };
+    const top = topology.nodes.filter((n) => TOP_LANE_KINDS.has(n.kind));
+    const main = topology.nodes.filter((n) => !TOP_LANE_KINDS.has(n.kind));
+    const laneH = top.length ? Math.max(...top.map(boxHeight)) + GAP_Y * 1.5 : 0;
+
+    // Columns of the main band: each column's boxes spread evenly over the band's height.
+    const columns = new Map();
+    for (const n of main) {
+      if (!columns.has(n.tier)) columns.set(n.tier, []);
+      columns.get(n.tier).push(n);
+    }
+    let bandH = 0;
+    for (const col of columns.values()) {
+      bandH = Math.max(bandH, col.reduce((s, n) => s + boxHeight(n), 0) + GAP_Y * (col.length + 1));
+    }
+    bandH = Math.max(bandH, 280);
+    this.height = TOP_Y + laneH + bandH + 30;
+
+    // The top lane: its nodes side by side around their column's x.
+    const laneByTier = new Map();
+    for (const n of top) {
+      if (!laneByTier.has(n.tier)) laneByTier.set(n.tier, []);
+      laneByTier.get(n.tier).push(n);
+    }
+    for (const [tier, list] of laneByTier) {
+      list.forEach((n, i) => {
+        const h = boxHeight(n);
+        const x = colX(tier) + (i - (list.length - 1) / 2) * (NODE_W + 16);
+        this.nodes.set(n.id, { spec: n, x, y: TOP_Y + h / 2, w: NODE_W, h });
+      });
+    }
+    for (const [tier, col] of columns) {
+      const total = col.reduce((s, n) => s + boxHeight(n), 0);
+      const gap = (bandH - total) / (col.length + 1);
+      let y = TOP_Y + laneH + gap;
+      for (const n of col) {
+        const h = boxHeight(n);
+        this.nodes.set(n.id, { spec: n, x: colX(tier), y: y + h / 2, w: NODE_W, h });
+        y += h + gap;
+      }
+    }
+    this.svg.setAttribute("viewBox", `0 0 ${W} ${this.height}`);
+    this.tierLabels = tiers.map((t) => ({ x: colX(t), text: TIER_NAMES[t] || `tier ${t}` }));
+  }
+
+  // Where an edge leaves and enters boxes: the facing sides, so lines never cut through a box.
+  // A node in a lane above the source (DNS) is entered from below.
+  segment(a, b) {
+    const G = 4;
+    const box = (n) => ({ l: n.x - n.w / 2, r: n.x + n.w / 2, t: n.y - n.h / 2, b: n.y + n.h / 2 });
+    const A = box(a);
+    const B = box(b);
+    let x1, y1, x2, y2;
+    if (B.l > A.r || B.r < A.l) {
+      const right = B.l > A.r;
+      x1 = right ? A.r + G : A.l - G;
+      y1 = a.y;
+      if (B.b < A.t || B.t > A.b) {
+        const above = B.b < A.t;
+        x2 = b.x + (right ? -1 : 1) * b.w / 4;
+        y2 = above ? B.b + G : B.t - G;
+      } else {
+        x2 = right ? B.l - G : B.r + G;
+        y2 = b.y;
+      }
+    } else {
+      const down = b.y > a.y;
+      x1 = a.x;
+      y1 = down ? A.b + G : A.t - G;
+      x2 = b.x;
+      y2 = down ? B.t - G : B.b + G;
+    }
+    return { x1, y1, x2, y2 };
+  }
+
+  drawEdge(layer, a, b) {
+    const na = this.nodes.get(a);
+    const nb = this.nodes.get(b);
+    if (!na || !nb) return;
+    const s = this.segment(na, nb);
+    const g = el("g", { class: "edge", "data-testid": `edge-${a}-${b}` }, layer);
+    const line = el("line", { ...s, class: "edge-line" }, g);
+    const mx = (s.x1 + s.x2) / 2;
+    const my = (s.y1 + s.y2) / 2;
+    // Labels sit in a layer above the dots (readable), and let clicks through to the dots.
+    const lg = el("g", { class: "edge-label-group" }, this.labelLayer);
+    const labelBg = el("rect", { x: mx - 34, y: my - 10, width: 68, height: 20, rx: 10, class: "edge-label-bg" }, lg);
+    const label = el("text", { x: mx, y: my + 4, class: "edge-label", "text-anchor": "middle",
+      "data-testid": `edge-${a}-${b}-rps` }, lg, "—");
+    this.edges.set(`${a}>${b}`, { g, lg, line, label, labelBg, ...s, mx });
+  }
+
+  drawNode(layer, n) {
+    const { spec } = n;
+    const x0 = n.x - n.w / 2;
+    const y0 = n.y - n.h / 2;
+    const g = el("g", { class: `node kind-${spec.kind} state-idle`, "data-testid": `node-${spec.id}`,
+      "data-node": spec.id, tabindex: "0", role: "button", "aria-label": `${spec.title} ${spec.id}` }, layer);
+    el("rect", { x: x0, y: y0, width: n.w, height: n.h, rx: 10, class: "node-box" }, g);
+    el("rect", { x: x0, y: y0, width: 5, height: n.h, rx: 2, class: "node-accent" }, g);
+
+    let title = spec.title;
+    if (spec.kind === "client") title = spec.params.flavor === "mobile" ? "Mobile client" : "Web client";
+    el("text", { x: x0 + 16, y: y0 + 21, class: "node-title" }, g, title);
+
+    const pillW = 68;
+    el("rect", { x: x0 + n.w - pillW - 10, y: y0 + 8, width: pillW, height: 18, rx: 9, class: "state-pill" }, g);
+    const stateText = el("text", { x: x0 + n.w - pillW / 2 - 10, y: y0 + 21, class: "state-text",
+      "text-anchor": "middle", "data-testid": `node-${spec.id}-state` }, g, "—");
+
+    const addr = el("text", { x: x0 + 16, y: y0 + 39, class: "node-addr" }, g);
+    el("tspan", { class: "node-id" }, addr, spec.id);
+    el("tspan", {}, addr, " · ");
+    const addrValue = el("tspan", { "data-testid": `node-${spec.id}-addr` }, addr, "—");
+
+    const refs = { stateText, addrValue };
+    let y = y0 + 58;
+    for (const line of linesFor(spec)) {
+      const t = el("text", { x: x0 + 16, y, class: "node-line" }, g);
+      for (const part of line) {
+        if (typeof part === "string") {
+          el("tspan", {}, t, part);
+        } else if (part.key === "utilbar") {
+          // A small utilisation bar drawn before the text line.
+          el("rect", { x: x0 + 16, y: y - 9, width: 40, height: 10, rx: 2, class: "util-bg" }, g);
+          refs.utilFill = el("rect", { x: x0 + 16, y: y - 9, width: 0, height: 10, rx: 2, class: "util-fill" }, g);
+          t.setAttribute("x", x0 + 62);
+        } else {
+          const attrs = { class: part.cls || null };
+          if (part.key === "rps") attrs["data-testid"] = `node-${spec.id}-rps`;
+          refs[part.key] = el("tspan", attrs, t, part.text !== undefined ? part.text : "—");
+        }
+      }
+      y += 17;
+    }
+    if (spec.kind === "web") {
+      const tip = el("title", {}, g);
+      tip.textContent = "Modelled: one machine cannot have a real N-core server per student, so the "
+        + "web node serves each request with one of N workers for a random CPU time (mean service_ms).";
+    }
+    // The down overlay: a bold label across the box, shown by CSS when the node is down.
+    el("text", { x: x0 + n.w - 12, y: y0 + n.h - 10, class: "down-label", "text-anchor": "end" }, g, "DOWN");
+
+    g.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      this.onNodeClick(spec.id, g.getBoundingClientRect());
+    });
+    g.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" || ev.key === " ") {
+        ev.preventDefault();
+        this.onNodeClick(spec.id, g.getBoundingClientRect());
+      }
+    });
+    n.g = g;
+    n.refs = refs;
+  }
+
+  /** Node states and addresses from the latest status (and the lab's state). */
+  applyStatus(status, nodeStates) {
+    for (const [id, n] of this.nodes) {
+      const info = status && status.nodes ? status.nodes[id] : null;
+      n.refs.addrValue.textContent = addressText(info, n.spec);
+      this.setNodeState(n, nodeStates[id] || "idle");
+    }
+  }
+
+  setNodeState(n, state) {
+    const cls = `node kind-${n.spec.kind} state-${state}`;
+    if (n.g.getAttribute("class") !== cls) n.g.setAttribute("class", cls);
+    const label = { up: "UP", down: "DOWN", starting: "STARTING", idle: "—" }[state] || state.toUpperCase();
+    if (n.refs.stateText.textContent !== label) n.refs.stateText.textContent = label;
+    n.state = state;
+  }
+
+  /** Live numbers from a frame (or clear them when frame is null). */
+  applyFrame(frame) {
+    const fn = frame ? frame.nodes || {} : {};
+    for (const [id, n] of this.nodes) {
+      const m = fn[id] || {};
+      const r = n.refs;
+      const set = (key, text) => {
+        if (r[key] && r[key].textContent !== text) r[key].textContent = text;
+      };
+      set("rps", frame ? fmtRate(m.rps) : "—");
+      set("p50", frame ? fmtMs(m.p50_ms) : "—");
+      set("p95", frame ? fmtMs(m.p95_ms) : "—");
+      set("err", frame ? fmtRate(m.err_rps) : "—");
+      if (r.err) r.err.setAttribute("class", m.err_rps > 0 ? "metric-err bad" : "metric-err");
+      if (r.rate) set("rate", frame && m.rate !== undefined ? fmtRate(m.rate) : fmtRate(n.spec.params.rate));
+      if (r.util) {
+        const u = typeof m.util === "number" ? m.util : null;
+        set("util", u === null ? "—" : `${Math.round(u * 100)}%`);
+        set("queued", m.queued === undefined ? "—" : String(m.queued));
+        set("inflight", m.in_flight === undefined ? "—" : String(m.in_flight));
+        r.utilFill.setAttribute("width", String(40 * Math.min(1, Math.max(0, u || 0))));
+        r.utilFill.setAttribute("class", u >= 0.9 ? "util-fill hot" : u >= 0.7 ? "util-fill warm" : "util-fill");
+      }
+    }
+    const fe = frame ? frame.edges || {} : {};
+    for (const [key, e] of this.edges) {
+      const m = fe[key];
+      let text = "—";
+      let cls = "edge";
+      if (m) {
+        text = `${fmtRate(m.rps)}/s`;
+        if (m.err_rps > 0) {
+          text += ` · ${fmtRate(m.err_rps)} err`;
+          cls = m.err_rps >= m.rps * 0.5 ? "edge failing" : "edge degraded";
+        } else if (m.rps > 0) {
+          cls = "edge active";
+        }
+      }
+      if (e.label.textContent !== text) {
+        e.label.textContent = text;
+        const w = Math.max(52, text.length * 7 + 14);
+        e.labelBg.setAttribute("x", String(e.mx - w / 2));
+        e.labelBg.setAttribute("width", String(w));
+      }
+      if (e.g.getAttribute("class") !== cls) {
+        e.g.setAttribute("class", cls);
+        e.lg.setAttribute("class", `edge-label-group ${cls.replace("edge", "").trim()}`);
+      }
+      e.line.setAttribute("stroke-width", String(m ? Math.min(6, 1.5 + Math.log10(1 + m.rps) * 1.6) : 1.5));
+    }
+  }
+
+  /** Queue a dot per hop of each sample, hop after hop, starting within the frame's interval. */
+  addSamples(samples) {
+    if (!samples || !samples.length || document.hidden) return;
+    const now = performance.now();
+    const t0 = Math.min(...samples.map((s) => s.t || 0));
+    for (const sample of samples) {
+      let start = now + Math.min(250, Math.max(0, ((sample.t || t0) - t0) * 1000));
+      const base = start;
+      let prevEnd = start;
+      for (const hop of sample.hops || []) {
+        const geom = this.hopGeometry(hop);
+        if (!geom) continue;
+        // Hops run in order; a long real gap (a timeout, a retry) shows as a pause, capped.
+        start = Math.max(prevEnd, base + Math.min(hop.at_ms || 0, 3000));
+        prevEnd = start + 2 * LEG_MS;
+        this.pending.push({ sample, hop, ...geom, start });
+      }
+    }
+    // Bounded: drop the oldest waiting dots first.
+    const over = this.pending.length + this.active.length - MAX_DOTS;
+    if (over > 0) this.pending.splice(0, over);
+    if (!this.raf) this.raf = requestAnimationFrame(this.tick);
+  }
+
+  hopGeometry(hop) {
+    const a = this.nodes.get(hop.src);
+    const b = this.nodes.get(hop.dst);
+    if (!a || !b) return null;
+    const e = this.edges.get(`${hop.src}>${hop.dst}`);
+    if (e) return { x1: e.x1, y1: e.y1, x2: e.x2, y2: e.y2 };
+    return this.segment(a, b);
+  }
+
+  tick(now) {
+    const dt = this.lastTick ? now - this.lastTick : 0;
+    this.lastTick = now;
+    // Start the dots whose time has come (created only now, so every [data-testid=dot] is moving).
+    if (this.pending.length) {
+      const still = [];
+      for (const d of this.pending) {
+        if (d.start <= now) this.spawn(d);
+        else still.push(d);
+      }
+      this.pending = still;
+    }
+    const alive = [];
+    for (const d of this.active) {
+      if (d.hover) d.start += dt; // a hovered dot holds still, so it can be clicked
+      const p = (now - d.start) / LEG_MS;
+      if (p >= 2) {
+        d.g.remove();
+        continue;
+      }
+      const f = p < 1 ? p : 2 - p; // out to the server, then back with the answer
+      const x = d.x1 + (d.x2 - d.x1) * f;
+      const y = d.y1 + (d.y2 - d.y1) * f;
+      d.g.setAttribute("transform", `translate(${x.toFixed(1)},${y.toFixed(1)})`);
+      alive.push(d);
+    }
+    this.active = alive;
+    if (this.active.length || this.pending.length) {
+      this.raf = requestAnimationFrame(this.tick);
+    } else {
+      this.raf = 0;
+      this.lastTick = 0;
+    }
+  }
+
+  spawn(d) {
+    const failed = d.hop.ok === false;
+    const cls = `dot proto-${d.hop.proto || "other"}${failed ? " failed" : ""}`;
+    const g = el("g", { class: cls, "data-testid": "dot", "data-request": d.sample.id,
+      transform: `translate(${d.x1},${d.y1})` }, this.dotLayer);
+    el("circle", { r: 14, class: "dot-hit" }, g); // generous, invisible hit area
+    el("circle", { r: 5.5, class: "dot-core" }, g);
+    const tip = el("title", {}, g);
+    tip.textContent = `${d.hop.src} → ${d.hop.dst}: ${d.hop.op || d.hop.proto} ${d.hop.status || ""}`;
+    g.addEventListener("pointerenter", () => { d.hover = true; });
+    g.addEventListener("pointerleave", () => { d.hover = false; });
+    g.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      this.onDotClick(d.sample);
+    });
+    d.g = g;
+    this.active.push(d);
+  }
+
+  clearDots() {
+    for (const d of this.active) d.g.remove();
+    this.active = [];
+    this.pending = [];
+  }
+
+  /** Where a node sits on screen (for placing its menu). */
+  nodeRect(id) {
+    const n = this.nodes.get(id);
+    return n && n.g ? n.g.getBoundingClientRect() : null;
+  }
+}

@@ -1,0 +1,362 @@
+// The lab page: wires the socket, the diagram, the chart and the panels together.
+//
+// Why a single store + one render per animation frame: frames arrive 4 times a second and the
+// status once a second, per lab; keeping the latest of each and rendering on the next animation
+// frame keeps the DOM work bounded and lets a fresh `hello` (reload, reconnect) redraw everything
+// from scratch with the same code path.
+
+import { LabSocket } from "./socket.js";
+import { Diagram, fmtRate, fmtMs } from "./diagram.js";
+import { LabChart } from "./chart.js";
+import { RecentList, renderDetail, EventLog, Toasts, NodeMenu } from "./panel.js";
+
+const LOST_AFTER_MS = 5000; // no status or frame for this long while "running" → the worker is gone
+const BUSY_AFTER_MS = 1000; // queued longer than this → every slot is taken
+const TRAFFIC_DEBOUNCE_MS = 300;
+const ACTIVE = new Set(["queued", "starting", "running", "stopping"]);
+
+const $ = (id) => document.getElementById(id);
+
+export function startLab(root) {
+  const store = {
+    topology: null,
+    status: { state: "stopped" },
+    frame: null,
+    nodeStates: {},
+    lastLabMsgAt: 0,
+    queuedAt: 0,
+    lost: false,
+    conn: "connecting",
+    retryInMs: 0,
+    pending: null, // "start" | "stop" sent, waiting for the status that confirms it
+    pendingAt: 0,
+    lastSeq: -1,
+    labId: null,
+    rateTouchedAt: 0,
+    wantedRate: null, // a rate chosen while the lab was not running, sent once it runs
+    sentRate: null,
+  };
+
+  const diagramWrap = $("diagram-wrap");
+  const diagram = new Diagram($("diagram"), {
+    onNodeClick: (id, rect) => {
+      const n = diagram.nodes.get(id);
+      menu.open(n.spec, rect, diagramWrap.getBoundingClientRect(), {
+        state: store.nodeStates[id] || "idle",
+        labRunning: labState() === "running",
+      });
+    },
+    onDotClick: (sample) => select(sample),
+  });
+  const chart = new LabChart($("chart"));
+  const recent = new RecentList($("recent"), (sample) => select(sample));
+  const events = new EventLog($("events"));
+  const toasts = new Toasts($("toasts"));
+  const menu = new NodeMenu($("node-menu"), (action, node) => send({ action, node }));
+
+  function select(sample) {
+    recent.select(sample.id);
+    renderDetail($("request-detail"), sample);
+    scheduleRender();
+  }
+  renderDetail($("request-detail"), null);
+
+  // ---- state --------------------------------------------------------------------------------
+  function labState() {
+    const s = store.status.state || "stopped";
+    if (store.lost || s === "lost") return "lost";
+    return s;
+  }
+
+  function setTopology(topology) {
+    if (!topology) return;
+    const same = store.topology && JSON.stringify(store.topology) === JSON.stringify(topology);
+    store.topology = topology;
+    if (!same) diagram.setTopology(topology);
+    const clients = topology.nodes.filter((n) => n.kind === "client");
+    trafficMax = Math.max(1, clients.length * 2000);
+    $("traffic-rate").max = String(trafficMax);
+    if (store.rateTouchedAt === 0) setTrafficControl(clients.reduce((s, n) => s + (n.params.rate || 0), 0));
+  }
+
+  function applyStatus(status) {
+    const prev = labState();
+    if (status.lab && status.lab !== store.labId) {
+      store.labId = status.lab;
+      store.lastSeq = -1;
+      store.nodeStates = {};
+      store.sentRate = null;
+    }
+    store.status = status;
+    store.lost = false;
+    store.lastLabMsgAt = performance.now();
+    if (status.state === "queued" && prev !== "queued") store.queuedAt = performance.now();
+    for (const [id, info] of Object.entries(status.nodes || {})) {
+      // A node not yet started reports "stopped"; the diagram shows it as not yet up.
+      if (info && info.state) store.nodeStates[id] = info.state === "stopped" ? "idle" : info.state;
+    }
+    if (!ACTIVE.has(status.state)) {
+      store.nodeStates = {};
+      store.frame = null;
+    }
+    if (store.pending === "start" && status.state !== "stopped") store.pending = null;
+    if (store.pending === "stop" && !ACTIVE.has(status.state)) store.pending = null;
+    const now = labState();
+    if (now !== prev) {
+      events.note(`lab ${now}${status.message ? `: ${status.message}` : ""}`);
+      if (now === "running" && store.wantedRate !== null) {
+        send({ action: "traffic", rate: store.wantedRate });
+        store.wantedRate = null;
+      }
+    }
+  }
+
+  function applyFrame(frame, { animate }) {
+    if (frame.lab && store.labId && frame.lab !== store.labId) return; // a frame from an old lab
+    if (typeof frame.seq === "number") {
+      if (frame.seq <= store.lastSeq) return;
+      store.lastSeq = frame.seq;
+    }
+    store.frame = frame;
+    store.lost = false;
+    store.lastLabMsgAt = performance.now();
+    for (const [id, m] of Object.entries(frame.nodes || {})) {
+      if (m && typeof m.up === "boolean") store.nodeStates[id] = m.up ? "up" : "down";
+    }
+    if (animate) diagram.addSamples(frame.samples);
+    recent.add(frame.samples);
+    events.add(frame.events);
+    chart.addFrame(frame);
+    // Follow the lab's real rate unless the user is working the control right now.
+    const rates = Object.entries(frame.nodes || {})
+      .filter(([id]) => diagram.nodes.get(id)?.spec.kind === "client")
+      .map(([, m]) => m.rate);
+    if (rates.length && rates.every((r) => typeof r === "number")
+        && performance.now() - store.rateTouchedAt > 3000 && document.activeElement !== $("traffic-rate")) {
+      setTrafficControl(rates.reduce((s, r) => s + r, 0));
+    }
+  }
+
+  function onMessage(msg) {
+    switch (msg.type) {
+      case "hello":
+        // A new connection: everything is redrawn from this message alone.
+        store.lastSeq = -1;
+        store.labId = (msg.status && msg.status.lab) || null;
+        store.nodeStates = {};
+        store.frame = null;
+        diagram.clearDots();
+        setTopology(msg.topology);
+        applyStatus(msg.status || { state: "stopped" });
+        chart.seed(msg.history || []);
+        if (msg.frame && ACTIVE.has(labState())) applyFrame(msg.frame, { animate: false });
+        break;
+      case "status":
+        applyStatus(msg);
+        break;
+      case "frame":
+        applyFrame(msg, { animate: true });
+        break;
+      case "error":
+        toasts.show(msg.message || "Something went wrong.");
+        if (store.pending) store.pending = null;
+        break;
+      default:
+        break;
+    }
+    scheduleRender();
+  }
+
+  function onConnection(state, retryInMs, code) {
+    if (state === "refused") {
+      toasts.show(code === 4401 ? "Your session has expired: reload the page to get a new one."
+        : "This lab is not available any more: reload the page.", 600000);
+    }
+    if (state === "closed" && store.conn === "open") events.note("connection to the lab server lost; reconnecting", "conn");
+    if (state === "open" && store.everOpen) events.note("reconnected", "conn");
+    if (state === "open") store.everOpen = true;
+    store.conn = state;
+    store.retryInMs = retryInMs || 0;
+    scheduleRender();
+  }
+
+  const socket = new LabSocket(root.dataset.wsPath, { onMessage, onConnection });
+
+  function send(command) {
+    if (!socket.send(command)) {
+      toasts.show("Not connected to the lab server; reconnecting…");
+      return false;
+    }
+    return true;
+  }
+
+  // ---- controls -----------------------------------------------------------------------------
+  function command(action) {
+    if (send({ action })) {
+      store.pending = action;
+      store.pendingAt = performance.now();
+    }
+    scheduleRender();
+  }
+  $("start-button").addEventListener("click", () => command("start"));
+  $("stop-button").addEventListener("click", () => command("stop"));
+
+  // Traffic: a log-scale slider (1 to 2,000 req/s feel equally reachable) and an exact number.
+  let trafficMax = 4000;
+  const SLIDER_MAX = 1000;
+  const sliderTop = () => Math.min(trafficMax, 2000);
+  const fromSlider = (pos) => (pos <= 0 ? 0 : Math.round(Math.exp((Math.log(sliderTop()) * pos) / SLIDER_MAX)));
+  const toSlider = (rate) => (rate <= 1 ? (rate > 0 ? 1 : 0) : Math.round((SLIDER_MAX * Math.log(Math.min(rate, sliderTop()))) / Math.log(sliderTop())));
+  const slider = $("traffic-slider");
+  const number = $("traffic-rate");
+  let trafficTimer = 0;
+
+  function setTrafficControl(rate) {
+    const r = Math.round(rate * 10) / 10;
+    if (String(r) !== number.value) number.value = String(r);
+    slider.value = String(toSlider(r));
+  }
+
+  function trafficChanged(rate) {
+    store.rateTouchedAt = performance.now();
+    clearTimeout(trafficTimer);
+    trafficTimer = setTimeout(() => {
+      const r = Math.max(0, Math.min(trafficMax, rate));
+      if (labState() === "running") {
+        // input and change both fire for one edit: send each distinct rate once.
+        if (r !== store.sentRate && send({ action: "traffic", rate: r })) store.sentRate = r;
+        store.wantedRate = null;
+      } else {
+        store.wantedRate = r; // sent when the lab is running
+      }
+      scheduleRender();
+    }, TRAFFIC_DEBOUNCE_MS);
+  }
+
+  slider.addEventListener("input", () => {
+    const r = fromSlider(Number(slider.value));
+    number.value = String(r);
+    trafficChanged(r);
+  });
+  function numberChanged() {
+    const r = Number(number.value);
+    if (number.value === "" || !Number.isFinite(r) || r < 0) return;
+    slider.value = String(toSlider(r));
+    trafficChanged(r);
+  }
+  number.addEventListener("input", numberChanged);
+  number.addEventListener("change", numberChanged);
+
+  // ---- rendering ----------------------------------------------------------------------------
+  let rafPending = false;
+  function scheduleRender() {
+    if (rafPending) return;
+    rafPending = true;
+    requestAnimationFrame(() => {
+      rafPending = false;
+      render();
+    });
+  }
+
+  function badgeText(state) {
+    const st = store.status;
+    switch (state) {
+      case "queued":
+        return performance.now() - store.queuedAt > BUSY_AFTER_MS && st.slots
+          ? `queued — all ${st.slots} lab slots are busy, waiting`
+          : "queued — waiting for a lab slot";
+      case "starting": {
+        const ids = store.topology ? store.topology.nodes.map((n) => n.id) : [];
+        const up = ids.filter((id) => store.nodeStates[id] === "up").length;
+        return `starting — ${up}/${ids.length} nodes up`;
+      }
+      case "running": return "running";
+      case "stopping": return "stopping…";
+      case "failed": return "failed";
+      case "lost": return "lost — the lab stopped answering";
+      default: return "stopped";
+    }
+  }
+
+  function render() {
+    const state = labState();
+    const open = store.conn === "open";
+
+    const badge = $("lab-state");
+    const text = store.pending === "start" && !ACTIVE.has(state) ? "starting…" : badgeText(state);
+    if (badge.textContent !== text) badge.textContent = text;
+    badge.dataset.state = state;
+    badge.className = `badge state-${state}`;
+    const message = store.status.message && state !== "running" ? store.status.message : "";
+    $("lab-message").textContent = message;
+
+    $("start-button").disabled = !open || ACTIVE.has(state) || store.pending === "start";
+    $("stop-button").disabled = !open || !ACTIVE.has(state) || store.pending === "stop";
+
+    const conn = $("conn");
+    conn.dataset.conn = store.conn;
+    conn.textContent = store.conn === "open" ? "connected"
+      : store.conn === "closed" ? `reconnecting in ${Math.round(store.retryInMs / 1000)} s…`
+        : store.conn === "refused" ? "disconnected: reload the page" : "connecting…";
+
+    // Per-node progress while the lab comes up.
+    const progress = $("progress");
+    if (state === "starting" && store.topology) {
+      progress.hidden = false;
+      progress.replaceChildren(...store.topology.nodes.map((n) => {
+        const s = store.nodeStates[n.id] && store.nodeStates[n.id] !== "idle" ? store.nodeStates[n.id] : "waiting";
+        const chip = document.createElement("span");
+        chip.className = `chip chip-${s}`;
+        chip.textContent = `${n.id} ${s === "up" ? "✓" : s}`;
+        return chip;
+      }));
+    } else if (!progress.hidden) {
+      progress.hidden = true;
+      progress.replaceChildren();
+    }
+
+    const frame = ACTIVE.has(state) ? store.frame : null;
+    const tot = frame ? frame.totals || {} : {};
+    $("total-rps").textContent = frame ? fmtRate(tot.rps) : "—";
+    $("total-p50").textContent = frame ? fmtMs(tot.p50_ms) : "—";
+    $("total-p95").textContent = frame ? fmtMs(tot.p95_ms) : "—";
+    const err = $("total-err");
+    err.textContent = frame ? fmtRate(tot.err_rps) : "—";
+    err.classList.toggle("bad", !!frame && tot.err_rps > 0);
+
+    $("traffic-hint").textContent = store.wantedRate !== null ? "applies when the lab is running" : "total, split across clients";
+
+    diagram.applyStatus(store.status, ACTIVE.has(state) ? store.nodeStates : {});
+    diagram.applyFrame(frame);
+    chart.render();
+    recent.render();
+    events.render();
+  }
+
+  // The lab's heartbeat: status comes every second while it runs; silence means its worker died.
+  setInterval(() => {
+    const s = store.status.state;
+    if (store.conn === "open" && (s === "starting" || s === "running" || s === "stopping")
+        && !store.lost && performance.now() - store.lastLabMsgAt > LOST_AFTER_MS) {
+      store.lost = true;
+      events.note("lab lost: no word from its worker", "lost");
+    }
+    if (store.pending && performance.now() - store.pendingAt > 5000) store.pending = null; // never confirmed
+    scheduleRender(); // also moves "queued" on to "all slots busy"
+  }, 1000);
+
+  // Draw the diagram from the page's own copy of the topology before the socket says hello.
+  try {
+    setTopology(JSON.parse(root.dataset.topology || "null"));
+  } catch (err) {
+    console.warn("lab: bad topology in page", err);
+  }
+  render();
+  socket.connect();
+  return { store, socket, diagram, chart, onMessage };
+}
+
+const root = document.getElementById("lab");
+if (root && root.dataset.wsPath) {
+  window.scaleLab = startLab(root);
+}

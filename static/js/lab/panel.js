@@ -1,0 +1,242 @@
+// The HTML parts of the lab around the diagram: recent requests, request details, event log,
+// error toasts and the node menu.
+//
+// Why batched: messages only mark a part dirty; main.js calls render() once per animation frame,
+// so a burst of frames costs one DOM update, never one per request.
+
+/** Tiny element builder; text always goes in as textContent (messages are never parsed as HTML). */
+export function h(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : String(c));
+  }
+  return node;
+}
+
+export function clockTime(t) {
+  if (typeof t !== "number") return "";
+  const d = new Date(t * 1000);
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+function ms(v) {
+  if (typeof v !== "number") return "—";
+  return v >= 100 ? `${v.toFixed(0)} ms` : `${v.toFixed(1)} ms`;
+}
+
+// The request's main operation, for one-line summaries: the last HTTP hop, else the last hop.
+function summary(sample) {
+  const hops = sample.hops || [];
+  const http = [...hops].reverse().find((x) => x.proto === "http") || hops[hops.length - 1];
+  if (!http) return "(no hops)";
+  return `${http.op || http.proto}${http.status ? ` → ${http.status}` : ""}`;
+}
+
+/** The last ~30 sampled requests, newest first. */
+export class RecentList {
+  constructor(container, onSelect, limit = 30) {
+    this.container = container;
+    this.onSelect = onSelect;
+    this.limit = limit;
+    this.items = [];
+    this.selected = null;
+    this.dirty = true;
+  }
+
+  add(samples) {
+    if (!samples || !samples.length) return;
+    const sorted = [...samples].sort((a, b) => (b.t || 0) - (a.t || 0));
+    this.items = sorted.concat(this.items).slice(0, this.limit);
+    this.dirty = true;
+  }
+
+  select(id) {
+    this.selected = id;
+    this.dirty = true;
+  }
+
+  render() {
+    if (!this.dirty) return;
+    this.dirty = false;
+    if (!this.items.length) {
+      this.container.replaceChildren(h("li", { class: "empty" }, "No requests yet. Start the lab."));
+      return;
+    }
+    const rows = this.items.map((s) => {
+      const path = (s.hops || []).map((x) => x.dst);
+      return h("li", {},
+        h("button", {
+          type: "button",
+          class: `req-row${s.ok ? "" : " failed"}${s.id === this.selected ? " selected" : ""}`,
+          dataset: { request: s.id },
+          onclick: () => this.onSelect(s),
+        },
+        h("span", { class: "req-time" }, clockTime(s.t)),
+        h("span", { class: `req-ok ${s.ok ? "ok" : "bad"}` }, s.ok ? "OK" : "FAIL"),
+        h("span", { class: "req-client" }, s.client),
+        h("span", { class: "req-path" }, [s.client, ...path].join(" → ")),
+        h("span", { class: "req-op" }, summary(s)),
+        h("span", { class: "req-ms" }, ms(s.ms))));
+    });
+    this.container.replaceChildren(...rows);
+  }
+}
+
+/** One request's hops: what was asked, what came back, when and how long. */
+export function renderDetail(container, sample) {
+  if (!sample) {
+    container.replaceChildren(h("p", { class: "muted" },
+      "Click a moving dot on the diagram, or a row in Recent requests, to see that request hop by hop."));
+    return;
+  }
+  const hops = sample.hops || [];
+  const total = Math.max(sample.ms || 0, ...hops.map((x) => (x.at_ms || 0) + (x.ms || 0)), 0.001);
+  const items = hops.map((hop, i) => {
+    const left = (100 * (hop.at_ms || 0)) / total;
+    const width = Math.max(0.8, (100 * (hop.ms || 0)) / total);
+    return h("li", { class: `hop${hop.ok === false ? " failed" : ""}` },
+      h("div", { class: "hop-line" },
+        h("span", { class: `hop-proto proto-${hop.proto}` }, (hop.proto || "?").toUpperCase()),
+        h("span", { class: "hop-route" }, `${i + 1}. ${hop.src} → ${hop.dst}`),
+        h("code", { class: "hop-op" }, hop.op || ""),
+        h("span", { class: "hop-arrow" }, "→"),
+        h("code", { class: `hop-status${hop.ok === false ? " bad" : ""}` }, hop.status || (hop.ok ? "ok" : "failed"))),
+      h("div", { class: "hop-timing" },
+        h("span", {}, `starts at +${(hop.at_ms || 0).toFixed(1)} ms · takes ${ms(hop.ms)}`),
+        h("div", { class: "waterfall" },
+          h("div", { class: "waterfall-bar", style: `left:${left.toFixed(2)}%;width:${Math.min(width, 100 - left).toFixed(2)}%` }))));
+  });
+  const notes = [];
+  if (!hops.some((x) => x.proto === "dns")) {
+    notes.push(h("p", { class: "muted note" },
+      "No DNS hop: the client still had the name's answer cached (it keeps it for the record's TTL)."));
+  }
+  container.replaceChildren(
+    h("div", { class: "detail-head" },
+      h("span", { class: `req-ok ${sample.ok ? "ok" : "bad"}` }, sample.ok ? "OK" : "FAILED"),
+      h("strong", {}, summary(sample)),
+      h("span", { class: "muted" }, `from ${sample.client} · ${ms(sample.ms)} total · ${clockTime(sample.t)} · ${sample.id}`)),
+    h("ol", { class: "hops" }, items),
+    ...notes);
+}
+
+function eventText(e) {
+  const node = e.node ? `${e.node} ` : "";
+  switch (e.kind) {
+    case "node_killed": return `${node}killed`;
+    case "node_restarted": return `${node}restarted`;
+    case "node_down": return `${node}down`;
+    case "node_up": return `${node}up`;
+    case "traffic_set":
+      return e.node ? `traffic for ${e.node} set to ${e.rate} req/s` : `traffic set to ${e.rate} req/s total`;
+    case "lab_started": return "lab started";
+    case "lab_stopped": return "lab stopped";
+    default: {
+      const extra = e.message || e.detail || "";
+      return `${(e.kind || "event").replace(/_/g, " ")}${e.node ? ` (${e.node})` : ""}${extra ? `: ${extra}` : ""}`;
+    }
+  }
+}
+
+/** A small log of what happened (frame.events plus the lab's state changes). */
+export class EventLog {
+  constructor(container, limit = 60) {
+    this.container = container;
+    this.limit = limit;
+    this.items = [];
+    this.dirty = true;
+  }
+
+  add(events) {
+    if (!events || !events.length) return;
+    for (const e of events) this.items.unshift({ t: e.t, text: eventText(e), kind: e.kind || "" });
+    this.items.length = Math.min(this.items.length, this.limit);
+    this.dirty = true;
+  }
+
+  note(text, kind = "state") {
+    this.items.unshift({ t: Date.now() / 1000, text, kind });
+    this.items.length = Math.min(this.items.length, this.limit);
+    this.dirty = true;
+  }
+
+  render() {
+    if (!this.dirty) return;
+    this.dirty = false;
+    if (!this.items.length) {
+      this.container.replaceChildren(h("li", { class: "empty" }, "Nothing has happened yet."));
+      return;
+    }
+    this.container.replaceChildren(...this.items.map((e) =>
+      h("li", { class: `event ev-${e.kind}` }, h("span", { class: "ev-time" }, clockTime(e.t).slice(0, 8)), h("span", {}, e.text))));
+  }
+}
+
+/** Error messages from the lab, dismissable, fading on their own after a while. */
+export class Toasts {
+  constructor(container) {
+    this.container = container;
+  }
+
+  show(message, ttlMs = 10000) {
+    const toast = h("div", { class: "toast", role: "alert", "data-testid": "error-toast" },
+      h("span", { class: "toast-msg" }, message),
+      h("button", { type: "button", class: "toast-close", "aria-label": "Dismiss", onclick: () => toast.remove() }, "×"));
+    this.container.append(toast);
+    while (this.container.children.length > 4) this.container.firstElementChild.remove();
+    setTimeout(() => toast.remove(), ttlMs);
+  }
+}
+
+/** The menu that opens on a node: kill it like a crash, or restart it. */
+export class NodeMenu {
+  constructor(container, onAction) {
+    this.container = container;
+    this.onAction = onAction;
+    this.nodeId = null;
+    document.addEventListener("click", (ev) => {
+      if (this.nodeId && !container.contains(ev.target)) this.close();
+    });
+    document.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape") this.close();
+    });
+  }
+
+  open(spec, anchor, hostRect, { state, labRunning }) {
+    this.nodeId = spec.id;
+    const hint = !labRunning
+      ? "Start the lab first."
+      : state === "down"
+        ? "It is down: restart brings it back on the same address."
+        : "Kill closes its sockets like a crash.";
+    this.container.replaceChildren(
+      h("div", { class: "menu-head" }, h("strong", {}, spec.id), h("span", { class: "muted" }, ` · ${spec.title}`)),
+      h("button", { type: "button", class: "btn btn-danger", "data-testid": "node-menu-kill",
+        disabled: !labRunning || state === "down",
+        onclick: (ev) => { ev.stopPropagation(); this.onAction("kill", spec.id); this.close(); } }, "Kill"),
+      h("button", { type: "button", class: "btn", "data-testid": "node-menu-restart",
+        disabled: !labRunning,
+        onclick: (ev) => { ev.stopPropagation(); this.onAction("restart", spec.id); this.close(); } }, "Restart"),
+      h("p", { class: "menu-hint muted" }, hint));
+    // Place under the node's box, inside the diagram's frame.
+    const left = Math.max(4, Math.min(anchor.left - hostRect.left + anchor.width / 2 - 90, hostRect.width - 184));
+    const top = Math.min(anchor.bottom - hostRect.top + 6, hostRect.height - 120);
+    this.container.style.left = `${left}px`;
+    this.container.style.top = `${Math.max(4, top)}px`;
+    this.container.hidden = false;
+  }
+
+  close() {
+    this.nodeId = null;
+    this.container.hidden = true;
+  }
+}
