@@ -43,8 +43,8 @@ def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
         yield stack
 
 
-def test_it_hosts_a_lab_on_loopback_and_stop_frees_everything(stack: Stack) -> None:
-    pool_before = {p.pid for p in stack.pool()}
+def lab_start_running(stack: Stack) -> tuple[str, str]:
+    """Start a lab through the services, as the consumer does; wait until it runs."""
     lab_id, network = stack.shell(
         "from lessons.models import Lesson\n"
         "from visualizer.services import lab_start\n"
@@ -58,6 +58,12 @@ def test_it_hosts_a_lab_on_loopback_and_stop_frees_everything(stack: Stack) -> N
         return status.get("state") == "running"
 
     wait_for(running, 30, "the lab to run")
+    return lab_id, network
+
+
+def test_it_hosts_a_lab_on_loopback_and_stop_frees_everything(stack: Stack) -> None:
+    pool_before = {p.pid for p in stack.pool()}
+    lab_id, network = lab_start_running(stack)
     sockets = on_network(network)
     assert {c.laddr.port for c in sockets if c.status == psutil.CONN_LISTEN} >= {8080}
     assert any(c.laddr.port == 8053 and c.type == 2 for c in sockets)  # the DNS server's UDP socket
@@ -75,3 +81,13 @@ def test_it_hosts_a_lab_on_loopback_and_stop_frees_everything(stack: Stack) -> N
     wait_for(lambda: stack.lab_state(lab_id) == "stopped", 15, "the lab row to say stopped")
     assert not bound_sockets(pool_before)
     assert {p.pid for p in stack.pool()} == pool_before  # no extra children, nothing replaced
+
+
+def test_a_worker_that_dies_takes_its_lab_with_it(stack: Stack) -> None:
+    lab_id, network = lab_start_running(stack)
+    [pool_process] = stack.pool()
+    pool_process.kill()  # as the OOM killer would
+    wait_for(lambda: not on_network(network), 15, f"every socket on {network} to close")
+    # Nobody refreshes the status any more: it expires, and the page shows the lab as gone.
+    assert 0 < stack.redis.ttl(f"scalelab:lab:{lab_id}:status") <= 15
+    assert not psutil.pid_exists(pool_process.pid) or pool_process.status() == psutil.STATUS_ZOMBIE
