@@ -7,6 +7,7 @@ because the worker cannot see pytest-django's test database.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,14 +44,27 @@ def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
         yield stack
 
 
-def lab_start_running(stack: Stack) -> tuple[str, str]:
-    """Start a lab through the services, as the consumer does; wait until it runs."""
+def lab_start(stack: Stack, session_key: str = "worker-test") -> tuple[str, str]:
     lab_id, network = stack.shell(
         "from lessons.models import Lesson\n"
         "from visualizer.services import lab_start\n"
-        "lab = lab_start(session_key='worker-test', lesson=Lesson.objects.get(slug='fixture-single'))\n"
+        f"lab = lab_start(session_key='{session_key}', lesson=Lesson.objects.get(slug='fixture-single'))\n"
         "print('LAB', lab.id, lab.network)"
     ).splitlines()[-1].split()[1:]
+    return lab_id, network
+
+
+def lab_stop(stack: Stack, lab_id: str) -> None:
+    stack.shell(
+        "from visualizer.models import Lab\n"
+        "from visualizer.services import lab_stop\n"
+        f"lab_stop(lab=Lab.objects.get(pk='{lab_id}'))"
+    )
+
+
+def lab_start_running(stack: Stack, session_key: str = "worker-test") -> tuple[str, str]:
+    """Start a lab through the services, as the consumer does; wait until it runs."""
+    lab_id, network = lab_start(stack, session_key)
 
     def running() -> bool:
         status = stack.status(lab_id)
@@ -72,11 +86,7 @@ def test_it_hosts_a_lab_on_loopback_and_stop_frees_everything(stack: Stack) -> N
     assert lab_sockets
     assert all(ipaddress.ip_address(c.laddr.ip) in LOOPBACK for c in lab_sockets), lab_sockets
 
-    stack.shell(
-        "from visualizer.models import Lab\n"
-        "from visualizer.services import lab_stop\n"
-        f"lab_stop(lab=Lab.objects.get(pk='{lab_id}'))"
-    )
+    lab_stop(stack, lab_id)
     wait_for(lambda: not on_network(network), 15, f"every socket on {network} to close")
     wait_for(lambda: stack.lab_state(lab_id) == "stopped", 15, "the lab row to say stopped")
     assert not bound_sockets(pool_before)
@@ -91,3 +101,14 @@ def test_a_worker_that_dies_takes_its_lab_with_it(stack: Stack) -> None:
     # Nobody refreshes the status any more: it expires, and the page shows the lab as gone.
     assert 0 < stack.redis.ttl(f"scalelab:lab:{lab_id}:status") <= 15
     assert not psutil.pid_exists(pool_process.pid) or pool_process.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_lab_waits_in_the_queue_while_every_slot_is_busy(stack: Stack) -> None:
+    first, _ = lab_start_running(stack, "alice")
+    second, _ = lab_start(stack, "bob")  # the only slot is taken
+    time.sleep(1.5)
+    status = stack.status(second)
+    assert (status["state"], status["slots"]) == ("queued", 1)
+    lab_stop(stack, first)
+    wait_for(lambda: stack.status(second).get("state") == "running", 30, "the queued lab to run")
+    lab_stop(stack, second)
