@@ -104,19 +104,23 @@ def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = No
     client = redis.Redis.from_url(worker_redis, decode_responses=True)
     client.flushdb()  # tasks queued by earlier runs must never reach this worker
     stack = Stack(env=env, db_path=db_path, redis=client)
+    # Each process logs to a file beside the database, to read when something hangs.
+    logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("worker", "daphne")}  # noqa: SIM115
     try:
         stack.manage("migrate", "-v", "0")
         stack.manage("lessons", "load", *(str(p) for p in lessons or []))
         stack.worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "core", "worker", "-P", "prefork", "-c", str(slots),
              "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=BASE_DIR, env=env, start_new_session=True)
+            cwd=BASE_DIR, env=env, start_new_session=True,
+            stdout=logs["worker"], stderr=subprocess.STDOUT)
         stack.procs.append(stack.worker)
         if web:
             port = free_port()
             stack.web = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "core.asgi:application"],
-                cwd=BASE_DIR, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+                cwd=BASE_DIR, env=env, start_new_session=True,
+                stdout=logs["daphne"], stderr=subprocess.STDOUT)
             stack.procs.append(stack.web)
             stack.url = f"http://127.0.0.1:{port}"
 
@@ -133,3 +137,5 @@ def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = No
             _stop(proc, signal.SIGQUIT if proc is stack.worker else signal.SIGTERM)
         client.flushdb()
         client.close()
+        for log in logs.values():
+            log.close()
