@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -42,6 +44,19 @@ async def next_message(pubsub: redis.asyncio.client.PubSub, timeout: float = 3.0
         if message is not None:
             return json.loads(message["data"])
     raise TimeoutError("no message")
+
+
+@contextlib.asynccontextmanager
+async def listening(redis_url: str, channel: str) -> AsyncIterator[redis.asyncio.client.PubSub]:
+    """A subscription to one Redis channel, closed afterwards."""
+    r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+    try:
+        yield pubsub
+    finally:
+        await pubsub.aclose()
+        await r.aclose()
 
 
 async def test_it_says_hello_with_the_topology(lesson: Lesson, alice: str) -> None:
@@ -156,32 +171,24 @@ async def test_it_refuses_node_commands_without_a_live_lab(lesson: Lesson, alice
 
 async def test_it_publishes_commands_to_the_labs_in_channel(lesson: Lesson, alice: str, redis_url: str) -> None:
     lab = await database_sync_to_async(services.lab_start)(session_key=alice, lesson=lesson)
-    r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-    pubsub = r.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(keys.in_channel(str(lab.id)))
-    comm, _ = await connected(alice)
-    command = {"action": "traffic", "node": "phone", "rate": 30}
-    await comm.send_json_to(command)
-    assert await next_message(pubsub) == command
-    await comm.disconnect()
-    await pubsub.aclose()
-    await r.aclose()
+    async with listening(redis_url, keys.in_channel(str(lab.id))) as pubsub:
+        comm, _ = await connected(alice)
+        command = {"action": "traffic", "node": "phone", "rate": 30}
+        await comm.send_json_to(command)
+        assert await next_message(pubsub) == command
+        await comm.disconnect()
 
 
 async def test_it_stops_the_lab(lesson: Lesson, alice: str, redis_url: str) -> None:
     lab = await database_sync_to_async(services.lab_start)(session_key=alice, lesson=lesson)
-    r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-    pubsub = r.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(keys.in_channel(str(lab.id)))
-    comm, _ = await connected(alice)
-    await comm.send_json_to({"action": "stop"})
-    assert (await receive_until(comm, "status", state="stopped"))["lab"] == str(lab.id)
-    assert await next_message(pubsub) == {"action": "stop"}
-    await lab.arefresh_from_db()
-    assert lab.state == Lab.State.STOPPED
-    await comm.disconnect()
-    await pubsub.aclose()
-    await r.aclose()
+    async with listening(redis_url, keys.in_channel(str(lab.id))) as pubsub:
+        comm, _ = await connected(alice)
+        await comm.send_json_to({"action": "stop"})
+        assert (await receive_until(comm, "status", state="stopped"))["lab"] == str(lab.id)
+        assert await next_message(pubsub) == {"action": "stop"}
+        await lab.arefresh_from_db()
+        assert lab.state == Lab.State.STOPPED
+        await comm.disconnect()
 
 
 async def test_starting_again_stops_the_previous_lab(lesson: Lesson, alice: str) -> None:
