@@ -15,19 +15,71 @@ from typing import Any
 import markdown
 import nh3
 import yaml
+from markdown.extensions.toc import slugify_unicode
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from core.engine.checks import (
+    CheckSyntaxError,
+    Ref,
+    metric_problem,
+    parse_check,
+    parse_metric,
+    parse_solution,
+)
 from core.engine.spec import SpecError, format_path, parse_topology
 
 FieldPath = tuple[str | int, ...]
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 FIELDS = ("id", "stage", "title", "summary", "version", "minutes", "objectives", "topology")
 REQUIRED = ("id", "stage", "title", "summary", "version", "minutes", "objectives")
+TRANSLATION_FIELDS = ("id", "lang", "title", "summary", "objectives")
+LANGUAGES = ("en", "bg")  # the main file is English; a sibling NN-id.<lang>.md translates it
+TRANSLATION_NAME = re.compile(r"^(?P<stem>.+)\.(?P<lang>[a-z]{2})\.md$")
+STEP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+LEVEL2 = re.compile(r"^##(?!#)[ \t]*(?P<text>.*?)[ \t#]*$")
+STEP_ANCHOR = re.compile(r"^(?P<title>.*?)[ \t]*\{#(?P<id>[^}]*)\}$")
+FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)")
+MAIN_BLOCKS = ("check", "solution", "predict", "instructor")
+TRANSLATION_BLOCKS = ("hints", "predict", "instructor")
+PREDICT_FIELDS = ("question", "measure", "unit")
 
 ALLOWED_TAGS = {
-    "a", "abbr", "blockquote", "br", "code", "dd", "div", "dl", "dt", "em", "figcaption", "figure",
-    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "img", "kbd", "li", "ol", "p", "pre", "span",
-    "strong", "sub", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul",
+    "a",
+    "abbr",
+    "blockquote",
+    "br",
+    "code",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "figcaption",
+    "figure",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "img",
+    "kbd",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "span",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "th",
+    "thead",
+    "tr",
+    "ul",
 }
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
@@ -54,7 +106,7 @@ class LessonError:
 
 @dataclass(frozen=True)
 class LessonData:
-    """A validated lesson file, ready to upsert."""
+    """A validated lesson file (with its translations), ready to upsert."""
 
     slug: str
     stage: int
@@ -67,6 +119,11 @@ class LessonData:
     body_html: str
     topology: dict[str, Any] | None
     source_path: str
+    # [{id, title, check (source or None), hints (English texts), solution, predict}]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    # {"en": {title, summary, objectives, body_html (intro), steps: {id: {title, html,
+    #  instructor_html, hints, predict}}}, "bg": {...}}
+    i18n: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,6 +135,9 @@ class _Report:
 
     def add(self, path: FieldPath, reason: str) -> None:
         self.errors.append(LessonError(self.file, self.line_of(path), format_path(path) or "front matter", reason))
+
+    def at(self, line: int, field_name: str, reason: str) -> None:
+        self.errors.append(LessonError(self.file, line, field_name, reason))
 
     def line_of(self, path: FieldPath) -> int:
         """1-based file line of the field at path, or of its nearest existing parent."""
@@ -101,47 +161,94 @@ class _Report:
         return line + 1 + self.offset
 
 
+@dataclass
+class _Block:
+    text: str
+    line: int  # file line of the opening fence; the block's line n is file line `line + n`
+
+
+@dataclass
+class _Step:
+    id: str
+    title: str
+    line: int
+    md: list[str] = field(default_factory=list)
+    blocks: dict[str, _Block] = field(default_factory=dict)
+
+
 def lesson_files(paths: Iterable[Path]) -> list[Path]:
-    """Expand directories into their *.md files, sorted, so errors come out in a stable order."""
+    """Expand directories into their lesson files, sorted, so errors come out in a stable order.
+
+    Translations (NN-id.bg.md) are read with their main file: a translation named on its own
+    stands for its main file.
+    """
     out: list[Path] = []
     for path in paths:
-        out.extend(sorted(path.glob("*.md")) if path.is_dir() else [path])
+        for item in sorted(path.glob("*.md")) if path.is_dir() else [path]:
+            m = TRANSLATION_NAME.match(item.name)
+            if m:
+                if path.is_dir():
+                    continue
+                item = item.with_name(m["stem"] + ".md")
+            if item not in out:
+                out.append(item)
     return out
 
 
+def lesson_translations(path: Path) -> dict[str, Path]:
+    """Sibling translation files of a main lesson file, by language suffix (any two letters)."""
+    out: dict[str, Path] = {}
+    for sibling in sorted(path.parent.glob(f"{glob_escape(path.stem)}.*.md")):
+        m = TRANSLATION_NAME.match(sibling.name)
+        if m and m["stem"] == path.stem:
+            out[m["lang"]] = sibling
+    return out
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
 def lesson_parse(path: Path, *, display: str | None = None) -> tuple[LessonData | None, list[LessonError]]:
-    """Parse and validate one lesson file; returns (lesson, []) or (None, errors)."""
-    report = _Report(display or str(path))
+    """Parse and validate one lesson file and its translations; returns (lesson, []) or (None, errors)."""
+    display = display or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        report.errors.append(LessonError(report.file, 1, "file", f"cannot read: {exc}"))
+        return None, [LessonError(display, 1, "file", f"cannot read: {exc}")]
+    translations: dict[str, tuple[str, str]] = {}
+    errors: list[LessonError] = []
+    for lang, tpath in lesson_translations(path).items():
+        tdisplay = str(Path(display).with_name(tpath.name))
+        try:
+            translations[lang] = (tpath.read_text(encoding="utf-8"), tdisplay)
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(LessonError(tdisplay, 1, "file", f"cannot read: {exc}"))
+    lesson, parse_errors = lesson_parse_text(text, display=display, translations=translations)
+    errors.extend(parse_errors)
+    return (lesson, []) if not errors else (None, errors)
+
+
+def lesson_parse_text(
+    text: str, *, display: str, translations: dict[str, tuple[str, str]] | None = None
+) -> tuple[LessonData | None, list[LessonError]]:
+    """Parse a lesson from its source text; translations maps a language to (text, display name).
+
+    The same validation as `lessons check`, for an editor that has text rather than a file.
+    """
+    report = _Report(display)
+    split = _split_front(text, report)
+    if split is None:
         return None, report.errors
-    lines = text.splitlines(keepends=True)
-    if not lines or lines[0].rstrip() != "---":
-        report.add((), "the file must start with a '---' line opening the YAML front matter")
-        return None, report.errors
-    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
-    if end is None:
-        report.add((), "no closing '---' line after the front matter")
-        return None, report.errors
-    front = "".join(lines[1:end])
-    body = "".join(lines[end + 1:])
-    try:
-        report.root = yaml.compose(front, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(front)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 + report.offset if mark else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        report.errors.append(LessonError(report.file, line, "front matter", f"invalid YAML: {problem}"))
-        return None, report.errors
-    if report.root is not None:
-        _check_duplicate_keys(report.root, (), report)
-    if not isinstance(data, dict):
-        report.add((), "the front matter must be a mapping of fields")
-        return None, report.errors
-    lesson = _validate(data, body, path, report)
+    data, body, body_line = split
+    lesson = _validate(data, body, body_line, report)
+    if lesson is not None:
+        for lang, (ttext, tdisplay) in sorted((translations or {}).items()):
+            treport = _Report(tdisplay)
+            texts = _translation(lang, ttext, lesson, treport)
+            report.errors.extend(treport.errors)
+            if texts is not None:
+                lesson.i18n[lang] = texts
     return (lesson, []) if not report.errors else (None, report.errors)
 
 
@@ -170,11 +277,82 @@ def lessons_check(
 
 def render_markdown(text: str) -> str:
     """Markdown to HTML, then an allow-list sanitiser: lesson text is trusted-ish, pages are not."""
-    html = markdown.markdown(text, extensions=["fenced_code", "tables", "sane_lists", "toc"])
+    html = markdown.markdown(
+        text,
+        extensions=["fenced_code", "tables", "sane_lists", "toc", "attr_list"],
+        extension_configs={"toc": {"slugify": slugify_unicode}},  # Bulgarian headings get readable ids
+    )
     return nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES)
 
 
-def _validate(data: dict[Any, Any], body: str, path: Path, report: _Report) -> LessonData | None:
+def _split_front(text: str, report: _Report) -> tuple[dict[Any, Any], str, int] | None:
+    """(front matter data, body, file line of the body's first line), or None with errors added."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].rstrip() != "---":
+        report.add((), "the file must start with a '---' line opening the YAML front matter")
+        return None
+    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
+    if end is None:
+        report.add((), "no closing '---' line after the front matter")
+        return None
+    front = "".join(lines[1:end])
+    body = "".join(lines[end + 1 :])
+    try:
+        report.root = yaml.compose(front, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(front)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 + report.offset if mark else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        report.errors.append(LessonError(report.file, line, "front matter", f"invalid YAML: {problem}"))
+        return None
+    except RecursionError:
+        report.errors.append(LessonError(report.file, 1, "front matter", "invalid YAML: nested too deeply"))
+        return None
+    if report.root is not None:
+        cycle = _alias_cycle(report.root)
+        if cycle is not None:
+            report.at(
+                cycle.start_mark.line + 1 + report.offset,
+                "front matter",
+                "invalid YAML: an alias (*name) refers to a value that contains it",
+            )
+            return None
+        _check_duplicate_keys(report.root, (), report)
+    if not isinstance(data, dict):
+        report.add((), "the front matter must be a mapping of fields")
+        return None
+    return data, body, end + 2
+
+
+def _alias_cycle(root: Node) -> Node | None:
+    """A node that contains itself through an alias (`&a [*a]`), which no reader can walk; or None."""
+    path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            path.discard(id(node))
+            done.add(id(node))
+            continue
+        if id(node) in path:
+            return node
+        if id(node) in done:
+            continue
+        path.add(id(node))
+        stack.append((node, True))
+        if isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        stack.extend((child, False) for child in reversed(children))
+    return None
+
+
+def _validate(data: dict[Any, Any], body: str, body_line: int, report: _Report) -> LessonData | None:
     for key in data:
         if key not in FIELDS:
             report.add((str(key),), f"unknown field (expected {', '.join(FIELDS)})")
@@ -188,6 +366,47 @@ def _validate(data: dict[Any, Any], body: str, path: Path, report: _Report) -> L
         value = data.get(name)
         if name in data and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             report.add((name,), f"must be a positive integer, got {value!r}")
+    _check_texts(data, report)
+    topology: dict[str, Any] | None = None
+    if data.get("topology") is not None:
+        try:
+            topology = parse_topology(data["topology"]).to_dict()
+        except SpecError as exc:
+            for error in exc.errors:
+                report.add(error.path, error.reason)
+    front_ok = not report.errors
+    intro, raw_steps = _split_body(body, body_line, report, blocks=MAIN_BLOCKS)
+    steps, texts = _main_steps(raw_steps, topology if front_ok else None, report, check_refs=front_ok)
+    if report.errors:
+        return None
+    title, summary = data["title"].strip(), data["summary"].strip()
+    objectives = [o.strip() for o in data["objectives"]]
+    return LessonData(
+        slug=slug,
+        stage=data["stage"],
+        title=title,
+        summary=summary,
+        version=data["version"],
+        minutes=data["minutes"],
+        objectives=objectives,
+        body_md=body,
+        body_html=_full_html(intro, raw_steps),
+        topology=topology,
+        source_path=report.file,
+        steps=steps,
+        i18n={
+            "en": {
+                "title": title,
+                "summary": summary,
+                "objectives": objectives,
+                "body_html": render_markdown("".join(intro)),
+                "steps": texts,
+            }
+        },
+    )
+
+
+def _check_texts(data: dict[Any, Any], report: _Report) -> None:
     for name in ("title", "summary"):
         value = data.get(name)
         if name in data and (not isinstance(value, str) or not value.strip()):
@@ -200,28 +419,344 @@ def _validate(data: dict[Any, Any], body: str, path: Path, report: _Report) -> L
             for i, item in enumerate(objectives):
                 if not isinstance(item, str) or not item.strip():
                     report.add(("objectives", i), f"must be non-empty text, got {item!r}")
-    topology: dict[str, Any] | None = None
-    if data.get("topology") is not None:
+
+
+def _split_body(
+    body: str, first_line: int, report: _Report, *, blocks: tuple[str, ...]
+) -> tuple[list[str], list[_Step]]:
+    """Cut the body into the intro and steps (`## Title {#id}`), taking out the special blocks."""
+    intro: list[str] = []
+    steps: list[_Step] = []
+    lines = body.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        line, lineno = lines[i], first_line + i
+        fence = FENCE.match(line)
+        if fence:
+            close = re.compile(rf"^{re.escape(fence['fence'][0])}{{{len(fence['fence'])},}}[ \t]*$")
+            end = next((j for j in range(i + 1, len(lines)) if close.match(lines[j].rstrip("\r\n"))), None)
+            info = fence["info"].lower()
+            special = info in MAIN_BLOCKS + TRANSLATION_BLOCKS
+            if end is None:
+                if special:
+                    report.at(lineno, info, f"the ```{info} block is never closed")
+                end = len(lines) - 1
+            if special:
+                where = f"steps.{steps[-1].id}.{info}" if steps else info
+                if info not in blocks:
+                    reason = (
+                        "a translation has no ```check or ```solution: they live in the main file"
+                        if info in ("check", "solution")
+                        else "a ```hints block belongs in a translation; "
+                        "the main file's hints are the check's `when … say` lines"
+                    )
+                    report.at(lineno, where, reason)
+                elif not steps:
+                    report.at(
+                        lineno, info, f"a ```{info} block must be inside a step (after a '## Title {{#id}}' heading)"
+                    )
+                elif info in steps[-1].blocks:
+                    report.at(lineno, where, f"a step has at most one ```{info} block")
+                else:
+                    steps[-1].blocks[info] = _Block("".join(lines[i + 1 : end]), lineno)
+            else:
+                (steps[-1].md if steps else intro).extend(lines[i : end + 1])
+            i = end + 1
+            continue
+        heading = LEVEL2.match(line.rstrip("\r\n"))
+        if heading:
+            anchor = STEP_ANCHOR.match(heading["text"])
+            if anchor:
+                step_id, title = anchor["id"].strip(), anchor["title"].strip()
+                if not STEP_ID.match(step_id):
+                    report.at(lineno, "steps", f"a step id must be lower-case letters, digits and '-', got {step_id!r}")
+                elif any(s.id == step_id for s in steps):
+                    first = next(s for s in steps if s.id == step_id)
+                    report.at(lineno, f"steps.{step_id}", f"duplicate step id {step_id!r} (also at line {first.line})")
+                if not title:
+                    report.at(lineno, f"steps.{step_id}", "a step needs a title before its {#id}")
+                steps.append(_Step(step_id, title, lineno))
+                i += 1
+                continue
+            if steps:
+                report.at(
+                    lineno,
+                    "steps",
+                    "after the first step every level-2 heading starts a step: "
+                    "give it an id, e.g. '## " + (heading["text"] or "Title") + " {#some-id}'",
+                )
+        (steps[-1].md if steps else intro).append(line)
+        i += 1
+    return intro, steps
+
+
+def _main_steps(
+    raw: list[_Step], topology: dict[str, Any] | None, report: _Report, *, check_refs: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The runtime's step list and the English texts, validating checks, solutions and predictions."""
+    node_ids = [n["id"] for n in topology["nodes"]] if topology else None
+    kinds = {n["id"]: n["kind"] for n in topology["nodes"]} if topology else {}
+    steps: list[dict[str, Any]] = []
+    texts: dict[str, Any] = {}
+    for step in raw:
+        name = f"steps.{step.id}"
+        check_src, hints, solution, predict = None, [], [], None
+        block = step.blocks.get("check")
+        if block is not None:
+            check_src = block.text
+            try:
+                check = parse_check(block.text)
+            except CheckSyntaxError as exc:
+                report.at(block.line + exc.line, f"{name}.check", _syntax_reason(exc))
+            else:
+                hints = [h.text for h in check.hints]
+                if check_refs:
+                    _check_refs(check.refs, topology, block, f"{name}.check", report)
+        block = step.blocks.get("solution")
+        if block is not None:
+            try:
+                solution = parse_solution(block.text, node_ids=node_ids if check_refs else None)
+            except CheckSyntaxError as exc:
+                report.at(block.line + exc.line, f"{name}.solution", _syntax_reason(exc))
+            else:
+                for n, action in enumerate(solution, 1):
+                    if (
+                        action["action"] == "traffic"
+                        and action.get("node")
+                        and kinds.get(action["node"]) not in (None, "client")
+                    ):
+                        report.at(
+                            block.line + _nth_action_line(block.text, n),
+                            f"{name}.solution",
+                            f"traffic: {action['node']!r} is not a client; only clients send traffic",
+                        )
+        block = step.blocks.get("predict")
+        if block is not None:
+            predict = _predict(block, f"{name}.predict", report, topology=topology if check_refs else None, main=True)
+        steps.append(
+            {
+                "id": step.id,
+                "title": step.title,
+                "check": check_src,
+                "hints": hints,
+                "solution": solution,
+                "predict": predict,
+            }
+        )
+        texts[step.id] = _step_texts(step, hints, predict)
+    return steps, texts
+
+
+def _step_texts(step: _Step, hints: list[str], predict: dict[str, Any] | None) -> dict[str, Any]:
+    instructor = step.blocks.get("instructor")
+    return {
+        "title": step.title,
+        "html": render_markdown("".join(step.md)),
+        "instructor_html": render_markdown(instructor.text) if instructor else "",
+        "hints": hints,
+        "predict": {k: predict[k] for k in ("question", "unit") if k in predict} if predict else None,
+    }
+
+
+def _nth_action_line(text: str, n: int) -> int:
+    """Line (in the block) of the n-th non-blank, non-comment line."""
+    count = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not line.strip().startswith("#"):
+            count += 1
+            if count == n:
+                return lineno
+    return 1
+
+
+def _syntax_reason(exc: CheckSyntaxError) -> str:
+    where = f"'{exc.token}'" if exc.token else "the end of the block"
+    return f"{exc.reason} (at {where}, column {exc.col})"
+
+
+def _check_refs(
+    refs: Iterable[Ref], topology: dict[str, Any] | None, block: _Block, name: str, report: _Report
+) -> None:
+    refs = list(refs)
+    if refs and topology is None:
+        report.at(block.line + refs[0].line, name, "a check needs the lesson's topology (this lesson has none)")
+        return
+    node_ids = {n["id"] for n in topology["nodes"]} if topology else set()
+    metric_at = {(r.line, r.col) for r in refs if r.what == "metric"}
+    for ref in refs:
+        if ref.what == "metric":
+            problem = metric_problem(ref.name, topology)
+            if problem:
+                report.at(block.line + ref.line, name, f"{problem} (at '{ref.name}', column {ref.col})")
+        elif (ref.line, ref.col) not in metric_at and ref.name not in node_ids:
+            report.at(block.line + ref.line, name, f"no node with id {ref.name!r} (at '{ref.name}', column {ref.col})")
+
+
+def _predict(
+    block: _Block, name: str, report: _Report, *, topology: dict[str, Any] | None, main: bool
+) -> dict[str, Any] | None:
+    """A ```predict block: YAML with `question`, optional `unit` and (main file only) `measure`."""
+    try:
+        data = yaml.safe_load(block.text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        report.at(
+            block.line + (mark.line + 1 if mark else 1), name, f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
+        )
+        return None
+    except RecursionError:
+        report.at(block.line + 1, name, "invalid YAML: nested too deeply")
+        return None
+    allowed = PREDICT_FIELDS if main else ("question", "unit")
+    if not isinstance(data, dict):
+        report.at(
+            block.line,
+            name,
+            "write `question: …` (and optionally `unit: …`" + (", `measure: metric(…)`" if main else "") + ")",
+        )
+        return None
+
+    def line_of(key: str) -> int:
+        return block.line + 1 + next((i for i, ln in enumerate(block.text.splitlines()) if ln.startswith(f"{key}:")), 0)
+
+    ok = True
+    for key in data:
+        if key not in allowed:
+            reason = (
+                "the measure lives in the main file"
+                if key == "measure"
+                else f"unknown field (expected {', '.join(allowed)})"
+            )
+            report.at(line_of(str(key)), f"{name}.{key}", reason)
+            ok = False
+    for key in ("question", "unit", "measure"):
+        if key in data and (not isinstance(data[key], str) or not data[key].strip()):
+            report.at(line_of(key), f"{name}.{key}", f"must be non-empty text, got {data[key]!r}")
+            ok = False
+    if "question" not in data:
+        report.at(block.line, name, "missing `question: …`")
+        ok = False
+    if ok and main and "measure" in data:
         try:
-            topology = parse_topology(data["topology"]).to_dict()
-        except SpecError as exc:
-            for error in exc.errors:
-                report.add(error.path, error.reason)
+            _, refs = parse_metric(data["measure"])
+        except CheckSyntaxError as exc:
+            report.at(line_of("measure"), f"{name}.measure", _syntax_reason(exc))
+            ok = False
+        else:
+            if topology is not None:
+                errors_before = len(report.errors)
+                _check_refs(refs, topology, _Block("", line_of("measure") - 1), f"{name}.measure", report)
+                ok = len(report.errors) == errors_before
+    if not ok:
+        return None
+    return {key: data[key].strip() for key in allowed if key in data}
+
+
+def _translation(lang: str, text: str, lesson: LessonData, report: _Report) -> dict[str, Any] | None:
+    """Validate one translation against its main lesson; its texts, or None with errors added."""
+    split = _split_front(text, report)
+    if split is None:
+        return None
+    data, body, body_line = split
+    if lang not in LANGUAGES or lang == "en":
+        report.add(
+            (),
+            f"unsupported language {lang!r} in the file name (supported: "
+            f"{', '.join(x for x in LANGUAGES if x != 'en')})",
+        )
+    for key in data:
+        if key not in TRANSLATION_FIELDS:
+            why = " (the topology lives in the main file)" if key == "topology" else ""
+            report.add((str(key),), f"unknown field in a translation (expected {', '.join(TRANSLATION_FIELDS)}){why}")
+    for key in TRANSLATION_FIELDS:
+        if key not in data:
+            report.add((), f"missing required field {key!r}")
+    if "id" in data and data["id"] != lesson.slug:
+        report.add(("id",), f"must be the main file's id {lesson.slug!r}, got {data['id']!r}")
+    if "lang" in data and data["lang"] != lang:
+        report.add(("lang",), f"must be {lang!r}, as in the file name, got {data['lang']!r}")
+    _check_texts(data, report)
+    intro, raw = _split_body(body, body_line, report, blocks=TRANSLATION_BLOCKS)
+    main = {s["id"]: s for s in lesson.steps}
+    main_order = [s["id"] for s in lesson.steps]
+    ids = [s.id for s in raw]
+    for step in raw:
+        if step.id not in main:
+            report.at(step.line, f"steps.{step.id}", f"no step {{#{step.id}}} in the main file")
+    missing = [s for s in main_order if s not in ids]
+    if missing:
+        report.at(body_line, "steps", "missing the main file's step(s) " + ", ".join(f"{{#{s}}}" for s in missing))
+    common = [s for s in ids if s in main]
+    if not missing and common != main_order:
+        for step, want in zip(raw, main_order, strict=False):
+            if step.id != want:
+                report.at(
+                    step.line,
+                    f"steps.{step.id}",
+                    f"steps must come in the main file's order: expected {{#{want}}} here",
+                )
+                break
+    texts: dict[str, Any] = {}
+    for step in raw:
+        if step.id not in main:
+            continue
+        name = f"steps.{step.id}"
+        want_hints = main[step.id]["hints"]
+        block = step.blocks.get("hints")
+        hints = _hint_lines(block.text) if block else []
+        if len(hints) != len(want_hints):
+            report.at(
+                block.line if block else step.line,
+                f"{name}.hints",
+                f"{len(hints)} hint(s) here but the check has {len(want_hints)}: translate each `when … say` "
+                "text, one per line, in a ```hints block",
+            )
+        predict = None
+        block = step.blocks.get("predict")
+        if block is not None:
+            predict = _predict(block, f"{name}.predict", report, topology=None, main=False)
+            if main[step.id]["predict"] is None:
+                report.at(block.line, f"{name}.predict", "the main file's step has no ```predict block")
+        elif main[step.id]["predict"] is not None:
+            report.at(step.line, f"{name}.predict", "the main file's step has a ```predict block: translate it here")
+        if (
+            predict is not None
+            and main[step.id]["predict"]
+            and "unit" not in predict
+            and "unit" in main[step.id]["predict"]
+        ):
+            predict["unit"] = main[step.id]["predict"]["unit"]
+        step_texts = _step_texts(step, hints, predict)
+        if "instructor" not in step.blocks:  # notes for staff fall back to the main file's
+            step_texts["instructor_html"] = lesson.i18n["en"]["steps"][step.id]["instructor_html"]
+        texts[step.id] = step_texts
     if report.errors:
         return None
-    return LessonData(
-        slug=slug,
-        stage=data["stage"],
-        title=data["title"].strip(),
-        summary=data["summary"].strip(),
-        version=data["version"],
-        minutes=data["minutes"],
-        objectives=[o.strip() for o in objectives],
-        body_md=body,
-        body_html=render_markdown(body),
-        topology=topology,
-        source_path=report.file,
-    )
+    return {
+        "title": data["title"].strip(),
+        "summary": data["summary"].strip(),
+        "objectives": [o.strip() for o in data["objectives"]],
+        "body_html": render_markdown("".join(intro)),
+        "steps": texts,
+    }
+
+
+def _hint_lines(text: str) -> list[str]:
+    """One hint per non-blank line; a leading '- ' or '1. ' list marker is dropped."""
+    out = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*(?:[-*]|\d+[.)])\s+", "", line).strip()
+        if line:
+            out.append(line)
+    return out
+
+
+def _full_html(intro: list[str], steps: list[_Step]) -> str:
+    """The whole English text without special blocks: what the page showed before steps existed."""
+    parts = ["".join(intro)]
+    for step in steps:
+        parts.append(f"\n## {step.title} {{#{step.id}}}\n\n" + "".join(step.md))
+    return render_markdown("".join(parts))
 
 
 def _check_duplicate_keys(node: Node, path: FieldPath, report: _Report) -> None:

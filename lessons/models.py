@@ -19,6 +19,12 @@ class Lesson(models.Model):
     # Topology.to_dict(); null while a stage has no runnable lab yet.
     topology = models.JSONField(null=True, blank=True)
     source_path = models.CharField(max_length=500, blank=True)
+    # [{id, title, check, hints, solution, predict}] in order: what the runtime and `prove` use.
+    # Students' progress attaches to a step's id, which survives edits of its text.
+    steps = models.JSONField(default=list, blank=True)
+    # Texts per language: {"en": {title, summary, objectives, body_html (the intro),
+    # steps: {id: {title, html, instructor_html, hints, predict}}}, "bg": {...}}.
+    i18n = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["stage", "slug"]
