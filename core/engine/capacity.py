@@ -63,9 +63,13 @@ class Capacity:
                 return
         self.busy -= 1
 
-    async def work(self) -> float:
-        """Spend one request's modelled CPU time (call while holding a slot); returns it in ms."""
-        ms = self.rng.expovariate(1.0 / self.service_ms) if self.service_ms > 0 else 0.0
+    async def work(self, extra_ms: float = 0.0) -> float:
+        """Spend one request's modelled CPU time (call while holding a slot); returns it in ms.
+
+        ``extra_ms`` is added to the random service time (the "slow" fault: a slowed server holds
+        its worker longer, so it also serves fewer requests per second).
+        """
+        ms = (self.rng.expovariate(1.0 / self.service_ms) if self.service_ms > 0 else 0.0) + max(0.0, extra_ms)
         start = time.monotonic()
         try:
             await asyncio.sleep(ms / 1000.0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.engine.balancing import ALGORITHMS
+
 
 @dataclass(frozen=True)
 class Param:
@@ -77,6 +79,31 @@ KINDS: dict[str, Kind] = {
         params={
             "ttl": Param(int, 5, "seconds a resolver may cache the answer", min=0, max=3600),
             "target": Param(str, "web", "the node whose address the site's name resolves to", ref=True),
+        },
+    ),
+    "lb": Kind(
+        name="lb",
+        title="Load balancer",
+        tier=1,
+        role="server",
+        runtime="core.engine.nodes.lb:LbNode",
+        port=8080,  # the site's port: clients call http://<domain>:8080/ whoever answers
+        proto="tcp",
+        params={
+            "algorithm": Param(
+                str, "round_robin", "how the next request's backend is chosen", choices=ALGORITHMS
+            ),
+            "health_interval_s": Param(
+                float, 1.0, "seconds between active health checks (GET /health) of each backend", min=0.1, max=60
+            ),
+            "rise": Param(int, 2, "consecutive passed checks that bring a down backend back", min=1, max=10),
+            "fall": Param(
+                int, 2, "consecutive failures (checks or refused connections) that take a backend out", min=1, max=10
+            ),
+            "retries": Param(
+                int, 1, "times an idempotent GET is retried on another backend after a connection failure",
+                min=0, max=5,
+            ),
         },
     ),
     "web": Kind(

@@ -137,6 +137,18 @@ class Lab:
             self._node_state[node_id] = "up"
             self.telemetry.event(now, "node_restarted", node=node_id)
             self._publish_status()
+        elif action == "slow":  # one fault for every server kind (Node.slow_ms)
+            node = self.nodes[node_id]
+            if node.spec.kind_info.role != "server":
+                raise CommandError(f"{node_id} is a client: only servers can be slowed down")
+            node.slow_ms = cmd["ms"]
+            self.telemetry.event(now, "node_slowed", node=node_id, ms=cmd["ms"])
+        elif action == "algorithm":
+            node = self.nodes[node_id]
+            if node.spec.kind != "lb":
+                raise CommandError(f"{node_id} is not a load balancer: only a balancer has an algorithm")
+            node.set_algorithm(cmd["value"])  # type: ignore[attr-defined]
+            self.telemetry.event(now, "algorithm_set", node=node_id, value=cmd["value"])
 
     # Telemetry -----------------------------------------------------------------------------
     def record(self, trace: Trace) -> None:
@@ -146,6 +158,8 @@ class Lab:
         frame = self.telemetry.frame(time.time() if now is None else now, self._node_ids, list(self.topology.edges))
         for node_id, node in self.nodes.items():
             frame["nodes"][node_id].update(node.snapshot())
+            if node.slow_ms:
+                frame["nodes"][node_id]["slow_ms"] = node.slow_ms
         return frame
 
     def status(self, message: str | None = None) -> dict[str, Any]:

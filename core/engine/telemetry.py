@@ -8,6 +8,7 @@ on the topology and the sample limit, never on the request rate.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,11 @@ from typing import Any
 
 RESERVOIR = 256  # latency samples kept per key per bucket (reservoir sampling beyond that)
 MAX_EVENTS = 20
+# A server that calls other servers (a load balancer, later a web node calling its database)
+# reports those calls back to its caller in this response header; the client appends them to
+# its trace, so a request's trace holds every hop it made however deep it went.
+HOPS_HEADER = "X-Hops"
+MAX_HEADER_HOPS = 16
 
 
 @dataclass(slots=True)
@@ -27,6 +33,32 @@ class Hop:
     status: str  # "NOERROR 127.20.0.80 ttl=5", "200", "503", "connection refused"
     ms: float
     at_ms: float  # start, relative to the request's start
+
+
+def hops_to_header(hops: list[Hop]) -> str:
+    """Encode hops (``at_ms`` relative to when this server received the request) as ASCII JSON."""
+    return json.dumps(
+        [
+            [h.src, h.dst, h.proto, h.op, h.ok, h.status, round(h.ms, 2), round(h.at_ms, 2)]
+            for h in hops[-MAX_HEADER_HOPS:]
+        ],
+        separators=(",", ":"),
+    )
+
+
+def hops_from_header(value: str | None, offset_ms: float = 0.0) -> list[Hop]:
+    """Decode a HOPS_HEADER value, shifting ``at_ms`` by ``offset_ms`` (when the call to the server
+    that sent it started); a missing or malformed header gives no hops."""
+    if not value:
+        return []
+    try:
+        rows = json.loads(value)
+        return [
+            Hop(str(src), str(dst), str(proto), str(op), bool(ok), str(status), float(ms), float(at) + offset_ms)
+            for src, dst, proto, op, ok, status, ms, at in rows[:MAX_HEADER_HOPS]
+        ]
+    except (ValueError, TypeError):
+        return []
 
 
 @dataclass(slots=True)

@@ -25,3 +25,52 @@ def stage1(
             "edges": [["browser", "dns"], ["phone", "dns"], ["browser", "web"], ["phone", "web"]],
         }
     )
+
+
+def stage4(
+    *,
+    algorithm: str = "round_robin",
+    backends: int = 3,
+    health_interval_s: float = 0.5,
+    rise: int = 2,
+    fall: int = 2,
+    retries: int = 1,
+    workers: int = 4,
+    service_ms: float = 5.0,
+    rate: float = 0.0,
+) -> Topology:
+    """DNS names the balancer; the balancer on host 100 fronts web-1..web-N."""
+    webs = [f"web-{i}" for i in range(1, backends + 1)]
+    return parse_topology(
+        {
+            "domain": "www.scalelab.test",
+            "nodes": [
+                {"id": "dns", "kind": "dns", "host": 53, "params": {"target": "lb"}},
+                {
+                    "id": "lb",
+                    "kind": "lb",
+                    "host": 100,
+                    "params": {
+                        "algorithm": algorithm,
+                        "health_interval_s": health_interval_s,
+                        "rise": rise,
+                        "fall": fall,
+                        "retries": retries,
+                    },
+                },
+                *(
+                    {"id": w, "kind": "web", "host": 20 + i, "params": {"workers": workers, "service_ms": service_ms}}
+                    for i, w in enumerate(webs, 1)
+                ),
+                {"id": "browser", "kind": "client", "params": {"flavor": "web", "rate": rate}},
+                {"id": "phone", "kind": "client", "params": {"flavor": "mobile", "rate": rate}},
+            ],
+            "edges": [
+                ["browser", "dns"],
+                ["phone", "dns"],
+                ["browser", "lb"],
+                ["phone", "lb"],
+                *(["lb", w] for w in webs),
+            ],
+        }
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from core.engine.spec import NodeSpec
@@ -19,6 +20,15 @@ class Node:
         self.address = lab.address(spec.id)
         self.port = spec.kind_info.port
         self.up = False
+        # The "slow" fault: milliseconds added to every request this node serves (0: none). One
+        # mechanism for every kind: a server awaits slowdown() (or adds slow_ms to its modelled
+        # work) where it does its work. It survives restarts: it models the machine, not the process.
+        self.slow_ms = 0.0
+
+    async def slowdown(self) -> None:
+        """Spend the added latency of the "slow" fault, if any."""
+        if self.slow_ms > 0:
+            await asyncio.sleep(self.slow_ms / 1000.0)
 
     async def start(self) -> None:
         """Bind and serve; raise OSError if the address cannot be bound."""

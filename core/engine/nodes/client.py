@@ -18,7 +18,7 @@ import dns.rdatatype
 
 from core.engine.kinds import KINDS
 from core.engine.nodes.base import Node
-from core.engine.telemetry import Hop, Trace
+from core.engine.telemetry import HOPS_HEADER, Hop, Trace, hops_from_header
 
 MAX_IN_FLIGHT = 1000  # per client; arrivals beyond this are dropped and counted
 SITE_PORT = KINDS["web"].port  # the port in the site's URL, http://<domain>:8080/
@@ -167,39 +167,34 @@ class ClientNode(Node):
             return
         target = self.lab.node_at(address) or address
         http_start = time.monotonic()
-        status, ok = await self._http(address, trace.id)
+        status, ok, downstream = await self._http(address, trace.id)
+        at_ms = (http_start - start) * 1000
         trace.hops.append(
-            Hop(
-                self.id,
-                target,
-                "http",
-                f"GET {self.path}",
-                ok,
-                status,
-                (time.monotonic() - http_start) * 1000,
-                (http_start - start) * 1000,
-            )
+            Hop(self.id, target, "http", f"GET {self.path}", ok, status, (time.monotonic() - http_start) * 1000, at_ms)
         )
+        # The calls the server made on our behalf (a balancer's hop to a backend, ...), in order.
+        trace.hops.extend(hops_from_header(downstream, at_ms))
         trace.ok = ok
         trace.ms = (time.monotonic() - start) * 1000
         self.lab.record(trace)
 
-    async def _http(self, address: str, request_id: str) -> tuple[str, bool]:
+    async def _http(self, address: str, request_id: str) -> tuple[str, bool, str | None]:
+        """(status, ok, the server's HOPS_HEADER if it sent one)."""
         assert self._session is not None
         url = f"http://{address}:{SITE_PORT}{self.path}"
         headers = {"Host": f"{self.lab.topology.domain}:{SITE_PORT}", "X-Request-Id": request_id}
         try:
             async with self._session.get(url, headers=headers) as resp:
                 await resp.read()
-                return str(resp.status), resp.status < 400
+                return str(resp.status), resp.status < 400, resp.headers.get(HOPS_HEADER)
         except TimeoutError:
-            return "timeout", False
+            return "timeout", False, None
         except aiohttp.ClientConnectorError as exc:
-            return _os_error(exc.os_error), False
+            return _os_error(exc.os_error), False, None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            return "connection reset", False
+            return "connection reset", False, None
         except aiohttp.ClientError as exc:
-            return type(exc).__name__, False
+            return type(exc).__name__, False, None
 
 
 def _os_error(exc: OSError) -> str:

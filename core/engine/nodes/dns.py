@@ -24,8 +24,17 @@ class _Protocol(asyncio.DatagramProtocol):
         except Exception:  # garbage on the wire must not kill the server
             self.node.malformed += 1
             return
-        if self.transport is not None:
-            self.transport.sendto(self.node.answer(request).pack(), addr)
+        if self.transport is None:
+            return
+        reply = self.node.answer(request).pack()
+        if self.node.slow_ms > 0:  # the "slow" fault: answer late
+            asyncio.get_running_loop().call_later(self.node.slow_ms / 1000.0, self._send, reply, addr)
+        else:
+            self.transport.sendto(reply, addr)
+
+    def _send(self, reply: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(reply, addr)
 
 
 class DnsNode(Node):

@@ -45,7 +45,7 @@ class WebNode(Node):
             self.rejected += 1
             return web.Response(status=503, text="overloaded: queue full", headers=headers)
         try:
-            cpu_ms = await capacity.work()
+            cpu_ms = await capacity.work(extra_ms=self.slow_ms)
         finally:
             capacity.release()
         self.served += 1

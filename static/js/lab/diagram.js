@@ -5,6 +5,8 @@
 // per topology; status and frames only change text and attributes of existing elements, and the
 // dots are animated in one requestAnimationFrame loop (never one DOM operation per request).
 
+import { nodeTitle } from "./i18n.js";
+
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 960;
 const NODE_W = 240;
@@ -15,7 +17,8 @@ const LEG_MS = 400; // a dot's travel time each way along an edge
 const MAX_DOTS = 120; // bound on dots alive at once, whatever the request rate
 // Side services (name lookups) sit in a lane above the request path, so the path stays straight.
 const TOP_LANE_KINDS = new Set(["dns"]);
-const TIER_NAMES = { 0: "clients", 1: "edge services", 2: "web tier", 3: "caches", 4: "data tier" };
+const TIER_NAMES = { 0: gettext("clients"), 1: gettext("edge services"), 2: gettext("web tier"), 3: gettext("caches"),
+  4: gettext("data tier") };
 
 function el(tag, attrs = {}, parent = null, text = null) {
   const node = document.createElementNS(SVG_NS, tag);
@@ -38,27 +41,43 @@ export function fmtMs(v) {
   return `${v.toFixed(2)} ms`;
 }
 
+// A translated line with live values: each %(name)s in the text becomes parts[name] (a string, or a
+// {key} part), so translators see whole phrases, never fragments.
+function tline(fmt, parts) {
+  return fmt.split(/%\((\w+)\)s/).map((piece, i) => (i % 2 ? parts[piece] ?? "" : piece)).filter((x) => x !== "");
+}
+
 // The lines a node box shows under its title, by kind. Each line is a list of parts: strings are
 // static text, {key} parts are live values that update() fills in.
 function linesFor(node) {
   const p = node.params || {};
   const lines = [
-    [{ key: "rps", cls: "metric-strong" }, " req/s · errors ", { key: "err", cls: "metric-err" }, "/s"],
+    tline(gettext("%(rps)s req/s · errors %(err)s/s"),
+      { rps: { key: "rps", cls: "metric-strong" }, err: { key: "err", cls: "metric-err" } }),
     ["p50 ", { key: "p50" }, " · p95 ", { key: "p95" }],
   ];
   if (node.kind === "web") {
-    lines.push([{ key: "utilbar" }, "util ", { key: "util" }, " · in flight ", { key: "inflight" }, ` of ${p.workers}`]);
-    lines.push(["queued ", { key: "queued" }, ` (limit ${p.queue_limit}, then 503)`]);
+    lines.push([{ key: "utilbar" }, ...tline(gettext("util %(util)s · in flight %(inflight)s of %(workers)s"),
+      { util: { key: "util" }, inflight: { key: "inflight" }, workers: String(p.workers) })]);
+    lines.push(tline(gettext("queued %(queued)s (limit %(limit)s, then 503)"),
+      { queued: { key: "queued" }, limit: String(p.queue_limit) }));
     lines.push([{ key: "modelled", cls: "modelled",
-      text: `modelled CPU: ${p.workers} workers × ${p.service_ms} ms` }]);
+      text: interpolate(ngettext("modelled CPU: %(workers)s worker × %(ms)s ms",
+        "modelled CPU: %(workers)s workers × %(ms)s ms", p.workers), { workers: p.workers, ms: p.service_ms }, true) }]);
+  } else if (node.kind === "lb") {
+    lines.push(tline(gettext("algorithm %(algo)s"), { algo: { key: "algo", cls: "metric-strong" } }));
+    lines.push([{ key: "backends", cls: "lb-backends" }]);
+    lines.push([interpolate(gettext("checks every %(s)s s · rise %(rise)s · fall %(fall)s"),
+      { s: p.health_interval_s, rise: p.rise, fall: p.fall }, true)]);
+    lines.push([interpolate(gettext("GET retries on failure: %(retries)s"), { retries: p.retries }, true)]);
   } else if (node.kind === "dns") {
-    lines.push([`TTL ${p.ttl} s · name → ${p.target}`]);
+    lines.push([interpolate(gettext("TTL %(ttl)s s · name → %(target)s"), { ttl: p.ttl, target: p.target }, true)]);
   } else if (node.kind === "client") {
-    const what = p.flavor === "mobile" ? "JSON API calls" : "HTML pages";
-    lines.push(["sends ", { key: "rate" }, ` req/s of ${what}`]);
+    const what = p.flavor === "mobile" ? gettext("JSON API calls") : gettext("HTML pages");
+    lines.push(tline(gettext("sends %(rate)s req/s of %(what)s"), { rate: { key: "rate" }, what }));
   } else {
     const modelled = new Set(node.modelled || []);
-    const parts = Object.entries(p).map(([k, v]) => `${k} ${v}${modelled.has(k) ? " (modelled)" : ""}`);
+    const parts = Object.entries(p).map(([k, v]) => `${k} ${v}${modelled.has(k) ? ` ${gettext("(modelled)")}` : ""}`);
     if (parts.length) lines.push([parts.join(" · ")]);
   }
   return lines;
@@ -70,7 +89,7 @@ function boxHeight(node) {
 
 function addressText(info, node) {
   if (!info || !info.address) return "—";
-  if (!info.port) return `${info.address} (source)`;
+  if (!info.port) return interpolate(gettext("%(address)s (source)"), { address: info.address }, true);
   return `${info.address}:${info.port}/${info.proto || node.proto || ""}`;
 }
 
@@ -105,7 +124,8 @@ export class Diagram {
     for (const t of this.tierLabels) {
       el("text", { x: t.x, y: this.height - 10, "text-anchor": "middle", class: "tier-label" }, labels, t.text);
     }
-    el("text", { x: MARGIN_X, y: TOP_Y + 12, class: "domain-label" }, labels, `site name: ${topology.domain || ""}`);
+    el("text", { x: MARGIN_X, y: TOP_Y + 12, class: "domain-label" }, labels,
+      interpolate(gettext("site name: %(domain)s"), { domain: topology.domain || "" }, true));
     const edgeLayer = el("g", { class: "edges" }, this.svg);
     const nodeLayer = el("g", { class: "nodes" }, this.svg);
     this.dotLayer = el("g", { class: "dots" }, this.svg);
@@ -218,12 +238,11 @@ export class Diagram {
     const x0 = n.x - n.w / 2;
     const y0 = n.y - n.h / 2;
     const g = el("g", { class: `node kind-${spec.kind} state-idle`, "data-testid": `node-${spec.id}`,
-      "data-node": spec.id, tabindex: "0", role: "button", "aria-label": `${spec.title} ${spec.id}` }, layer);
+      "data-node": spec.id, tabindex: "0", role: "button", "aria-label": `${nodeTitle(spec)} ${spec.id}` }, layer);
     el("rect", { x: x0, y: y0, width: n.w, height: n.h, rx: 10, class: "node-box" }, g);
     el("rect", { x: x0, y: y0, width: 5, height: n.h, rx: 2, class: "node-accent" }, g);
 
-    let title = spec.title;
-    if (spec.kind === "client") title = spec.params.flavor === "mobile" ? "Mobile client" : "Web client";
+    const title = nodeTitle(spec);
     el("text", { x: x0 + 16, y: y0 + 21, class: "node-title" }, g, title);
 
     const pillW = 68;
@@ -236,7 +255,10 @@ export class Diagram {
     el("tspan", {}, addr, " · ");
     const addrValue = el("tspan", { "data-testid": `node-${spec.id}-addr` }, addr, "—");
 
-    const refs = { stateText, addrValue };
+    // The "slow" fault, any kind: shown on the address line while it lasts.
+    const slow = el("text", { x: x0 + n.w - 12, y: y0 + 39, class: "slow-label", "text-anchor": "end",
+      "data-testid": `node-${spec.id}-slow` }, g, "");
+    const refs = { stateText, addrValue, slow };
     let y = y0 + 58;
     for (const line of linesFor(spec)) {
       const t = el("text", { x: x0 + 16, y, class: "node-line" }, g);
@@ -258,11 +280,12 @@ export class Diagram {
     }
     if (spec.kind === "web") {
       const tip = el("title", {}, g);
-      tip.textContent = "Modelled: one machine cannot have a real N-core server per student, so the "
-        + "web node serves each request with one of N workers for a random CPU time (mean service_ms).";
+      tip.textContent = gettext("Modelled: one machine cannot have a real N-core server per student, so the "
+        + "web node serves each request with one of N workers for a random CPU time (mean service_ms).");
     }
     // The down overlay: a bold label across the box, shown by CSS when the node is down.
-    el("text", { x: x0 + n.w - 12, y: y0 + n.h - 10, class: "down-label", "text-anchor": "end" }, g, "DOWN");
+    el("text", { x: x0 + n.w - 12, y: y0 + n.h - 10, class: "down-label", "text-anchor": "end" }, g,
+      pgettext("node state", "DOWN"));
 
     g.addEventListener("click", (ev) => {
       ev.stopPropagation();
@@ -290,7 +313,8 @@ export class Diagram {
   setNodeState(n, state) {
     const cls = `node kind-${n.spec.kind} state-${state}`;
     if (n.g.getAttribute("class") !== cls) n.g.setAttribute("class", cls);
-    const label = { up: "UP", down: "DOWN", starting: "STARTING", idle: "—" }[state] || state.toUpperCase();
+    const label = { up: pgettext("node state", "UP"), down: pgettext("node state", "DOWN"),
+      starting: pgettext("node state", "STARTING"), idle: "—" }[state] || state.toUpperCase();
     if (n.refs.stateText.textContent !== label) n.refs.stateText.textContent = label;
     n.state = state;
   }
@@ -309,6 +333,30 @@ export class Diagram {
       set("p95", frame ? fmtMs(m.p95_ms) : "—");
       set("err", frame ? fmtRate(m.err_rps) : "—");
       if (r.err) r.err.setAttribute("class", m.err_rps > 0 ? "metric-err bad" : "metric-err");
+      set("slow", frame && m.slow_ms ? interpolate(gettext("slowed +%(ms)s ms"), { ms: m.slow_ms }, true) : "");
+      if (r.algo) set("algo", ((frame && m.algorithm) || n.spec.params.algorithm || "").replaceAll("_", " "));
+      if (r.backends) {
+        const b = frame && m.backends ? Object.entries(m.backends) : [];
+        const down = b.filter(([, state]) => state !== "up").map(([id]) => id);
+        // Each backend's health while it fits on the line, a summary beyond four.
+        const key = JSON.stringify(b);
+        if (r.backends.dataset.key !== key) { // rebuilt only when a backend's health changes
+          r.backends.dataset.key = key;
+          r.backends.replaceChildren();
+          if (!b.length) r.backends.textContent = "—";
+          else if (b.length <= 4) {
+            b.forEach(([id, state], i) => {
+              if (i) el("tspan", {}, r.backends, " · ");
+              el("tspan", { class: state === "up" ? "backend-up" : "backend-down",
+                "data-testid": `node-${id}-in-rotation` }, r.backends, `${id} ${state === "up" ? "✓" : "✗"}`);
+            });
+          } else {
+            r.backends.textContent = interpolate(gettext("%(up)s of %(n)s backends up"),
+              { up: b.length - down.length, n: b.length }, true) + (down.length ? ` · ✗ ${down.join(", ")}` : "");
+          }
+        }
+        r.backends.setAttribute("class", down.length ? "lb-backends has-down" : "lb-backends");
+      }
       if (r.rate) set("rate", frame && m.rate !== undefined ? fmtRate(m.rate) : fmtRate(n.spec.params.rate));
       if (r.util) {
         const u = typeof m.util === "number" ? m.util : null;
@@ -327,7 +375,7 @@ export class Diagram {
       if (m) {
         text = `${fmtRate(m.rps)}/s`;
         if (m.err_rps > 0) {
-          text += ` · ${fmtRate(m.err_rps)} err`;
+          text += ` · ${interpolate(gettext("%(rate)s err"), { rate: fmtRate(m.err_rps) }, true)}`;
           cls = m.err_rps >= m.rps * 0.5 ? "edge failing" : "edge degraded";
         } else if (m.rps > 0) {
           cls = "edge active";
