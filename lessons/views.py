@@ -8,6 +8,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from lessons.models import Lesson
+from lessons.steps import steps_for_page
+from visualizer.services import progress_for
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -27,5 +29,9 @@ def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "lesson": lesson,
             "topology_json": json.dumps(lesson.topology),
             "ws_path": f"/ws/lab/{lesson.slug}/",
+            # The steps panel: text in the page's language; progress as the server recorded it.
+            "steps": (steps := steps_for_page(lesson)),
+            "steps_data": {"lesson": lesson.slug, "steps": steps,
+                           "progress": progress_for(session_key=request.session.session_key, lesson=lesson)},
         },
     )

@@ -25,6 +25,10 @@ CLOSE_NO_SESSION = 4401
 CLOSE_NO_LAB = 4404
 
 
+def _as_bytes(data: str | bytes) -> bytes:
+    return data if isinstance(data, bytes) else data.encode()
+
+
 class LabConsumer(AsyncJsonWebsocketConsumer):
     lesson: Lesson
     session_key: str
@@ -33,6 +37,7 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         self.redis: redis.asyncio.Redis | None = None
         self.pubsub: redis.asyncio.client.PubSub | None = None
         self.reader: asyncio.Task[None] | None = None
+        self.lab_id: str | None = None
         # Accept first, then close with a code: a refused handshake hides the code from browsers.
         await self.accept()
         session_key = await self._session_key()
@@ -46,7 +51,8 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         self.session_key, self.lesson = session_key, lesson
         lab = await database_sync_to_async(services.lab_for_session)(session_key=session_key, lesson=lesson)
         await self._subscribe(lab)
-        await self.send_json(await database_sync_to_async(services.lab_snapshot)(lesson=lesson, lab=lab))
+        await self.send_json(await database_sync_to_async(services.lab_snapshot)(
+            lesson=lesson, lab=lab, session_key=session_key))
         self._start_reader()
 
     async def disconnect(self, code: int) -> None:
@@ -89,6 +95,7 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
             await database_sync_to_async(services.lab_command)(lab=lab, command=command)
 
     async def _subscribe(self, lab: Lab | None) -> None:
+        self.lab_id = str(lab.id) if lab is not None else None
         if lab is None:
             return
         self.redis = core_redis.async_client()
@@ -98,13 +105,15 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
     def _start_reader(self) -> None:
         # Started after hello (or the start reply) so messages buffered meanwhile follow it in order.
         if self.pubsub is not None and self.reader is None:
-            self.reader = asyncio.create_task(self._forward(self.pubsub))
+            self.reader = asyncio.create_task(self._forward(self.pubsub, self.lab_id))
 
-    async def _forward(self, pubsub: redis.asyncio.client.PubSub) -> None:
+    async def _forward(self, pubsub: redis.asyncio.client.PubSub, lab_id: str | None) -> None:
         try:
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     await self.send(text_data=message["data"])
+                    if lab_id is not None and b'"check"' in _as_bytes(message["data"]):
+                        await self._progress(message["data"], lab_id)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -124,6 +133,21 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+    async def _progress(self, data: str | bytes, lab_id: str) -> None:
+        """A step the session's own lab passed: record it (idempotently) and send the progress."""
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return
+        if not (isinstance(message, dict) and message.get("type") == "check" and message.get("passed") is True):
+            return
+        created = await database_sync_to_async(services.progress_record)(
+            session_key=self.session_key, lesson=self.lesson, lab_id=lab_id, message=message)
+        if created:
+            progress = await database_sync_to_async(services.progress_for)(
+                session_key=self.session_key, lesson=self.lesson)
+            await self.send_json({"type": "progress", "progress": progress})
 
     async def _error(self, message: str, command: Any) -> None:
         await self.send_json({"type": "error", "message": message, "command": command})

@@ -38,3 +38,30 @@ class Lab(models.Model):
     @property
     def live(self) -> bool:
         return self.state in self.LIVE_STATES
+
+
+class Progress(models.Model):
+    """A lesson step a browser session has passed, as the engine's live check saw it.
+
+    Written only by the server when the session's own lab reports the step passed (never on the
+    browser's word), keyed by the step's stable id so it survives lesson edits that keep the id.
+    ``seconds``: from the step being unlocked in that lab (the lab's start, or its predecessor
+    passing in the same lab) to passing; see core.engine.runner.LiveChecks.
+    """
+
+    session_key = models.CharField(max_length=40, db_index=True)
+    lesson = models.ForeignKey(Lesson, on_delete=models.CASCADE, related_name="progress")
+    step_id = models.CharField(max_length=64)
+    passed_at = models.DateTimeField()
+    seconds = models.FloatField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True, help_text="what the check measured, e.g. web.p95_ms is 412")
+    measured = models.FloatField(null=True, blank=True, help_text="the step's predict measure when it passed")
+
+    class Meta:
+        ordering = ["passed_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["session_key", "lesson", "step_id"], name="progress_once_per_step"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_key[:8]}… passed {self.lesson_id}/{self.step_id}"

@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.utils import timezone
 
 from core import redis as core_redis
 from core.engine import keys
 from lessons.models import Lesson
-from visualizer.models import Lab
+from visualizer.models import Lab, Progress
 
 log = logging.getLogger(__name__)
 QUEUED_STATUS_TTL_S = 3600  # nobody refreshes a queued lab's status while it waits for a slot
@@ -40,6 +44,9 @@ def lab_start(*, session_key: str, lesson: Lesson) -> Lab:
     for previous in Lab.objects.filter(session_key=session_key, state__in=Lab.LIVE_STATES):
         lab_stop(lab=previous)
     r = core_redis.client()
+    # Start the counter at a random block: labs of another Redis (or of one that was flushed) on
+    # the same machine then rarely meet on the same 127.A.B network.
+    r.set(keys.NETBLOCK_COUNTER, secrets.randbelow(keys.NETBLOCKS), nx=True)
     network = keys.network_for(r.incr(keys.NETBLOCK_COUNTER))
     lab = Lab.objects.create(session_key=session_key, lesson=lesson, network=network)
     lab.task_id = str(lab.id)
@@ -70,10 +77,11 @@ def lab_command(*, lab: Lab, command: dict[str, Any]) -> None:
     core_redis.client().publish(keys.in_channel(str(lab.id)), json.dumps(command))
 
 
-def lab_snapshot(*, lesson: Lesson, lab: Lab | None) -> dict[str, Any]:
-    """The `hello` message: topology plus the lab's last status, frame and history."""
+def lab_snapshot(*, lesson: Lesson, lab: Lab | None, session_key: str | None = None) -> dict[str, Any]:
+    """The `hello` message: topology, the session's progress, the lab's last status, frame and history."""
     hello: dict[str, Any] = {"type": "hello", "lesson": lesson.slug, "topology": lesson.topology,
-                             "status": {"state": "stopped"}, "frame": None, "history": []}
+                             "status": {"state": "stopped"}, "frame": None, "history": [],
+                             "progress": progress_for(session_key=session_key, lesson=lesson) if session_key else {}}
     if lab is None:
         return hello
     r = core_redis.client()
@@ -91,6 +99,63 @@ def lab_snapshot(*, lesson: Lesson, lab: Lab | None) -> dict[str, Any]:
     return hello
 
 
+def lesson_checks(lesson: Lesson) -> dict[str, str]:
+    """Step id -> check source, in step order, for the steps that have a check."""
+    steps = getattr(lesson, "steps", None) or []
+    return {step["id"]: step["check"] for step in steps if step.get("check")}
+
+
+def lesson_measures(lesson: Lesson) -> dict[str, str]:
+    """Step id -> the metric its prediction is compared with (the predict block's measure)."""
+    steps = getattr(lesson, "steps", None) or []
+    out = {}
+    for step in steps:
+        predict = step.get("predict")
+        if isinstance(predict, dict) and isinstance(predict.get("measure"), str) and predict["measure"].strip():
+            out[step["id"]] = predict["measure"]
+    return out
+
+
+def progress_for(*, session_key: str, lesson: Lesson) -> dict[str, dict[str, Any]]:
+    """The steps this session has passed: {step_id: {"passed_at": epoch s, "seconds": s, "detail": text}}."""
+    rows = Progress.objects.filter(session_key=session_key, lesson=lesson)
+    return {p.step_id: {"passed_at": p.passed_at.timestamp(), "seconds": p.seconds, "detail": p.detail,
+                        "measured": p.measured} for p in rows}
+
+
+def progress_record(*, session_key: str, lesson: Lesson, lab_id: str, message: dict[str, Any]) -> bool:
+    """Record a step the session's own lab reported passed; True if it was new.
+
+    Idempotent (the first pass is kept). Only for a lab this session owns, for this lesson, and a
+    step the lesson has: the engine's message is the only source, never the browser.
+    """
+    step = message.get("step")
+    if message.get("type") != "check" or message.get("passed") is not True or not isinstance(step, str):
+        return False
+    if str(message.get("lab")) != str(lab_id):
+        return False
+    if not Lab.objects.filter(pk=lab_id, session_key=session_key, lesson=lesson).exists():
+        return False
+    steps = getattr(lesson, "steps", None)
+    if steps is not None and step not in {s.get("id") for s in steps}:
+        return False
+    t = _number(message.get("t"))
+    passed_at = datetime.fromtimestamp(t, tz=UTC) if t is not None else timezone.now()
+    seconds = _number(message.get("seconds"))
+    _, created = Progress.objects.get_or_create(
+        session_key=session_key, lesson=lesson, step_id=step,
+        defaults={"passed_at": passed_at, "seconds": seconds,
+                  "detail": str(message.get("detail") or "")[:500],
+                  "measured": _number(message.get("measured"))})
+    return created
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def lab_run(*, lab_id: str) -> None:
     """Run a lab in this (worker) process until it stops; record how it ended."""
     lab = Lab.objects.select_related("lesson").filter(pk=lab_id).first()
@@ -102,7 +167,8 @@ def lab_run(*, lab_id: str) -> None:
     Lab.objects.filter(pk=lab_id, state=Lab.State.QUEUED).update(state=Lab.State.STARTING)
     close_old_connections()
     try:
-        asyncio.run(_lab_run_async(lab_id=lab_id, topology=lab.lesson.topology, network=lab.network))
+        asyncio.run(_lab_run_async(lab_id=lab_id, topology=lab.lesson.topology, network=lab.network,
+                                   checks=lesson_checks(lab.lesson), measures=lesson_measures(lab.lesson)))
     except Exception as exc:
         log.exception("lab %s failed", lab_id)
         Lab.objects.filter(pk=lab_id).update(state=Lab.State.FAILED)
@@ -114,12 +180,13 @@ def lab_run(*, lab_id: str) -> None:
         close_old_connections()
 
 
-async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str) -> None:
+async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str,
+                         checks: dict[str, str] | None = None, measures: dict[str, str] | None = None) -> None:
     from core.engine.runner import run_lab  # imported late: only workers need the engine
 
     engine = asyncio.create_task(run_lab(
         lab_id=lab_id, topology=topology, network=network, redis_url=settings.REDIS_URL,
-        idle_seconds=settings.LAB_IDLE_SECONDS,
+        idle_seconds=settings.LAB_IDLE_SECONDS, checks=checks, measures=measures,
     ))
     # A stop published before the engine subscribed to its in channel would be lost: while the row
     # says stopped, repeat the stop command until the engine has gone.

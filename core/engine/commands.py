@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from core.engine.balancing import ALGORITHMS
 from core.engine.spec import NODE_ID
 
 MAX_RATE = 5000.0
+MAX_SLOW_MS = 10000.0
+STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a lesson step's stable id
 # action -> (required fields, optional fields)
 ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "start": (frozenset(), frozenset()),
@@ -14,8 +18,11 @@ ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "traffic": (frozenset({"rate"}), frozenset({"node"})),
     "kill": (frozenset({"node"}), frozenset()),
     "restart": (frozenset({"node"}), frozenset()),
+    "slow": (frozenset({"node", "ms"}), frozenset()),  # add ms to every request the node serves; 0 undoes it
+    "algorithm": (frozenset({"node", "value"}), frozenset()),  # a load balancer's algorithm
+    "check": (frozenset({"step"}), frozenset()),  # "check now": the engine answers with a verdict
 }
-LAB_ACTIONS = frozenset({"traffic", "kill", "restart"})  # the rest are lifecycle, not engine
+LAB_ACTIONS = frozenset({"traffic", "kill", "restart", "slow", "algorithm"})  # the rest are lifecycle, not engine
 OPTIONAL_ALWAYS = frozenset({"id"})  # a client-chosen id, echoed back in errors
 
 
@@ -48,6 +55,23 @@ def validate_command(raw: Any, *, node_ids: list[str] | None = None) -> dict[str
         if node_ids is not None and node not in node_ids:
             raise CommandError(f"{action}: unknown node {node!r}")
         cmd["node"] = node
+    if "step" in raw:
+        step = raw["step"]
+        if not isinstance(step, str) or not STEP_ID.match(step):
+            raise CommandError(f"{action}: step must be a step id, got {step!r}")
+        cmd["step"] = step
+    if "ms" in raw:
+        ms = raw["ms"]
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms != ms:
+            raise CommandError(f"{action}: ms must be a number, got {ms!r}")
+        if not 0 <= ms <= MAX_SLOW_MS:
+            raise CommandError(f"{action}: ms must be between 0 and {MAX_SLOW_MS:g}")
+        cmd["ms"] = float(ms)
+    if "value" in raw:
+        value = raw["value"]
+        if value not in ALGORITHMS:
+            raise CommandError(f"{action}: value must be one of {', '.join(ALGORITHMS)}, got {value!r}")
+        cmd["value"] = value
     if "rate" in raw:
         rate = raw["rate"]
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != rate:

@@ -28,9 +28,10 @@ def history_key(lab_id: str) -> str:
 
 
 NETBLOCK_COUNTER = f"{PREFIX}:netblock"
+NETBLOCKS = (254 - 20 + 1) * 256  # distinct 127.A.B lab networks, A in 20..254
 
 
 def network_for(block: int) -> str:
     """Map a counter value to a lab network '127.A.B' (A in 20..254), wrapping around."""
-    block %= (254 - 20 + 1) * 256
+    block %= NETBLOCKS
     return f"127.{20 + block // 256}.{block % 256}"

@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from core.engine import keys
-from core.engine.commands import CommandError
+from core.engine.commands import CommandError, validate_command
 from core.engine.lab import Lab, LabStartError
 from core.engine.spec import topology_from_dict
 
@@ -58,6 +58,77 @@ class _Publisher:
         await self.queue.put(None)
 
 
+class LiveChecks:
+    """A lesson's step checks evaluated against every frame the lab publishes.
+
+    ``seconds`` (how long a step took) is measured from when the step was unlocked *in this lab*:
+    from the lab's start for the first step, or for any step whose predecessor has not passed in
+    this lab (it may have passed in an earlier run); otherwise from the moment its predecessor
+    passed. The engine alone knows both instants, so the browser's clock plays no part.
+    """
+
+    def __init__(self, checks: dict[str, str] | None, *, started: float,
+                 measures: dict[str, str] | None = None) -> None:
+        self.order: list[str] = []
+        self.evaluator: Any = None
+        self.started = started
+        self.passed_at: dict[str, float] = {}
+        self.measures: dict[str, str] = {}
+        if not checks:
+            return
+        from core.engine.checks import Evaluator, parse_check, parse_metric
+
+        for step, text in (measures or {}).items():  # a prediction's measure: metric(NAME) or NAME
+            try:
+                self.measures[step] = parse_metric(text)[0] if text.lstrip().startswith("metric") else text.strip()
+            except Exception as exc:
+                log.warning("step %s: measure does not parse: %s", step, exc)
+
+        parsed = {}
+        for step, source in (checks or {}).items():
+            try:
+                parsed[step] = parse_check(source)
+            except Exception as exc:  # the loader validated it; a bad one must not kill the lab
+                log.warning("step %s: check does not parse: %s", step, exc)
+                continue
+            self.order.append(step)
+        self.evaluator = Evaluator(parsed) if parsed else None
+
+    def feed(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
+        """Messages for the steps this frame newly passed."""
+        if self.evaluator is None:
+            return []
+        out = []
+        for step in self.evaluator.feed(frame):
+            t = float(frame.get("t") or time.time())
+            self.passed_at[step] = t
+            message = {"type": "check", "step": step, "passed": True, "t": t,
+                       "seconds": round(max(0.0, t - self.unlocked_at(step)), 2),
+                       "detail": self.evaluator.verdict(step).detail}
+            if step in self.measures:  # the value the student's prediction is compared with
+                from core.engine.checks import _read
+
+                message["measured"] = _read(frame, self.measures[step])
+            out.append(message)
+        return out
+
+    def unlocked_at(self, step: str) -> float:
+        i = self.order.index(step)
+        if i > 0 and self.order[i - 1] in self.passed_at:
+            return max(self.started, self.passed_at[self.order[i - 1]])
+        return self.started
+
+    def verdict(self, step: str) -> dict[str, Any]:
+        """The answer to "check now" for one step (unknown step: an error message)."""
+        if self.evaluator is None or step not in self.order:
+            return {"type": "error", "message": f"check: step {step!r} has no check in this lesson",
+                    "command": {"action": "check", "step": step}}
+        verdict = self.evaluator.verdict(step)
+        passed = bool(verdict.passed) or step in self.passed_at
+        return {"type": "check", "step": step, "passed": passed, "hint": None if passed else verdict.hint,
+                "detail": verdict.detail, "t": time.time(), "now": True}
+
+
 async def run_lab(
     *,
     lab_id: str,
@@ -66,8 +137,16 @@ async def run_lab(
     redis_url: str,
     idle_seconds: float = 600.0,
     frame_interval: float = 0.25,
+    checks: dict[str, str] | None = None,
+    measures: dict[str, str] | None = None,
 ) -> str:
-    """Run the lab until stopped; returns why it stopped ("stopped", "idle" or "failed")."""
+    """Run the lab until stopped; returns why it stopped ("stopped", "idle" or "failed").
+
+    ``checks`` maps a lesson step's id to its check's source: every published frame is evaluated,
+    a newly passed step is published as ``{"type": "check", "passed": true, ...}``, and the
+    ``{"action": "check", "step": ID}`` command answers with the step's current verdict.
+    ``measures`` (step id -> metric name) adds the metric's value at the pass as ``measured``.
+    """
     r = aioredis.from_url(redis_url)
     pubsub = r.pubsub()
     publisher = _Publisher(r, lab_id)
@@ -82,6 +161,7 @@ async def run_lab(
             await lab.start()
         except LabStartError:
             return "failed"
+        live = LiveChecks(checks, started=time.time(), measures=measures)
 
         async def commands() -> None:
             async for item in pubsub.listen():
@@ -95,6 +175,14 @@ async def run_lab(
                 if isinstance(command, dict) and command.get("action") == "stop":
                     stop.set()
                     return
+                if isinstance(command, dict) and command.get("action") == "check":
+                    try:
+                        step = validate_command(command)["step"]
+                    except CommandError as exc:
+                        publisher.emit({"type": "error", "message": str(exc), "command": command})
+                        continue
+                    publisher.emit(live.verdict(step))
+                    continue
                 try:
                     await lab.command(command)
                 except CommandError as exc:
@@ -108,6 +196,8 @@ async def run_lab(
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 frame = lab.frame()
                 publisher.emit(frame)
+                for message in live.feed(frame):
+                    publisher.emit(message)
                 if frame["t"] - last_second >= 1.0:  # once a second: keep-alive and history
                     last_second = frame["t"]
                     publisher.emit(lab.status())

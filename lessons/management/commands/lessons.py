@@ -22,8 +22,15 @@ class Command(BaseCommand):
             p = sub.add_parser(name, help=text)
             p.add_argument("paths", nargs="*", type=Path,
                            help="files or directories (default: lessons/content)")
+        prove = sub.add_parser("prove", help="run each lesson's lab and every step's solution; "
+                                             "fail unless each step's check passes")
+        prove.add_argument("ids", nargs="*", help="lesson ids (default: every lesson with a lab and steps)")
+        prove.add_argument("--timeout", type=float, default=30.0, help="seconds a step's check may take")
 
-    def handle(self, *args: Any, action: str, paths: list[Path], **options: Any) -> None:
+    def handle(self, *args: Any, action: str, paths: list[Path] | None = None, **options: Any) -> None:
+        if action == "prove":
+            self._prove(options["ids"], timeout=options["timeout"])
+            return
         paths = paths or [Path(settings.BASE_DIR) / "lessons" / "content"]
         lessons, errors = lessons_check(paths, relative_to=Path.cwd())
         for error in errors:
@@ -39,3 +46,37 @@ class Command(BaseCommand):
         for lesson, created in lessons_load(lessons=lessons):
             runnable = "runnable" if lesson.runnable else "no lab yet"
             self.stdout.write(f"{'created' if created else 'updated'} {lesson.slug} (stage {lesson.stage}, {runnable})")
+
+    def _prove(self, ids: list[str], *, timeout: float) -> None:
+        """Prove the shipped lesson files (git is the source of truth), not the database."""
+        import asyncio
+
+        from lessons.prove import prove_steps
+
+        lessons, errors = lessons_check([Path(settings.BASE_DIR) / "lessons" / "content"], relative_to=Path.cwd())
+        for error in errors:
+            self.stderr.write(str(error))
+        if errors:
+            raise CommandError(f"{len(errors)} error(s) in lesson files; nothing was proved")
+        by_id = {lesson.slug: lesson for lesson in lessons}
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise CommandError(f"no such lesson: {', '.join(unknown)}")
+        chosen = [by_id[i] for i in ids] if ids else lessons
+        failed = proved = 0
+        for lesson in chosen:
+            steps = getattr(lesson, "steps", None) or []
+            if lesson.topology is None or not steps:
+                if ids:
+                    failed += 1
+                    self.stderr.write(f"{lesson.slug}: FAIL (it has no lab or no steps to prove)")
+                continue
+            self.stdout.write(f"{lesson.slug}: proving {len(steps)} step(s)")
+            results = asyncio.run(prove_steps(
+                lesson.topology, steps, step_timeout=timeout,
+                report=lambda result, slug=lesson.slug: self.stdout.write(f"  {slug}/{result}")))
+            failed += sum(r.outcome == "FAIL" for r in results)
+            proved += 1
+        if failed:
+            raise CommandError(f"{failed} step(s) failed")
+        self.stdout.write(f"{proved} lesson(s) proved")

@@ -1,0 +1,123 @@
+"""`manage.py lessons prove`: run a lesson's lab in this process and play every step's solution.
+
+For each step in order its `solution` actions are applied to a real lab (the same commands the
+diagram sends; `{"action": "wait", "seconds": N}` sleeps), while frames are taken every
+FRAME_INTERVAL seconds and fed to the check evaluator, exactly as the runner does for a student.
+A step passes when its check passes before `step_timeout`; a step without a check is skipped.
+No Redis, Celery or database: the lab runs on a random 127.A.B network inside asyncio.run().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.engine import keys
+from core.engine.commands import CommandError
+from core.engine.lab import Lab
+from core.engine.spec import topology_from_dict
+
+FRAME_INTERVAL = 0.25
+STEP_TIMEOUT_S = 30.0
+LIFECYCLE = frozenset({"start", "stop", "check"})  # the lab is already running while steps play
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    outcome: str  # "PASS", "FAIL" or "SKIP" (no check)
+    seconds: float
+    detail: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.step}: {self.outcome} in {self.seconds:.1f} s"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+def random_network() -> str:
+    """A 127.A.B network unlikely to clash with labs the web process hands out (they count up)."""
+    return keys.network_for(random.randrange(20_000, 60_000))
+
+
+async def prove_steps(
+    topology: dict[str, Any],
+    steps: list[dict[str, Any]],
+    *,
+    network: str | None = None,
+    step_timeout: float = STEP_TIMEOUT_S,
+    report: Callable[[StepResult], None] = lambda result: None,
+) -> list[StepResult]:
+    """Start the lab, play each step's solution, wait for its check; one result per step."""
+    from core.engine.checks import Evaluator, parse_check
+
+    checks = {s["id"]: parse_check(s["check"]) for s in steps if s.get("check")}
+    evaluator = Evaluator(checks)
+    passed: dict[str, float] = {}
+    changed = asyncio.Event()
+    lab = Lab(topology_from_dict(topology), network=network or random_network(), frame_interval=FRAME_INTERVAL)
+
+    async def frames() -> None:
+        next_at = time.monotonic()
+        while True:
+            next_at += FRAME_INTERVAL
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            for step in evaluator.feed(lab.frame()):
+                passed.setdefault(step, time.monotonic())
+                changed.set()
+
+    results: list[StepResult] = []
+    await lab.start()
+    ticker = asyncio.create_task(frames())
+    try:
+        for step in steps:
+            step_id = step["id"]
+            began = time.monotonic()
+            error = await _play(lab, step.get("solution") or [])
+            if error:
+                result = StepResult(step_id, "FAIL", time.monotonic() - began, error)
+            elif step_id not in checks:
+                result = StepResult(step_id, "SKIP", time.monotonic() - began, "no check")
+            else:
+                deadline = began + step_timeout
+                while step_id not in passed and time.monotonic() < deadline and not ticker.done():
+                    changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), max(0.0, deadline - time.monotonic()))
+                if ticker.done() and ticker.exception() is not None:
+                    raise ticker.exception()  # type: ignore[misc]
+                if step_id in passed:
+                    early = passed[step_id] < began  # its check held while an earlier step played
+                    result = StepResult(step_id, "PASS", max(0.0, passed[step_id] - began),
+                                        "already passed during an earlier step" if early else "")
+                else:
+                    detail = evaluator.verdict(step_id).detail
+                    result = StepResult(step_id, "FAIL", time.monotonic() - began,
+                                        f"check did not pass within {step_timeout:g} s: {detail}")
+            results.append(result)
+            report(result)
+    finally:
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+        await lab.stop()
+    return results
+
+
+async def _play(lab: Lab, solution: list[dict[str, Any]]) -> str:
+    """Apply a step's solution actions in order; an error message, or "" if they all applied."""
+    for action in solution:
+        name = action.get("action") if isinstance(action, dict) else None
+        if name == "wait":
+            await asyncio.sleep(float(action.get("seconds", 0)))
+        elif name in LIFECYCLE:
+            continue
+        else:
+            try:
+                await lab.command(action)
+            except CommandError as exc:
+                return f"solution action {action!r} failed: {exc}"
+    return ""

@@ -1,0 +1,57 @@
+"""`manage.py lessons prove`: every shipped lesson's steps can be completed by their solutions."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from lessons.loader import lessons_check
+from lessons.prove import prove_steps
+from tests.engine.topologies import stage1
+
+CONTENT = Path(__file__).resolve().parent.parent.parent / "lessons" / "content"
+
+
+def provable() -> list[str]:
+    lessons, errors = lessons_check([CONTENT])
+    assert not errors
+    return [lesson.slug for lesson in lessons if lesson.topology and getattr(lesson, "steps", None)]
+
+
+def test_at_least_one_shipped_lesson_has_steps_to_prove() -> None:
+    assert "single-server" in provable()
+
+
+@pytest.mark.parametrize("slug", provable())
+def test_every_shipped_lesson_with_steps_proves(slug: str) -> None:
+    out = io.StringIO()
+    call_command("lessons", "prove", slug, stdout=out)
+    text = out.getvalue()
+    assert f"{slug}: proving" in text and "1 lesson(s) proved" in text
+    assert "FAIL" not in text
+
+
+def test_a_step_whose_solution_does_not_satisfy_its_check_fails() -> None:
+    steps = [
+        {"id": "start", "check": "event(lab_started)", "solution": []},
+        {"id": "read", "check": None, "solution": []},
+        {"id": "never", "check": "event(node_killed, node=dns)", "solution": [{"action": "kill", "node": "web"}]},
+        {"id": "bad", "check": "event(node_killed, node=web)", "solution": [{"action": "kill", "node": "ghost"}]},
+    ]
+    seen: list[str] = []
+    results = asyncio.run(prove_steps(stage1().to_dict(), steps, step_timeout=1.0,
+                                      report=lambda r: seen.append(str(r))))
+    assert [r.outcome for r in results] == ["PASS", "SKIP", "FAIL", "FAIL"]
+    assert "did not pass within 1 s" in results[2].detail
+    assert "unknown node 'ghost'" in results[3].detail
+    assert seen[0].startswith("start: PASS in ")
+
+
+def test_an_unknown_lesson_id_is_an_error() -> None:
+    with pytest.raises(CommandError, match="no such lesson: nope"):
+        call_command("lessons", "prove", "nope", stdout=io.StringIO())
