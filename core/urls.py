@@ -1,7 +1,8 @@
 """HTTP routes; WebSocket routes live in visualizer.routing, static files in core.asgi."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 from lessons import views
 
@@ -9,4 +10,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("stage/<slug:slug>/", views.lesson_detail, name="lesson"),
     path("admin/", admin.site.urls),
+    # The language switcher posts to set_language (i18n/setlang/), which remembers it in a cookie.
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
 ]

@@ -6,6 +6,13 @@
 const WINDOW_S = 300;
 const MIN_SPAN_S = 60;
 
+// Clock times in 24-hour form, whatever the language (uPlot's default is "3:45pm", in English).
+const pad = (n) => String(n).padStart(2, "0");
+function clock(t, seconds) {
+  const d = new Date(t * 1000);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}${seconds ? `:${pad(d.getSeconds())}` : ""}`;
+}
+
 export class LabChart {
   /** @param {HTMLElement} container */
   constructor(container) {
@@ -14,7 +21,7 @@ export class LabChart {
     this.plot = null;
     this.dirty = false;
     if (typeof window.uPlot !== "function") {
-      container.textContent = "Chart library failed to load.";
+      container.textContent = gettext("Chart library failed to load.");
       return;
     }
     const css = getComputedStyle(document.documentElement);
@@ -37,15 +44,16 @@ export class LabChart {
         ms: { range: (u, min, max) => [0, Math.max(10, (max || 0) * 1.15)] },
       },
       axes: [
-        { stroke: "#5b6472", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
+        { stroke: "#5b6472", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" },
+          values: (u, splits, ax, space, incr) => splits.map((t) => clock(t, incr < 60)) },
         { scale: "rps", label: "req/s", stroke: "#5b6472", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" }, size: 50 },
-        { scale: "ms", label: "latency (ms)", side: 1, stroke: "#5b6472", grid: { show: false }, ticks: { stroke: "#dfe3e8" }, size: 56 },
+        { scale: "ms", label: gettext("latency (ms)"), side: 1, stroke: "#5b6472", grid: { show: false }, ticks: { stroke: "#dfe3e8" }, size: 56 },
       ],
       series: [
-        {},
+        { label: gettext("Time"), value: (u, v) => (v == null ? "—" : clock(v, true)) },
         { label: "req/s", scale: "rps", stroke: color("--c-rps", "#2563eb"), width: 2, fill: "rgba(37,99,235,0.08)",
           value: (u, v) => (v == null ? "—" : v.toFixed(1)) },
-        { label: "errors/s", scale: "rps", stroke: color("--c-err", "#dc2626"), width: 2,
+        { label: gettext("errors/s"), scale: "rps", stroke: color("--c-err", "#dc2626"), width: 2,
           value: (u, v) => (v == null ? "—" : v.toFixed(1)) },
         { label: "p50", scale: "ms", stroke: color("--c-p50", "#059669"), width: 1.5,
           value: (u, v) => (v == null ? "—" : `${v.toFixed(1)} ms`) },

@@ -9,6 +9,7 @@ import { LabSocket } from "./socket.js";
 import { Diagram, fmtRate, fmtMs } from "./diagram.js";
 import { LabChart } from "./chart.js";
 import { RecentList, renderDetail, EventLog, Toasts, NodeMenu } from "./panel.js";
+import { Steps } from "./steps.js";
 
 const LOST_AFTER_MS = 5000; // no status or frame for this long while "running" → the worker is gone
 const BUSY_AFTER_MS = 1000; // queued longer than this → every slot is taken
@@ -16,6 +17,33 @@ const TRAFFIC_DEBOUNCE_MS = 300;
 const ACTIVE = new Set(["queued", "starting", "running", "stopping"]);
 
 const $ = (id) => document.getElementById(id);
+
+// UI strings go through Django's JavaScript catalog (loaded before this module as window.gettext).
+/** A lab state as the user reads it (the badge and the event log). */
+export function labStateName(state) {
+  switch (state) {
+    case "queued": return pgettext("lab state", "queued");
+    case "starting": return pgettext("lab state", "starting");
+    case "running": return pgettext("lab state", "running");
+    case "stopping": return pgettext("lab state", "stopping");
+    case "stopped": return pgettext("lab state", "stopped");
+    case "failed": return pgettext("lab state", "failed");
+    case "lost": return pgettext("lab state", "lost");
+    default: return state;
+  }
+}
+
+/** A node's state in the start-up progress chips. */
+function nodeStateName(state) {
+  switch (state) {
+    case "waiting": return pgettext("node state", "waiting");
+    case "starting": return pgettext("node state", "starting");
+    case "up": return pgettext("node state", "up");
+    case "down": return pgettext("node state", "down");
+    case "failed": return pgettext("node state", "failed");
+    default: return state;
+  }
+}
 
 export function startLab(root) {
   const store = {
@@ -44,6 +72,7 @@ export function startLab(root) {
       menu.open(n.spec, rect, diagramWrap.getBoundingClientRect(), {
         state: store.nodeStates[id] || "idle",
         labRunning: labState() === "running",
+        gauges: (store.frame && store.frame.nodes && store.frame.nodes[id]) || {},
       });
     },
     onDotClick: (sample) => select(sample),
@@ -52,7 +81,9 @@ export function startLab(root) {
   const recent = new RecentList($("recent"), (sample) => select(sample));
   const events = new EventLog($("events"));
   const toasts = new Toasts($("toasts"));
-  const menu = new NodeMenu($("node-menu"), (action, node) => send({ action, node }));
+  // The lesson's steps (in the lesson column); done only when the server's progress says so.
+  const steps = new Steps($("steps"), { send: (cmd) => send(cmd), labState: () => labState() });
+  const menu = new NodeMenu($("node-menu"), (action, node, extra = {}) => send({ action, node, ...extra }));
 
   function select(sample) {
     recent.select(sample.id);
@@ -103,7 +134,8 @@ export function startLab(root) {
     if (store.pending === "stop" && !ACTIVE.has(status.state)) store.pending = null;
     const now = labState();
     if (now !== prev) {
-      events.note(`lab ${now}${status.message ? `: ${status.message}` : ""}`);
+      const said = interpolate(gettext("lab %(state)s"), { state: labStateName(now) }, true);
+      events.note(`${said}${status.message ? `: ${status.message}` : ""}`);
       if (now === "running" && store.wantedRate !== null) {
         send({ action: "traffic", rate: store.wantedRate });
         store.wantedRate = null;
@@ -138,6 +170,7 @@ export function startLab(root) {
   }
 
   function onMessage(msg) {
+    steps.onMessage(msg);
     switch (msg.type) {
       case "hello":
         // A new connection: everything is redrawn from this message alone.
@@ -158,7 +191,7 @@ export function startLab(root) {
         applyFrame(msg, { animate: true });
         break;
       case "error":
-        toasts.show(msg.message || "Something went wrong.");
+        toasts.show(msg.message || gettext("Something went wrong."));
         if (store.pending) store.pending = null;
         break;
       default:
@@ -169,11 +202,11 @@ export function startLab(root) {
 
   function onConnection(state, retryInMs, code) {
     if (state === "refused") {
-      toasts.show(code === 4401 ? "Your session has expired: reload the page to get a new one."
-        : "This lab is not available any more: reload the page.", 600000);
+      toasts.show(code === 4401 ? gettext("Your session has expired: reload the page to get a new one.")
+        : gettext("This lab is not available any more: reload the page."), 600000);
     }
-    if (state === "closed" && store.conn === "open") events.note("connection to the lab server lost; reconnecting", "conn");
-    if (state === "open" && store.everOpen) events.note("reconnected", "conn");
+    if (state === "closed" && store.conn === "open") events.note(gettext("connection to the lab server lost; reconnecting"), "conn");
+    if (state === "open" && store.everOpen) events.note(gettext("reconnected"), "conn");
     if (state === "open") store.everOpen = true;
     store.conn = state;
     store.retryInMs = retryInMs || 0;
@@ -184,7 +217,7 @@ export function startLab(root) {
 
   function send(command) {
     if (!socket.send(command)) {
-      toasts.show("Not connected to the lab server; reconnecting…");
+      toasts.show(gettext("Not connected to the lab server; reconnecting…"));
       return false;
     }
     return true;
@@ -263,18 +296,18 @@ export function startLab(root) {
     switch (state) {
       case "queued":
         return performance.now() - store.queuedAt > BUSY_AFTER_MS && st.slots
-          ? `queued — all ${st.slots} lab slots are busy, waiting`
-          : "queued — waiting for a lab slot";
+          ? interpolate(gettext("queued — all %(slots)s lab slots are busy, waiting"), { slots: st.slots }, true)
+          : gettext("queued — waiting for a lab slot");
       case "starting": {
         const ids = store.topology ? store.topology.nodes.map((n) => n.id) : [];
         const up = ids.filter((id) => store.nodeStates[id] === "up").length;
-        return `starting — ${up}/${ids.length} nodes up`;
+        return interpolate(gettext("starting — %(up)s/%(total)s nodes up"), { up, total: ids.length }, true);
       }
-      case "running": return "running";
-      case "stopping": return "stopping…";
-      case "failed": return "failed";
-      case "lost": return "lost — the lab stopped answering";
-      default: return "stopped";
+      case "running": return labStateName("running");
+      case "stopping": return gettext("stopping…");
+      case "failed": return labStateName("failed");
+      case "lost": return gettext("lost — the lab stopped answering");
+      default: return labStateName("stopped");
     }
   }
 
@@ -283,7 +316,7 @@ export function startLab(root) {
     const open = store.conn === "open";
 
     const badge = $("lab-state");
-    const text = store.pending === "start" && !ACTIVE.has(state) ? "starting…" : badgeText(state);
+    const text = store.pending === "start" && !ACTIVE.has(state) ? gettext("starting…") : badgeText(state);
     if (badge.textContent !== text) badge.textContent = text;
     badge.dataset.state = state;
     badge.className = `badge state-${state}`;
@@ -295,9 +328,10 @@ export function startLab(root) {
 
     const conn = $("conn");
     conn.dataset.conn = store.conn;
-    conn.textContent = store.conn === "open" ? "connected"
-      : store.conn === "closed" ? `reconnecting in ${Math.round(store.retryInMs / 1000)} s…`
-        : store.conn === "refused" ? "disconnected: reload the page" : "connecting…";
+    conn.textContent = store.conn === "open" ? gettext("connected")
+      : store.conn === "closed"
+        ? interpolate(gettext("reconnecting in %(seconds)s s…"), { seconds: Math.round(store.retryInMs / 1000) }, true)
+        : store.conn === "refused" ? gettext("disconnected: reload the page") : gettext("connecting…");
 
     // Per-node progress while the lab comes up.
     const progress = $("progress");
@@ -307,7 +341,7 @@ export function startLab(root) {
         const s = store.nodeStates[n.id] && store.nodeStates[n.id] !== "idle" ? store.nodeStates[n.id] : "waiting";
         const chip = document.createElement("span");
         chip.className = `chip chip-${s}`;
-        chip.textContent = `${n.id} ${s === "up" ? "✓" : s}`;
+        chip.textContent = `${n.id} ${s === "up" ? "✓" : nodeStateName(s)}`;
         return chip;
       }));
     } else if (!progress.hidden) {
@@ -324,7 +358,8 @@ export function startLab(root) {
     err.textContent = frame ? fmtRate(tot.err_rps) : "—";
     err.classList.toggle("bad", !!frame && tot.err_rps > 0);
 
-    $("traffic-hint").textContent = store.wantedRate !== null ? "applies when the lab is running" : "total, split across clients";
+    $("traffic-hint").textContent = store.wantedRate !== null
+      ? gettext("applies when the lab is running") : gettext("total, split across clients");
 
     diagram.applyStatus(store.status, ACTIVE.has(state) ? store.nodeStates : {});
     diagram.applyFrame(frame);
@@ -339,7 +374,7 @@ export function startLab(root) {
     if (store.conn === "open" && (s === "starting" || s === "running" || s === "stopping")
         && !store.lost && performance.now() - store.lastLabMsgAt > LOST_AFTER_MS) {
       store.lost = true;
-      events.note("lab lost: no word from its worker", "lost");
+      events.note(gettext("lab lost: no word from its worker"), "lost");
     }
     if (store.pending && performance.now() - store.pendingAt > 5000) store.pending = null; // never confirmed
     scheduleRender(); // also moves "queued" on to "all slots busy"

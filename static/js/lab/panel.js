@@ -4,6 +4,8 @@
 // Why batched: messages only mark a part dirty; main.js calls render() once per animation frame,
 // so a burst of frames costs one DOM update, never one per request.
 
+import { nodeTitle } from "./i18n.js";
+
 /** Tiny element builder; text always goes in as textContent (messages are never parsed as HTML). */
 export function h(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -37,7 +39,7 @@ function ms(v) {
 function summary(sample) {
   const hops = sample.hops || [];
   const http = [...hops].reverse().find((x) => x.proto === "http") || hops[hops.length - 1];
-  if (!http) return "(no hops)";
+  if (!http) return gettext("(no hops)");
   return `${http.op || http.proto}${http.status ? ` → ${http.status}` : ""}`;
 }
 
@@ -68,7 +70,7 @@ export class RecentList {
     if (!this.dirty) return;
     this.dirty = false;
     if (!this.items.length) {
-      this.container.replaceChildren(h("li", { class: "empty" }, "No requests yet. Start the lab."));
+      this.container.replaceChildren(h("li", { class: "empty" }, gettext("No requests yet. Start the lab.")));
       return;
     }
     const rows = this.items.map((s) => {
@@ -81,7 +83,7 @@ export class RecentList {
           onclick: () => this.onSelect(s),
         },
         h("span", { class: "req-time" }, clockTime(s.t)),
-        h("span", { class: `req-ok ${s.ok ? "ok" : "bad"}` }, s.ok ? "OK" : "FAIL"),
+        h("span", { class: `req-ok ${s.ok ? "ok" : "bad"}` }, s.ok ? pgettext("a request", "OK") : pgettext("a request", "FAIL")),
         h("span", { class: "req-client" }, s.client),
         h("span", { class: "req-path" }, [s.client, ...path].join(" → ")),
         h("span", { class: "req-op" }, summary(s)),
@@ -95,7 +97,7 @@ export class RecentList {
 export function renderDetail(container, sample) {
   if (!sample) {
     container.replaceChildren(h("p", { class: "muted" },
-      "Click a moving dot on the diagram, or a row in Recent requests, to see that request hop by hop."));
+      gettext("Click a moving dot on the diagram, or a row in Recent requests, to see that request hop by hop.")));
     return;
   }
   const hops = sample.hops || [];
@@ -109,40 +111,54 @@ export function renderDetail(container, sample) {
         h("span", { class: "hop-route" }, `${i + 1}. ${hop.src} → ${hop.dst}`),
         h("code", { class: "hop-op" }, hop.op || ""),
         h("span", { class: "hop-arrow" }, "→"),
-        h("code", { class: `hop-status${hop.ok === false ? " bad" : ""}` }, hop.status || (hop.ok ? "ok" : "failed"))),
+        h("code", { class: `hop-status${hop.ok === false ? " bad" : ""}` }, hop.status || (hop.ok ? pgettext("a hop", "ok") : pgettext("a hop", "failed")))),
       h("div", { class: "hop-timing" },
-        h("span", {}, `starts at +${(hop.at_ms || 0).toFixed(1)} ms · takes ${ms(hop.ms)}`),
+        h("span", {}, interpolate(gettext("starts at +%(start)s ms · takes %(took)s"),
+          { start: (hop.at_ms || 0).toFixed(1), took: ms(hop.ms) }, true)),
         h("div", { class: "waterfall" },
           h("div", { class: "waterfall-bar", style: `left:${left.toFixed(2)}%;width:${Math.min(width, 100 - left).toFixed(2)}%` }))));
   });
   const notes = [];
   if (!hops.some((x) => x.proto === "dns")) {
     notes.push(h("p", { class: "muted note" },
-      "No DNS hop: the client still had the name's answer cached (it keeps it for the record's TTL)."));
+      gettext("No DNS hop: the client still had the name's answer cached (it keeps it for the record's TTL).")));
   }
   container.replaceChildren(
     h("div", { class: "detail-head" },
-      h("span", { class: `req-ok ${sample.ok ? "ok" : "bad"}` }, sample.ok ? "OK" : "FAILED"),
+      h("span", { class: `req-ok ${sample.ok ? "ok" : "bad"}` }, sample.ok ? pgettext("a request", "OK") : pgettext("a request", "FAILED")),
       h("strong", {}, summary(sample)),
-      h("span", { class: "muted" }, `from ${sample.client} · ${ms(sample.ms)} total · ${clockTime(sample.t)} · ${sample.id}`)),
+      h("span", { class: "muted" }, `${interpolate(gettext("from %(client)s · %(total)s total"),
+        { client: sample.client, total: ms(sample.ms) }, true)} · ${clockTime(sample.t)} · ${sample.id}`)),
     h("ol", { class: "hops" }, items),
     ...notes);
 }
 
 function eventText(e) {
-  const node = e.node ? `${e.node} ` : "";
+  const about = { node: e.node || "", rate: e.rate };
+  const say = (fmt) => interpolate(fmt, about, true).trim();
   switch (e.kind) {
-    case "node_killed": return `${node}killed`;
-    case "node_restarted": return `${node}restarted`;
-    case "node_down": return `${node}down`;
-    case "node_up": return `${node}up`;
+    case "node_killed": return say(gettext("%(node)s killed"));
+    case "node_restarted": return say(gettext("%(node)s restarted"));
+    case "node_down": return say(gettext("%(node)s down"));
+    case "node_up": return say(gettext("%(node)s up"));
+    case "node_slowed":
+      return e.ms ? interpolate(gettext("%(node)s slowed down by %(ms)s ms"), { node: e.node, ms: e.ms }, true)
+        : say(gettext("%(node)s back to normal speed"));
+    case "algorithm_set":
+      return interpolate(gettext("%(node)s now balances by %(value)s"),
+        { node: e.node, value: String(e.value || "").replaceAll("_", " ") }, true);
+    case "backend_down":
+      return interpolate(gettext("%(node)s took %(backend)s out of rotation (%(reason)s)"), e, true);
+    case "backend_up":
+      return interpolate(gettext("%(node)s put %(backend)s back in rotation"), e, true);
     case "traffic_set":
-      return e.node ? `traffic for ${e.node} set to ${e.rate} req/s` : `traffic set to ${e.rate} req/s total`;
-    case "lab_started": return "lab started";
-    case "lab_stopped": return "lab stopped";
+      return e.node ? say(gettext("traffic for %(node)s set to %(rate)s req/s"))
+        : say(gettext("traffic set to %(rate)s req/s total"));
+    case "lab_started": return gettext("lab started");
+    case "lab_stopped": return gettext("lab stopped");
     default: {
       const extra = e.message || e.detail || "";
-      return `${(e.kind || "event").replace(/_/g, " ")}${e.node ? ` (${e.node})` : ""}${extra ? `: ${extra}` : ""}`;
+      return `${(e.kind || gettext("event")).replace(/_/g, " ")}${e.node ? ` (${e.node})` : ""}${extra ? `: ${extra}` : ""}`;
     }
   }
 }
@@ -173,7 +189,7 @@ export class EventLog {
     if (!this.dirty) return;
     this.dirty = false;
     if (!this.items.length) {
-      this.container.replaceChildren(h("li", { class: "empty" }, "Nothing has happened yet."));
+      this.container.replaceChildren(h("li", { class: "empty" }, gettext("Nothing has happened yet.")));
       return;
     }
     this.container.replaceChildren(...this.items.map((e) =>
@@ -190,12 +206,22 @@ export class Toasts {
   show(message, ttlMs = 10000) {
     const toast = h("div", { class: "toast", role: "alert", "data-testid": "error-toast" },
       h("span", { class: "toast-msg" }, message),
-      h("button", { type: "button", class: "toast-close", "aria-label": "Dismiss", onclick: () => toast.remove() }, "×"));
+      h("button", { type: "button", class: "toast-close", "aria-label": gettext("Dismiss"), onclick: () => toast.remove() }, "×"));
     this.container.append(toast);
     while (this.container.children.length > 4) this.container.firstElementChild.remove();
     setTimeout(() => toast.remove(), ttlMs);
   }
 }
+
+const SLOW_MS = 200; // what "Slow down" adds to every request the node serves
+const ALGORITHMS = [
+  ["round_robin", gettext("round robin")],
+  ["weighted_round_robin", gettext("weighted round robin")],
+  ["least_connections", gettext("least connections")],
+  ["random", gettext("random")],
+  ["power_of_two", gettext("power of two choices")],
+  ["ip_hash", gettext("IP hash (sticky)")],
+];
 
 /** The menu that opens on a node: kill it like a crash, or restart it. */
 export class NodeMenu {
@@ -211,21 +237,22 @@ export class NodeMenu {
     });
   }
 
-  open(spec, anchor, hostRect, { state, labRunning }) {
+  open(spec, anchor, hostRect, { state, labRunning, gauges = {} }) {
     this.nodeId = spec.id;
     const hint = !labRunning
-      ? "Start the lab first."
+      ? gettext("Start the lab first.")
       : state === "down"
-        ? "It is down: restart brings it back on the same address."
-        : "Kill closes its sockets like a crash.";
+        ? gettext("It is down: restart brings it back on the same address.")
+        : gettext("Kill closes its sockets like a crash.");
     this.container.replaceChildren(
-      h("div", { class: "menu-head" }, h("strong", {}, spec.id), h("span", { class: "muted" }, ` · ${spec.title}`)),
+      h("div", { class: "menu-head" }, h("strong", {}, spec.id), h("span", { class: "muted" }, ` · ${nodeTitle(spec)}`)),
       h("button", { type: "button", class: "btn btn-danger", "data-testid": "node-menu-kill",
         disabled: !labRunning || state === "down",
-        onclick: (ev) => { ev.stopPropagation(); this.onAction("kill", spec.id); this.close(); } }, "Kill"),
+        onclick: (ev) => { ev.stopPropagation(); this.onAction("kill", spec.id); this.close(); } }, gettext("Kill")),
       h("button", { type: "button", class: "btn", "data-testid": "node-menu-restart",
         disabled: !labRunning,
-        onclick: (ev) => { ev.stopPropagation(); this.onAction("restart", spec.id); this.close(); } }, "Restart"),
+        onclick: (ev) => { ev.stopPropagation(); this.onAction("restart", spec.id); this.close(); } }, gettext("Restart")),
+      ...this.extraControls(spec, { state, labRunning, gauges }),
       h("p", { class: "menu-hint muted" }, hint));
     // Place under the node's box, inside the diagram's frame.
     const left = Math.max(4, Math.min(anchor.left - hostRect.left + anchor.width / 2 - 90, hostRect.width - 184));
@@ -233,6 +260,32 @@ export class NodeMenu {
     this.container.style.left = `${left}px`;
     this.container.style.top = `${Math.max(4, top)}px`;
     this.container.hidden = false;
+  }
+
+  // The "slow" fault for any server; the algorithm for a load balancer.
+  extraControls(spec, { state, labRunning, gauges }) {
+    const out = [];
+    if (spec.role === "server") {
+      const slowed = gauges.slow_ms > 0;
+      out.push(h("button", { type: "button", class: "btn", "data-testid": "node-menu-slow",
+        disabled: !labRunning || state === "down",
+        onclick: (ev) => {
+          ev.stopPropagation();
+          this.onAction("slow", spec.id, { ms: slowed ? 0 : SLOW_MS });
+          this.close();
+        } }, slowed ? gettext("Undo slow down")
+        : interpolate(gettext("Slow down (+%(ms)s ms)"), { ms: SLOW_MS }, true)));
+    }
+    if (spec.kind === "lb") {
+      const current = gauges.algorithm || (spec.params || {}).algorithm;
+      const select = h("select", { "data-testid": "node-menu-algorithm", disabled: !labRunning,
+        "aria-label": gettext("balancing algorithm"),
+        onclick: (ev) => ev.stopPropagation(),
+        onchange: (ev) => { this.onAction("algorithm", spec.id, { value: ev.target.value }); this.close(); } },
+      ALGORITHMS.map(([value, label]) => h("option", { value, selected: value === current }, label)));
+      out.push(h("label", { class: "menu-field" }, gettext("Algorithm"), " ", select));
+    }
+    return out;
   }
 
   close() {

@@ -1,0 +1,19 @@
+// Names the engine sends in English (a node kind's title), shown in the page's language.
+//
+// Why here: gettext() only finds strings that are written out literally, so the titles the topology
+// carries are listed once below for `makemessages -d djangojs`; nodeTitle() then looks the live
+// title up in the catalog (window.gettext, loaded before the lab's modules), English if unknown.
+
+// For the catalog: every kind title the engine ships (core/engine/kinds.py).
+gettext_noop("Client");
+gettext_noop("DNS server");
+gettext_noop("Web server");
+gettext_noop("Load balancer");
+
+/** A node's title for the diagram and its menu: clients by flavour, others by their kind's title. */
+export function nodeTitle(spec) {
+  if (spec.kind === "client") {
+    return spec.params && spec.params.flavor === "mobile" ? gettext("Mobile client") : gettext("Web client");
+  }
+  return spec.title ? gettext(spec.title) : spec.id;
+}
