@@ -9,6 +9,7 @@ from lessons import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("stage/<slug:slug>/", views.lesson_detail, name="lesson"),
+    path("stage/<slug:slug>/edit/", views.lesson_edit, name="lesson-edit"),
     path("admin/", admin.site.urls),
     # The language switcher posts to set_language (i18n/setlang/), which remembers it in a cookie.
     path("i18n/", include("django.conf.urls.i18n")),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,9 @@ class LessonData:
     # {"en": {title, summary, objectives, body_html (intro), steps: {id: {title, html,
     #  instructor_html, hints, predict}}}, "bg": {...}}
     i18n: dict[str, Any] = field(default_factory=dict)
+    # The source texts, kept so that the editor can show them and `lessons export` can write them.
+    source: str = ""
+    source_translations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -249,6 +252,9 @@ def lesson_parse_text(
             report.errors.extend(treport.errors)
             if texts is not None:
                 lesson.i18n[lang] = texts
+                lesson.source_translations[lang] = ttext
+    if lesson is not None:
+        lesson = replace(lesson, source=text)
     return (lesson, []) if not report.errors else (None, report.errors)
 
 

@@ -25,6 +25,10 @@ class Lesson(models.Model):
     # Texts per language: {"en": {title, summary, objectives, body_html (the intro),
     # steps: {id: {title, html, instructor_html, hints, predict}}}, "bg": {...}}.
     i18n = models.JSONField(default=dict, blank=True)
+    # The lesson file's text as loaded (or as an instructor last saved it in the editor), and its
+    # translations' texts by language ({"bg": "..."}): `lessons export` writes them back to files.
+    source = models.TextField(blank=True)
+    source_translations = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["stage", "slug"]

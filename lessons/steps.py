@@ -16,8 +16,11 @@ def page_language() -> str:
     return (get_language() or "en").split("-")[0]
 
 
-def steps_for_page(lesson: Any, lang: str | None = None) -> list[dict[str, Any]]:
-    """[{id, title, html, hints, predict, has_check}] in lang (default: the active language)."""
+def steps_for_page(lesson: Any, lang: str | None = None, *, instructor: bool = False) -> list[dict[str, Any]]:
+    """[{id, title, html, hints, predict, has_check}] in lang (default: the active language).
+
+    With instructor=True (staff only: never for students) each step also has its instructor_html.
+    """
     lang = lang or page_language()
     table = getattr(lesson, "i18n", None)
     table = table if isinstance(table, dict) else {}
@@ -51,6 +54,8 @@ def steps_for_page(lesson: Any, lang: str | None = None) -> list[dict[str, Any]]
             "predict_unit": unit,
             "has_check": bool(step.get("check")),
         })
+        if instructor:
+            out[-1]["instructor_html"] = pick("instructor_html", "")
     return out
 
 

@@ -1,4 +1,9 @@
-"""`manage.py lessons check|load [PATH...]`: validate lesson files, and load them all or none."""
+"""`manage.py lessons check|load [PATH...]`, `prove [ID...]`, `export [--to DIR] [ID...]`.
+
+Validate lesson files and load them all or none; prove their solutions pass their checks; write
+the sources stored in the database (edited in the browser) back to files, so git stays the source
+of truth.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from lessons.loader import lessons_check
-from lessons.services import lessons_load
+from lessons.models import Lesson
+from lessons.services import lessons_export, lessons_load
 
 
 class Command(BaseCommand):
@@ -26,10 +32,16 @@ class Command(BaseCommand):
                                              "fail unless each step's check passes")
         prove.add_argument("ids", nargs="*", help="lesson ids (default: every lesson with a lab and steps)")
         prove.add_argument("--timeout", type=float, default=30.0, help="seconds a step's check may take")
+        export = sub.add_parser("export", help="write each lesson's stored source (and translations) back to files")
+        export.add_argument("ids", nargs="*", help="lesson ids (default: every lesson)")
+        export.add_argument("--to", type=Path, default=None, help="directory (default: lessons/content)")
 
     def handle(self, *args: Any, action: str, paths: list[Path] | None = None, **options: Any) -> None:
         if action == "prove":
             self._prove(options["ids"], timeout=options["timeout"])
+            return
+        if action == "export":
+            self._export(options["ids"], to=options["to"] or Path(settings.BASE_DIR) / "lessons" / "content")
             return
         paths = paths or [Path(settings.BASE_DIR) / "lessons" / "content"]
         lessons, errors = lessons_check(paths, relative_to=Path.cwd())
@@ -80,3 +92,18 @@ class Command(BaseCommand):
         if failed:
             raise CommandError(f"{failed} step(s) failed")
         self.stdout.write(f"{proved} lesson(s) proved")
+
+    def _export(self, ids: list[str], *, to: Path) -> None:
+        lessons = list(Lesson.objects.filter(slug__in=ids) if ids else Lesson.objects.all())
+        unknown = sorted(set(ids) - {lesson.slug for lesson in lessons})
+        if unknown:
+            raise CommandError(f"no such lesson: {', '.join(unknown)}")
+        if not lessons:
+            raise CommandError("no lessons in the database (run `manage.py lessons load` first)")
+        try:
+            written = lessons_export(lessons=lessons, to=to)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        for path in written:
+            self.stdout.write(f"wrote {path}")
+        self.stdout.write(f"{len(lessons)} lesson(s) exported to {to}; check them with `manage.py lessons check {to}`")
