@@ -29,6 +29,9 @@ class Lesson(models.Model):
     # translations' texts by language ({"bg": "..."}): `lessons export` writes them back to files.
     source = models.TextField(blank=True)
     source_translations = models.JSONField(default=dict, blank=True)
+    # Saved in the browser editor and not yet exported: `lessons load` keeps such a row rather
+    # than overwrite the instructor's work with the older file.
+    edited_in_browser = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["stage", "slug"]

@@ -12,15 +12,21 @@ from lessons.models import Lesson
 
 
 @transaction.atomic
-def lessons_load(*, lessons: list[LessonData]) -> list[tuple[Lesson, bool]]:
+def lessons_load(*, lessons: list[LessonData], force: bool = False) -> list[tuple[Lesson, bool]]:
     """Upsert lessons by slug (the front matter id); returns (lesson, created) pairs.
 
-    The caller validates every file first: loading is all or nothing.
+    The caller validates every file first: loading is all or nothing. A lesson edited in the
+    browser and not exported since is kept as it is (and returned unchanged) unless ``force``.
     """
     out = []
     for data in lessons:
         fields = asdict(data)
         slug = fields.pop("slug")
+        kept = Lesson.objects.filter(slug=slug, edited_in_browser=True).exclude(source=data.source).first()
+        if kept is not None and not force:
+            out.append((kept, False))
+            continue
+        fields["edited_in_browser"] = False
         out.append(Lesson.objects.update_or_create(slug=slug, defaults=fields))
     return out
 
@@ -58,7 +64,9 @@ def lesson_source_save(
     data, errors = lesson_source_parse(lesson, source=source, translations=translations)
     if data is None:
         return None, errors
-    [(saved, _)] = lessons_load(lessons=[data])
+    [(saved, _)] = lessons_load(lessons=[data], force=True)
+    saved.edited_in_browser = True
+    saved.save(update_fields=["edited_in_browser"])
     return saved, []
 
 
@@ -77,6 +85,8 @@ def lessons_export(*, lessons: list[Lesson], to: Path) -> list[Path]:
             path = main.with_name(f"{main.stem}.{lang}.md")
             path.write_text(text, encoding="utf-8")
             written.append(path)
+    # The files now hold the edits: a later `lessons load` may update these rows again.
+    Lesson.objects.filter(pk__in=[lesson.pk for lesson in lessons]).update(edited_in_browser=False)
     return written
 
 

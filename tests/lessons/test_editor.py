@@ -249,3 +249,27 @@ def test_export_names_unknown_ids(db: None, tmp_path: Path) -> None:
 
     with pytest.raises(CommandError, match="no such lesson: nope"):
         call_command("lessons", "export", "--to", str(tmp_path), "nope")
+
+
+def test_loading_the_files_keeps_an_edit_that_was_not_exported(alice: Client, lesson: Lesson) -> None:
+    """`make run` loads the lessons at every start: it must not overwrite an instructor's edit."""
+    src = Path(lesson.source_path).parent
+    edited = lesson.source.replace("title: Steps and checks", "title: Steps, edited in the browser")
+    assert post(alice, lesson, edited).context["saved"]
+    err = StringIO()
+    call_command("lessons", "load", str(src / "steps.md"), stdout=StringIO(), stderr=err)
+    assert "kept fixture-steps: edited in the browser and not exported" in err.getvalue()
+    assert Lesson.objects.get(pk=lesson.pk).title == "Steps, edited in the browser"
+
+    call_command("lessons", "load", "--force", str(src / "steps.md"), stdout=StringIO(), stderr=StringIO())
+    assert Lesson.objects.get(pk=lesson.pk).title == "Steps and checks"
+
+
+def test_after_export_loading_updates_the_row_again(alice: Client, lesson: Lesson, tmp_path: Path) -> None:
+    edited = lesson.source.replace("title: Steps and checks", "title: Steps, exported")
+    assert post(alice, lesson, edited).context["saved"]
+    out = tmp_path / "exported"
+    call_command("lessons", "export", "--to", str(out), "fixture-steps", stdout=StringIO())
+    (out / "steps.md").write_text(edited.replace("Steps, exported", "Steps, changed in git"), encoding="utf-8")
+    call_command("lessons", "load", str(out / "steps.md"), stdout=StringIO(), stderr=StringIO())
+    assert Lesson.objects.get(pk=lesson.pk).title == "Steps, changed in git"

@@ -28,6 +28,9 @@ class Command(BaseCommand):
             p = sub.add_parser(name, help=text)
             p.add_argument("paths", nargs="*", type=Path,
                            help="files or directories (default: lessons/content)")
+            if name == "load":
+                p.add_argument("--force", action="store_true",
+                               help="also overwrite lessons edited in the browser and not exported")
         prove = sub.add_parser("prove", help="run each lesson's lab and every step's solution; "
                                              "fail unless each step's check passes")
         prove.add_argument("ids", nargs="*", help="lesson ids (default: every lesson with a lab and steps)")
@@ -55,7 +58,12 @@ class Command(BaseCommand):
         if action == "check":
             self.stdout.write(f"{len(lessons)} lesson file(s) OK")
             return
-        for lesson, created in lessons_load(lessons=lessons):
+        for lesson, created in lessons_load(lessons=lessons, force=options.get("force", False)):
+            if lesson.edited_in_browser:
+                self.stderr.write(f"kept {lesson.slug}: edited in the browser and not exported; run "
+                                  f"`manage.py lessons export {lesson.slug}` to keep the edit in git, "
+                                  "or `lessons load --force` to discard it")
+                continue
             runnable = "runnable" if lesson.runnable else "no lab yet"
             self.stdout.write(f"{'created' if created else 'updated'} {lesson.slug} (stage {lesson.stage}, {runnable})")
 
