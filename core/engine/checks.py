@@ -60,10 +60,15 @@ KEYWORDS = frozenset({"metric", "event", "for", "within", "after", "and", "or", 
 # gauges (their runtime's snapshot()): a new kind with gauges adds its entry here, or checks that
 # read them fail `lessons check`. Edges carry only rates; totals add ok_rps.
 NODE_KEYS = ("rps", "err_rps", "p50_ms", "p95_ms", "up")
+# `slow_ms` (the "slow" fault, every server kind) is in a frame only while the node is slowed:
+# null otherwise, so write `metric(web-3.slow_ms) > 0`, never `== 0`. An lb's `conns` and `backends`
+# are per-backend maps, not numbers; `in_flight` is their total.
 KIND_GAUGES: dict[str, tuple[str, ...]] = {
-    "web": ("in_flight", "queued", "util"),
+    "web": ("in_flight", "queued", "util", "slow_ms"),
     "client": ("rate", "in_flight", "dropped"),
-    "lb": ("in_flight",),
+    "dns": ("slow_ms",),
+    "lb": ("in_flight", "slow_ms"),
+    "sqldb": ("in_flight", "queued", "util", "queries", "slow_ms"),
 }
 TOTALS_KEYS = ("rps", "ok_rps", "err_rps", "p50_ms", "p95_ms")
 EDGE_KEYS = ("rps", "err_rps")
@@ -427,8 +432,13 @@ class SolutionSyntaxError(CheckSyntaxError):
     """A ```solution line that is not a lab action; same fields as CheckSyntaxError."""
 
 
+SOLUTION_NUMBER = {"traffic": "rate", "slow": "ms"}  # action -> the field its bare number sets
+SOLUTION_WORD = {"algorithm": "value"}  # action -> the field its word after the node sets
+
+
 def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict[str, Any]]:
-    """One lab action per line: `traffic 150`, `traffic phone 30`, `kill web`, `restart web`, `wait 6s`.
+    """One lab action per line: `traffic 150`, `traffic phone 30`, `kill web`, `restart web`,
+    `slow web-3 200` (ms added per request; 0 undoes it), `algorithm lb least_connections`, `wait 6s`.
 
     Returns the command dicts the diagram sends (checked by validate_command, and against node_ids
     when given) plus {"action": "wait", "seconds": N}.
@@ -446,7 +456,10 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
         head = tokens[0]
         if head.kind != "ident":
             raise SolutionSyntaxError(
-                lineno, head.col, head.text, "a line starts with an action: traffic, kill, restart or wait"
+                lineno,
+                head.col,
+                head.text,
+                "a line starts with an action: traffic, kill, restart, slow, algorithm or wait",
             )
         if head.text == "wait":
             if len(tokens) != 2:
@@ -466,12 +479,15 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
             known = ", ".join(sorted(LAB_ACTIONS | {"wait"}))
             raise SolutionSyntaxError(lineno, head.col, head.text, f"unknown action (expected one of {known})")
         cmd: dict[str, Any] = {"action": head.text}
-        rest = iter(tokens[1:])
-        for tok in rest:
+        number = SOLUTION_NUMBER.get(head.text)  # the field a bare number fills: traffic 150, slow web 200
+        word = SOLUTION_WORD.get(head.text)  # a second word's field: algorithm lb least_connections
+        for tok in tokens[1:]:
             if tok.kind == "ident" and "node" not in cmd:
                 cmd["node"] = tok.text
-            elif tok.kind == "number" and _is_plain_number(tok.text) and "rate" not in cmd:
-                cmd["rate"] = float(tok.text)
+            elif tok.kind == "ident" and word is not None and word not in cmd:
+                cmd[word] = tok.text
+            elif tok.kind == "number" and _is_plain_number(tok.text) and number is not None and number not in cmd:
+                cmd[number] = float(tok.text)
             elif tok.kind == "name" or tok.kind == "ident":
                 raise SolutionSyntaxError(lineno, tok.col, tok.text, f"unexpected word in '{head.text}'")
             else:
@@ -481,7 +497,10 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
         except CommandError as exc:
             bad = cmd.get("node") if "node" in str(exc) and "node" in cmd else None
             tok = next((t for t in tokens if bad is not None and t.text == bad), None)
-            tok = tok or (next((t for t in tokens if t.kind == "number"), None) if "rate" in str(exc) else None)
+            if number is not None and number in str(exc):
+                tok = tok or next((t for t in tokens if t.kind == "number"), None)
+            if word is not None and word in str(exc):
+                tok = tok or next((t for t in tokens[1:] if t.kind == "ident" and t.text != cmd.get("node")), None)
             tok = tok or head
             raise SolutionSyntaxError(lineno, tok.col, tok.text, str(exc)) from None
     return actions

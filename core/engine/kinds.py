@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.engine.balancing import ALGORITHMS
+from core.engine.sqlwire import PORT as SQL_PORT
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,31 @@ KINDS: dict[str, Kind] = {
                 modelled=True,
             ),
             "queue_limit": Param(int, 64, "requests that may wait for a worker before 503", min=0, max=10000),
+        },
+    ),
+    "sqldb": Kind(
+        name="sqldb",
+        title="Database (SQL)",
+        tier=4,
+        role="server",
+        runtime="core.engine.nodes.sqldb:SqlDbNode",
+        port=SQL_PORT,
+        proto="tcp",
+        params={
+            "workers": Param(
+                int, 8, "queries served at once (modelled connection slots)", min=1, max=256, modelled=True
+            ),
+            "service_ms": Param(
+                float,
+                3.0,
+                "mean modelled time per query, added to the real SQLite time",
+                min=0,
+                max=5000,
+                modelled=True,
+            ),
+            "queue_limit": Param(int, 128, "queries that may wait for a slot before 'overloaded'", min=0, max=10000),
+            "users": Param(int, 2000, "users seeded into the photo-sharing tables", min=10, max=50000),
+            "posts": Param(int, 20000, "posts seeded, spread over the users", min=0, max=500000),
         },
     ),
 }

@@ -90,6 +90,8 @@ class Lab:
             # One stuck node must not keep the others' sockets.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(node.stop(), self.stop_timeout)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(node.discard(), self.stop_timeout)
             self._node_state[node.id] = "stopped"
         if self.state != "failed":
             self._set_state("stopped")

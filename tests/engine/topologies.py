@@ -74,3 +74,34 @@ def stage4(
             ],
         }
     )
+
+
+def stage2(
+    *,
+    rate: float = 0.0,
+    workers: int = 4,
+    service_ms: float = 2.0,
+    db_workers: int = 8,
+    db_service_ms: float = 1.0,
+    users: int = 2000,
+    posts: int = 20000,
+) -> Topology:
+    """Stage 1 plus a SQL database behind the web server."""
+    return parse_topology(
+        {
+            "domain": "www.scalelab.test",
+            "nodes": [
+                {"id": "dns", "kind": "dns", "host": 53, "params": {"ttl": 5}},
+                {"id": "web", "kind": "web", "host": 80, "params": {"workers": workers, "service_ms": service_ms}},
+                {
+                    "id": "db",
+                    "kind": "sqldb",
+                    "host": 90,
+                    "params": {"workers": db_workers, "service_ms": db_service_ms, "users": users, "posts": posts},
+                },
+                {"id": "browser", "kind": "client", "params": {"flavor": "web", "rate": rate}},
+                {"id": "phone", "kind": "client", "params": {"flavor": "mobile", "rate": rate}},
+            ],
+            "edges": [["browser", "dns"], ["phone", "dns"], ["browser", "web"], ["phone", "web"], ["web", "db"]],
+        }
+    )

@@ -38,6 +38,9 @@ class Node:
         """Release every socket and task; safe to call twice."""
         self.up = False
 
+    async def discard(self) -> None:
+        """The lab is over (called after stop): free what outlives a crash, such as files on disk."""
+
     async def kill(self) -> None:
         """Crash: like stop, but abrupt (connections reset, in-flight work lost)."""
         await self.stop()

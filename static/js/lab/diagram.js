@@ -64,6 +64,16 @@ function linesFor(node) {
     lines.push([{ key: "modelled", cls: "modelled",
       text: interpolate(ngettext("modelled CPU: %(workers)s worker × %(ms)s ms",
         "modelled CPU: %(workers)s workers × %(ms)s ms", p.workers), { workers: p.workers, ms: p.service_ms }, true) }]);
+  } else if (node.kind === "sqldb") {
+    lines.push([{ key: "utilbar" }, ...tline(gettext("util %(util)s · in flight %(inflight)s of %(workers)s"),
+      { util: { key: "util" }, inflight: { key: "inflight" }, workers: String(p.workers) })]);
+    lines.push(tline(gettext("queued %(queued)s (limit %(limit)s, then overloaded)"),
+      { queued: { key: "queued" }, limit: String(p.queue_limit) }));
+    lines.push([interpolate(gettext("SQLite · %(users)s users · %(posts)s posts"),
+      { users: p.users, posts: p.posts }, true)]);
+    lines.push([{ key: "modelled", cls: "modelled",
+      text: interpolate(ngettext("modelled: %(workers)s connection × %(ms)s ms",
+        "modelled: %(workers)s connections × %(ms)s ms", p.workers), { workers: p.workers, ms: p.service_ms }, true) }]);
   } else if (node.kind === "lb") {
     lines.push(tline(gettext("algorithm %(algo)s"), { algo: { key: "algo", cls: "metric-strong" } }));
     lines.push([{ key: "backends", cls: "lb-backends" }]);

@@ -9,6 +9,7 @@ gettext_noop("Client");
 gettext_noop("DNS server");
 gettext_noop("Web server");
 gettext_noop("Load balancer");
+gettext_noop("Database (SQL)");
 
 /** A node's title for the diagram and its menu: clients by flavour, others by their kind's title. */
 export function nodeTitle(spec) {

@@ -1,0 +1,133 @@
+"""The SQL database node's wire protocol, schema, seed data and the web tier's queries (sans-I/O).
+
+Protocol: newline-delimited JSON over TCP (port 5432 on the database node's own address). Any
+number of requests may follow one another on a connection; each gets exactly one reply line, in
+order::
+
+    → {"id": "r-1f.0", "sql": "SELECT name FROM users WHERE id = ?", "params": [42]}
+    ← {"id": "r-1f.0", "rows": [["user42"]], "ms": 2.31}
+    ← {"id": "r-1f.1", "error": "no such table: nope", "ms": 0.4}
+
+``ms`` is the time the request spent inside the database (queueing for a connection slot, the
+modelled service time and the real SQLite execution). ``id`` is echoed as is: the web tier puts the
+client's request id in it, so a query can be traced back to the request that caused it. A reply
+line whose ``error`` is ``"overloaded"`` means every connection slot was busy and the queue full.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from typing import Any
+
+PORT = 5432
+MAX_LINE = 1 << 20  # bytes in one request or reply line
+OP_CHARS = 160  # SQL text kept in a hop's ``op``
+OVERLOADED = "overloaded"
+
+
+class ProtocolError(ValueError):
+    pass
+
+
+def encode_request(req_id: str, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> bytes:
+    return json.dumps({"id": req_id, "sql": sql, "params": list(params)}, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_request(line: bytes) -> tuple[str, str, list[Any]]:
+    """(id, sql, params) of one request line; ProtocolError says what is wrong with it."""
+    try:
+        msg = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError('a request is a JSON object {"id", "sql", "params"}')
+    req_id, sql, params = msg.get("id", ""), msg.get("sql"), msg.get("params", [])
+    if not isinstance(sql, str) or not sql.strip():
+        raise ProtocolError("sql must be a non-empty string")
+    if not isinstance(params, list):
+        raise ProtocolError("params must be a list")
+    return str(req_id), sql, params
+
+
+def encode_reply(req_id: str, *, rows: list[Any] | None = None, error: str | None = None, ms: float) -> bytes:
+    msg: dict[str, Any] = {"id": req_id}
+    if error is not None:
+        msg["error"] = error
+    else:
+        msg["rows"] = rows or []
+    msg["ms"] = round(ms, 3)
+    return json.dumps(msg, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def decode_reply(line: bytes) -> dict[str, Any]:
+    try:
+        msg = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(msg, dict) or ("rows" not in msg and "error" not in msg):
+        raise ProtocolError("a reply is a JSON object with rows or error")
+    return msg
+
+
+def op_text(sql: str) -> str:
+    """A query's SQL as a hop shows it: one line, truncated."""
+    text = " ".join(sql.split())
+    return text if len(text) <= OP_CHARS else text[: OP_CHARS - 1] + "…"
+
+
+# The photo-sharing application's data ---------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, bio TEXT NOT NULL, joined_at INTEGER NOT NULL);
+CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id),
+                    caption TEXT NOT NULL, photo_url TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE follows (follower_id INTEGER NOT NULL REFERENCES users(id),
+                      followee_id INTEGER NOT NULL REFERENCES users(id),
+                      PRIMARY KEY (follower_id, followee_id)) WITHOUT ROWID;
+CREATE INDEX posts_by_user ON posts(user_id, created_at);
+"""
+
+EPOCH = 1_700_000_000
+WORDS = ("sunset", "coffee", "mountain", "cat", "city", "beach", "friends", "dinner", "snow", "garden", "bike", "book")
+
+
+def seed_rows(users: int, posts: int, follows_per_user: int = 10, seed: int = 2) -> dict[str, Iterator[tuple]]:
+    """Deterministic rows for each table, as iterators (executemany consumes them lazily)."""
+    rng = random.Random(seed)
+
+    def user_rows() -> Iterator[tuple]:
+        for i in range(1, users + 1):
+            yield (i, f"user{i}", f"{WORDS[i % len(WORDS)]} lover", EPOCH + i * 60)
+
+    def post_rows() -> Iterator[tuple]:
+        for i in range(1, posts + 1):
+            uid = rng.randint(1, users)
+            yield (i, uid, f"{rng.choice(WORDS)} #{i}", f"/photos/{i}.jpg", EPOCH + i * 30)
+
+    def follow_rows() -> Iterator[tuple]:
+        frng = random.Random(seed + 1)
+        n = min(follows_per_user, users - 1)
+        for i in range(1, users + 1):
+            picked = [f for f in frng.sample(range(1, users + 1), n + 1) if f != i][:n]
+            for f in picked:
+                yield (i, f)
+
+    return {"users": user_rows(), "posts": post_rows(), "follows": follow_rows()}
+
+
+INSERTS = {
+    "users": "INSERT INTO users (id, name, bio, joined_at) VALUES (?, ?, ?, ?)",
+    "posts": "INSERT INTO posts (id, user_id, caption, photo_url, created_at) VALUES (?, ?, ?, ?, ?)",
+    "follows": "INSERT INTO follows (follower_id, followee_id) VALUES (?, ?)",
+}
+
+# What a page needs: the user's profile, then their feed (the newest posts of the people they follow).
+PROFILE_SQL = "SELECT id, name, bio FROM users WHERE id = ?"
+FEED_SQL = (
+    "SELECT p.id, u.name, p.caption, p.photo_url, p.created_at FROM follows f "
+    "JOIN posts p ON p.user_id = f.followee_id JOIN users u ON u.id = p.user_id "
+    "WHERE f.follower_id = ? ORDER BY p.created_at DESC LIMIT 10"
+)
+PAGE_QUERIES = (PROFILE_SQL, FEED_SQL)

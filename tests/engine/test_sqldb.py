@@ -1,0 +1,183 @@
+"""The SQL database node and the web tier on top of it, on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+
+from core.engine import sqlwire
+from core.engine.lab import Lab
+from core.engine.nodes.sqldb import DbError, DbPool
+from tests.engine.topologies import stage1, stage2
+
+
+async def ask(address: str, lines: list[bytes]) -> list[dict]:
+    """Send raw protocol lines on one connection; the decoded replies, in order."""
+    reader, writer = await asyncio.open_connection(address, sqlwire.PORT)
+    try:
+        for line in lines:
+            writer.write(line)
+        await writer.drain()
+        return [sqlwire.decode_reply(await reader.readline()) for _ in lines]
+    finally:
+        writer.close()
+
+
+async def test_the_database_answers_sql_over_its_protocol(network):
+    async with Lab(stage2(users=50, posts=400), network=network) as lab:
+        replies = await ask(
+            lab.address("db"),
+            [
+                sqlwire.encode_request("a", "SELECT count(*) FROM users"),
+                sqlwire.encode_request("b", "SELECT count(*) FROM posts"),
+                sqlwire.encode_request("c", sqlwire.PROFILE_SQL, [7]),
+                sqlwire.encode_request("d", "SELECT * FROM nope"),
+                b"not json\n",
+                sqlwire.encode_request(
+                    "e",
+                    "INSERT INTO posts (user_id, caption, photo_url, created_at) VALUES (?, ?, ?, ?)",
+                    [7, "hi", "/p.jpg", 1],
+                ),
+                sqlwire.encode_request("f", "SELECT count(*) FROM posts WHERE user_id = 7 AND caption = 'hi'"),
+            ],
+        )
+        assert [r["id"] for r in replies] == ["a", "b", "c", "d", "", "e", "f"]
+        assert replies[0]["rows"] == [[50]] and replies[1]["rows"] == [[400]]
+        assert replies[2]["rows"] == [[7, "user7", replies[2]["rows"][0][2]]]
+        assert "no such table" in replies[3]["error"] and "bad request" in replies[4]["error"]
+        assert replies[6]["rows"] == [[1]]  # the write landed
+        assert all(r["ms"] >= 0 for r in replies)
+        # The database sees the web server calling from the web server's own address.
+        pool = DbPool(lab.address("db"), sqlwire.PORT, source=lab.address("web"))
+        rows, ms = await pool.query("x", "SELECT count(*) FROM follows")
+        assert rows == [[500]] and ms > 0
+        pool.close()
+        assert lab.frame()["nodes"]["db"]["queries"] >= 6
+
+
+async def test_seeding_a_few_thousand_users_is_quick(network):
+    lab = Lab(stage2(users=3000, posts=30000), network=network)
+    start = time.monotonic()
+    async with lab:
+        took = time.monotonic() - start
+        pool = DbPool(lab.address("db"), sqlwire.PORT, source=lab.address("web"))
+        assert (await pool.query("n", "SELECT count(*) FROM posts"))[0] == [[30000]]
+        pool.close()
+    assert took < 1.5, f"the lab took {took:.2f} s to start"
+
+
+async def test_a_web_request_shows_its_queries_as_db_hops_with_their_sql(network):
+    async with Lab(stage2(), network=network) as lab:
+        lab.frame()
+        await lab.nodes["browser"].request()
+        await lab.nodes["phone"].request()
+        frame = lab.frame()
+        assert len(frame["samples"]) == 2
+        for sample in frame["samples"]:
+            assert sample["ok"]
+            client_hop = next(h for h in sample["hops"] if h["dst"] == "web")
+            db_hops = [h for h in sample["hops"] if h["src"] == "web"]
+            assert [h["dst"] for h in db_hops] == ["db", "db"]
+            assert [h["proto"] for h in db_hops] == ["sql", "sql"]
+            assert db_hops[0]["op"] == sqlwire.PROFILE_SQL and db_hops[0]["status"] == "1 row"
+            assert db_hops[1]["op"].startswith("SELECT p.id") and "JOIN" in db_hops[1]["op"]
+            # The queries happen inside the web hop.
+            assert client_hop["at_ms"] <= db_hops[0]["at_ms"] <= db_hops[1]["at_ms"]
+            assert db_hops[1]["at_ms"] + db_hops[1]["ms"] <= client_hop["at_ms"] + client_hop["ms"] + 1
+        assert frame["edges"]["web>db"]["rps"] > 0
+        assert frame["nodes"]["db"]["rps"] > 0
+
+
+async def test_the_request_id_travels_to_the_database(network):
+    async with Lab(stage2(), network=network) as lab:
+        seen: list[str] = []
+        db = lab.nodes["db"]
+        original = db._answer
+
+        async def spy(line: bytes) -> bytes:
+            seen.append(sqlwire.decode_request(line)[0])
+            return await original(line)
+
+        db._answer = spy
+        await lab.nodes["phone"].request()
+        assert len(seen) == 2 and seen[0].startswith("r-") and seen[0].endswith(".0") and seen[1].endswith(".1")
+
+
+async def test_without_a_database_edge_the_web_server_answers_as_in_stage_1(network):
+    async with Lab(stage1(), network=network) as lab:
+        lab.frame()
+        await lab.nodes["phone"].request()
+        [sample] = lab.frame()["samples"]
+        assert sample["ok"] and [h["dst"] for h in sample["hops"]][-1] == "web"
+
+
+async def test_killing_the_database_fails_the_web_tier_and_a_restart_recovers_it(network):
+    async with Lab(stage2(), network=network) as lab:
+        await lab.nodes["phone"].request()  # the pool now holds a connection to the database
+        await lab.command({"action": "kill", "node": "db"})
+        assert [e["kind"] for e in lab.frame()["events"]][-1] == "node_killed"
+        for _ in range(3):
+            await lab.nodes["phone"].request()
+        frame = lab.frame()
+        assert frame["nodes"]["db"]["up"] is False
+        for sample in frame["samples"]:
+            assert not sample["ok"]
+            web_hop = next(h for h in sample["hops"] if h["dst"] == "web")
+            db_hop = next(h for h in sample["hops"] if h["dst"] == "db")
+            assert web_hop["status"] == "503"
+            assert not db_hop["ok"] and db_hop["status"] == "connection refused"
+        assert frame["edges"]["web>db"]["err_rps"] > 0
+        path = lab.nodes["db"].path
+        assert path and os.path.exists(path), "a crash keeps the database's file"
+
+        await lab.command({"action": "restart", "node": "db"})
+        await lab.nodes["phone"].request()
+        [sample] = lab.frame()["samples"]
+        assert sample["ok"]
+
+
+async def test_a_slowed_database_slows_every_page(network):
+    async with Lab(stage2(db_service_ms=0.5), network=network) as lab:
+        await lab.command({"action": "slow", "node": "db", "ms": 60})
+        lab.frame()
+        await lab.nodes["phone"].request()
+        frame = lab.frame()
+        [sample] = frame["samples"]
+        db_hops = [h for h in sample["hops"] if h["dst"] == "db"]
+        assert all(h["ms"] >= 60 for h in db_hops)
+        assert sample["ms"] >= 120
+        assert frame["nodes"]["db"]["slow_ms"] == 60
+
+
+async def test_a_failed_query_is_a_500(network, monkeypatch):
+    async with Lab(stage2(), network=network) as lab:
+        with pytest.raises(DbError) as info:
+            await lab.nodes["web"]._db.query("q", "SELECT * FROM nope")
+        assert not info.value.unavailable and "no such table" in info.value.status
+        # The web tier answers 500 when a page's query fails (the database itself is fine).
+        monkeypatch.setattr(sqlwire, "PAGE_QUERIES", ("SELECT * FROM nope WHERE 1 = ?",))
+        lab.frame()
+        await lab.nodes["phone"].request()
+        [sample] = lab.frame()["samples"]
+        assert next(h for h in sample["hops"] if h["dst"] == "web")["status"] == "500"
+        assert lab.nodes["db"].up
+
+
+async def test_stopping_the_lab_deletes_the_file_and_leaves_no_socket_or_thread(network):
+    before = {t.ident for t in threading.enumerate()}
+    lab = Lab(stage2(users=100, posts=500), network=network)
+    async with lab:
+        await lab.nodes["browser"].request()
+        path = lab.nodes["db"].path
+        assert path and os.path.exists(path)
+        assert any(t.name.startswith("sqldb-db") for t in threading.enumerate())
+    assert not os.path.exists(path) and not os.path.exists(path + "-wal")
+    assert lab.nodes["db"].path is None
+    assert {t.ident for t in threading.enumerate()} <= before
+    # The address is free again: nothing listens there any more.
+    with pytest.raises(OSError):
+        await asyncio.open_connection(lab.address("db"), sqlwire.PORT)
