@@ -185,6 +185,9 @@ TOPOLOGY = {
         ("totals.util", "unknown metric 'util' for totals"),
         ("web>browser.rps", "no edge web>browser"),
         ("browser>web.p95_ms", "unknown metric 'p95_ms' for an edge"),
+        ("web.slow_ms", None),
+        ("dns.slow_ms", None),
+        ("browser.slow_ms", "unknown metric 'slow_ms' for client node 'browser'"),
     ],
 )
 def test_it_knows_which_metrics_a_topology_has(name: str, problem: str | None) -> None:
@@ -205,6 +208,45 @@ def test_it_parses_solutions_into_diagram_commands() -> None:
         {"action": "wait", "seconds": 6.0},
         {"action": "wait", "seconds": 0.5},
     ]
+
+
+def test_lb_gauges_are_metrics() -> None:
+    topology = {"nodes": [{"id": "lb", "kind": "lb"}, {"id": "web-1", "kind": "web"}], "edges": [["lb", "web-1"]]}
+    assert metric_problem("lb.in_flight", topology) is None
+    assert metric_problem("lb.slow_ms", topology) is None
+    assert "unknown metric 'conns'" in (metric_problem("lb.conns", topology) or "")  # a map, not a number
+
+
+def test_it_parses_slow_and_algorithm_actions() -> None:
+    text = "slow web-3 200\nslow web-3 0\nalgorithm lb least_connections\nalgorithm lb ip_hash  # sticky\n"
+    assert parse_solution(text, node_ids=["lb", "web-3"]) == [
+        {"action": "slow", "node": "web-3", "ms": 200.0},
+        {"action": "slow", "node": "web-3", "ms": 0.0},
+        {"action": "algorithm", "node": "lb", "value": "least_connections"},
+        {"action": "algorithm", "node": "lb", "value": "ip_hash"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "token", "reason"),
+    [
+        ("slow web-3", 1, "slow", "missing ms"),
+        ("slow web-3 99999", 1, "99999", "between 0 and"),
+        ("slow web-3 200 300", 1, "300", "unexpected"),
+        ("slow wbe 200", 1, "wbe", "unknown node 'wbe'"),
+        ("algorithm lb", 1, "algorithm", "missing value"),
+        ("algorithm lb fastest", 1, "fastest", "value must be one of"),
+        ("algorithm lb round_robin random", 1, "random", "unexpected word"),
+        ("algorithm lb 3", 1, "3", "unexpected"),
+        ("kill web-3 200", 1, "200", "unexpected"),
+        ("traffic lb least_connections", 1, "least_connections", "unexpected word"),
+    ],
+)
+def test_it_reports_bad_slow_and_algorithm_lines(text: str, line: int, token: str, reason: str) -> None:
+    with pytest.raises(SolutionSyntaxError) as info:
+        parse_solution(text, node_ids=["lb", "web-3"])
+    assert (info.value.line, info.value.token) == (line, token)
+    assert reason in info.value.reason
 
 
 @pytest.mark.parametrize(
