@@ -25,6 +25,7 @@ from aiohttp import web
 
 from core.engine.balancing import Balancer
 from core.engine.nodes.base import Node
+from core.engine.nodes.http import HttpListener
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_from_header, hops_to_header
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -59,8 +60,7 @@ class LbNode(Node):
             fall=self.params["fall"],
             rng=self.lab.rng,
         )
-        self._server: web.Server | None = None
-        self._listener: asyncio.AbstractServer | None = None
+        self._http = HttpListener(self.handle)
         self._session: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.forwarded = 0
@@ -183,10 +183,8 @@ class LbNode(Node):
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S), auto_decompress=False
         )
-        self._server = web.Server(self.handle, access_log=None)
-        loop = asyncio.get_running_loop()
         try:
-            self._listener = await loop.create_server(self._server, self.address, self.port, reuse_address=True)
+            await self._http.start(self.address, self.port)
         except OSError:
             await self._session.close()
             self._session = None
@@ -202,16 +200,7 @@ class LbNode(Node):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
             self._health_task = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        if self._server is not None:
-            for proto in list(self._server.connections):
-                transport = proto.transport
-                proto.force_close()
-                if transport is not None:
-                    transport.abort()
-            self._server = None
+        self._http.crash()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -10,7 +10,6 @@ reached gives 503, a failed query 500. Without a database edge it answers as in 
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import time
@@ -21,6 +20,7 @@ from aiohttp import web
 from core.engine import sqlwire
 from core.engine.capacity import Capacity, Overloaded
 from core.engine.nodes.base import Node
+from core.engine.nodes.http import HttpListener
 from core.engine.nodes.sqldb import DbError, DbPool
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_to_header
 
@@ -32,8 +32,7 @@ class WebNode(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.capacity = self._new_capacity()
-        self._server: web.Server | None = None
-        self._listener: asyncio.AbstractServer | None = None
+        self._http = HttpListener(self.handle)
         self.served = 0
         self.rejected = 0
         topo = self.lab.topology
@@ -134,24 +133,15 @@ class WebNode(Node):
         if self.db_id is not None:
             db = self.lab.nodes[self.db_id]
             self._db = DbPool(db.address, db.port or sqlwire.PORT, source=self.address)
-        self._server = web.Server(self.handle, access_log=None)
-        loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(self._server, self.address, self.port, reuse_address=True)
+        # The handler is looked up at start, so a test may wrap it before a restart.
+        self._http = HttpListener(self.handle)
+        await self._http.start(self.address, self.port)
         self.up = True
 
     async def stop(self) -> None:
         """Crash-like: stop listening and reset every open connection at once."""
         self.up = False
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        if self._server is not None:
-            for proto in list(self._server.connections):
-                transport = proto.transport
-                proto.force_close()
-                if transport is not None:
-                    transport.abort()
-            self._server = None
+        self._http.crash()
         if self._db is not None:
             self._db.close()
             self._db = None
