@@ -55,7 +55,25 @@ class Capacity:
                 self._waiters.remove(fut)
             raise
 
+    def resize(self, *, workers: int, service_ms: float) -> None:
+        """Change the modelled CPU live (vertical scaling); no request in flight is dropped.
+
+        More workers: queued requests take the new slots at once. Fewer: requests already being
+        served finish, and a slot is handed on only once ``busy`` is below the new ``workers``.
+        A new service time applies to work that starts after the resize.
+        """
+        self.workers = workers
+        self.service_ms = service_ms
+        while self.busy < self.workers and self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.busy += 1
+                fut.set_result(None)
+
     def release(self) -> None:
+        if self.busy > self.workers:  # shrunk while busy: this slot no longer exists
+            self.busy -= 1
+            return
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():

@@ -62,9 +62,10 @@ KEYWORDS = frozenset({"metric", "event", "for", "within", "after", "and", "or", 
 NODE_KEYS = ("rps", "err_rps", "p50_ms", "p95_ms", "up")
 # `slow_ms` (the "slow" fault, every server kind) is in a frame only while the node is slowed:
 # null otherwise, so write `metric(web-3.slow_ms) > 0`, never `== 0`. An lb's `conns` and `backends`
-# are per-backend maps, not numbers; `in_flight` is their total.
+# are per-backend maps, not numbers; `in_flight` is their total. A web server's `workers` and
+# `service_ms` are its current modelled CPU (a resize changes them; its `size` name is a string).
 KIND_GAUGES: dict[str, tuple[str, ...]] = {
-    "web": ("in_flight", "queued", "util", "slow_ms"),
+    "web": ("in_flight", "queued", "util", "slow_ms", "workers", "service_ms"),
     "client": ("rate", "in_flight", "dropped"),
     "dns": ("slow_ms",),
     "lb": ("in_flight", "slow_ms"),
@@ -433,12 +434,13 @@ class SolutionSyntaxError(CheckSyntaxError):
 
 
 SOLUTION_NUMBER = {"traffic": "rate", "slow": "ms"}  # action -> the field its bare number sets
-SOLUTION_WORD = {"algorithm": "value"}  # action -> the field its word after the node sets
+SOLUTION_WORD = {"algorithm": "value", "resize": "size"}  # action -> the field its word after the node sets
 
 
 def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict[str, Any]]:
     """One lab action per line: `traffic 150`, `traffic phone 30`, `kill web`, `restart web`,
-    `slow web-3 200` (ms added per request; 0 undoes it), `algorithm lb least_connections`, `wait 6s`.
+    `slow web-3 200` (ms added per request; 0 undoes it), `algorithm lb least_connections`,
+    `resize web large` (a web server's size, kinds.SIZES), `wait 6s`.
 
     Returns the command dicts the diagram sends (checked by validate_command, and against node_ids
     when given) plus {"action": "wait", "seconds": N}.
@@ -459,7 +461,7 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
                 lineno,
                 head.col,
                 head.text,
-                "a line starts with an action: traffic, kill, restart, slow, algorithm or wait",
+                "a line starts with an action: traffic, kill, restart, slow, algorithm, resize or wait",
             )
         if head.text == "wait":
             if len(tokens) != 2:

@@ -6,10 +6,12 @@ import re
 from typing import Any
 
 from core.engine.balancing import ALGORITHMS
+from core.engine.kinds import LARGEST_SIZE, SIZES
 from core.engine.spec import NODE_ID
 
 MAX_RATE = 5000.0
 MAX_SLOW_MS = 10000.0
+RELATIVE_SIZES = ("up", "down")  # resize: one size bigger or smaller than the current one
 STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a lesson step's stable id
 # action -> (required fields, optional fields)
 ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -20,9 +22,11 @@ ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "restart": (frozenset({"node"}), frozenset()),
     "slow": (frozenset({"node", "ms"}), frozenset()),  # add ms to every request the node serves; 0 undoes it
     "algorithm": (frozenset({"node", "value"}), frozenset()),  # a load balancer's algorithm
+    "resize": (frozenset({"node", "size"}), frozenset()),  # a web server's modelled CPU size (kinds.SIZES)
     "check": (frozenset({"step"}), frozenset()),  # "check now": the engine answers with a verdict
 }
-LAB_ACTIONS = frozenset({"traffic", "kill", "restart", "slow", "algorithm"})  # the rest are lifecycle, not engine
+# the rest are lifecycle, not engine
+LAB_ACTIONS = frozenset({"traffic", "kill", "restart", "slow", "algorithm", "resize"})
 OPTIONAL_ALWAYS = frozenset({"id"})  # a client-chosen id, echoed back in errors
 
 
@@ -72,6 +76,14 @@ def validate_command(raw: Any, *, node_ids: list[str] | None = None) -> dict[str
         if value not in ALGORITHMS:
             raise CommandError(f"{action}: value must be one of {', '.join(ALGORITHMS)}, got {value!r}")
         cmd["value"] = value
+    if "size" in raw:
+        size = raw["size"]
+        if not isinstance(size, str) or (size not in SIZES and size not in RELATIVE_SIZES):
+            raise CommandError(
+                f"{action}: size must be one of {', '.join(SIZES)} ({LARGEST_SIZE} is the largest there is)"
+                f" or up/down, got {size!r}"
+            )
+        cmd["size"] = size
     if "rate" in raw:
         rate = raw["rate"]
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != rate:

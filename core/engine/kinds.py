@@ -15,6 +15,43 @@ from core.engine.sqlwire import PORT as SQL_PORT
 
 
 @dataclass(frozen=True)
+class Size:
+    """One modelled server size for vertical scaling (the ``resize`` command)."""
+
+    workers: int
+    service_ms: float
+
+    @property
+    def max_rps(self) -> float:
+        return self.workers * 1000.0 / self.service_ms
+
+
+# A web server's sizes, smallest first; the last is the largest there is: the ceiling of scaling up.
+# The CPU is modelled (workers × mean service time), so the ceiling stays within what one laptop's
+# real sockets can carry: the largest size serves about 400 req/s.
+SIZES: dict[str, Size] = {
+    "small": Size(workers=2, service_ms=25.0),  # 80 req/s
+    "medium": Size(workers=4, service_ms=25.0),  # 160 req/s: stage 1's server
+    "large": Size(workers=6, service_ms=20.0),  # 300 req/s
+    "xlarge": Size(workers=8, service_ms=20.0),  # 400 req/s
+}
+LARGEST_SIZE = list(SIZES)[-1]
+
+
+def sizes_list() -> list[dict[str, Any]]:
+    """SIZES as the diagram reads them (Topology.to_dict), smallest first."""
+    return [{"name": k, "workers": v.workers, "service_ms": v.service_ms} for k, v in SIZES.items()]
+
+
+def size_of(workers: int, service_ms: float) -> str | None:
+    """The size's name for this modelled CPU, or None when it is none of SIZES (a custom one)."""
+    for name, size in SIZES.items():
+        if size.workers == workers and size.service_ms == float(service_ms):
+            return name
+    return None
+
+
+@dataclass(frozen=True)
 class Param:
     type: type
     default: Any
@@ -49,6 +86,8 @@ class Kind:
     port: int | None = None
     proto: str | None = None
     params: dict[str, Param] = field(default_factory=dict)
+    # Vertical scaling: the ``resize`` command may set this kind's workers/service_ms to one of SIZES.
+    resizable: bool = False
 
 
 KINDS: dict[str, Kind] = {
@@ -115,6 +154,7 @@ KINDS: dict[str, Kind] = {
         runtime="core.engine.nodes.web:WebNode",
         port=8080,
         proto="tcp",
+        resizable=True,
         params={
             "workers": Param(int, 4, "requests served at once (modelled CPU cores)", min=1, max=64, modelled=True),
             "service_ms": Param(

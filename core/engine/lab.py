@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.engine.commands import CommandError, validate_command
+from core.engine.kinds import SIZES
 from core.engine.nodes.base import Node
 from core.engine.spec import Topology
 from core.engine.telemetry import Telemetry, Trace
@@ -20,6 +21,23 @@ Emit = Callable[[dict[str, Any]], None]
 
 class LabStartError(Exception):
     pass
+
+
+def _target_size(node_id: str, current: str | None, wanted: str) -> str:
+    """The size a resize goes to (``up``/``down`` step from the current one); CommandError if none."""
+    names = list(SIZES)
+    if wanted in SIZES:
+        if wanted == current:
+            raise CommandError(f"{node_id} is already {wanted}")
+        return wanted
+    if current is None:
+        raise CommandError(f"{node_id} has a custom size: resize it to one of {', '.join(names)} first")
+    i = names.index(current) + (1 if wanted == "up" else -1)
+    if i >= len(names):
+        raise CommandError(f"{node_id} is already {current}, the largest size there is: the ceiling of scaling up")
+    if i < 0:
+        raise CommandError(f"{node_id} is already {current}, the smallest size")
+    return names[i]
 
 
 def _runtime(path: str) -> type[Node]:
@@ -151,6 +169,20 @@ class Lab:
                 raise CommandError(f"{node_id} is not a load balancer: only a balancer has an algorithm")
             node.set_algorithm(cmd["value"])  # type: ignore[attr-defined]
             self.telemetry.event(now, "algorithm_set", node=node_id, value=cmd["value"])
+        elif action == "resize":  # vertical scaling: a web server's modelled CPU, live
+            node = self.nodes[node_id]
+            if not node.spec.kind_info.resizable:
+                raise CommandError(f"{node_id} is not a web server: only a web server can be resized")
+            size = _target_size(node_id, node.size, cmd["size"])  # type: ignore[attr-defined]
+            node.resize(size)  # type: ignore[attr-defined]
+            self.telemetry.event(
+                now,
+                "node_resized",
+                node=node_id,
+                size=size,
+                workers=node.capacity.workers,  # type: ignore[attr-defined]
+                service_ms=node.capacity.service_ms,  # type: ignore[attr-defined]
+            )
 
     # Telemetry -----------------------------------------------------------------------------
     def record(self, trace: Trace) -> None:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.engine.kinds import KINDS, Kind
+from core.engine.kinds import KINDS, Kind, sizes_list
 
 Path = tuple[str | int, ...]
 NODE_ID = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -84,6 +84,7 @@ class Topology:
                     "port": n.kind_info.port,
                     "proto": n.kind_info.proto,
                     "modelled": sorted(k for k, p in n.kind_info.params.items() if p.modelled),
+                    **({"sizes": sizes_list()} if n.kind_info.resizable else {}),
                 }
                 for n in self.nodes
             ],
@@ -217,7 +218,7 @@ def _parse_params(raw: Any, kind: Kind, path: Path, err, refs: list) -> dict[str
     return out
 
 
-_DERIVED = frozenset({"title", "tier", "role", "port", "proto", "modelled"})
+_DERIVED = frozenset({"title", "tier", "role", "port", "proto", "modelled", "sizes"})
 
 
 def topology_from_dict(data: dict[str, Any]) -> Topology:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from core.engine import sqlwire
 from core.engine.capacity import Capacity, Overloaded
+from core.engine.kinds import SIZES, size_of
 from core.engine.nodes.base import Node
 from core.engine.nodes.http import HttpListener
 from core.engine.nodes.sqldb import DbError, DbPool
@@ -31,6 +32,10 @@ PAGE = """<!doctype html><html><head><title>Scale Lab site</title></head>
 class WebNode(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The modelled CPU: the topology's, until a resize changes it. Like slow_ms it models the
+        # machine, so it survives restarts.
+        self.workers = int(self.params["workers"])
+        self.service_ms = float(self.params["service_ms"])
         self.capacity = self._new_capacity()
         self._http = HttpListener(self.handle)
         self.served = 0
@@ -42,11 +47,22 @@ class WebNode(Node):
 
     def _new_capacity(self) -> Capacity:
         return Capacity(
-            workers=self.params["workers"],
-            service_ms=self.params["service_ms"],
+            workers=self.workers,
+            service_ms=self.service_ms,
             queue_limit=self.params["queue_limit"],
             rng=self.lab.rng,
         )
+
+    @property
+    def size(self) -> str | None:
+        """The current size's name (kinds.SIZES), or None for a custom modelled CPU."""
+        return size_of(self.workers, self.service_ms)
+
+    def resize(self, size: str) -> None:
+        """Vertical scaling: the new modelled CPU applies at once; requests in flight carry on."""
+        new = SIZES[size]
+        self.workers, self.service_ms = new.workers, new.service_ms
+        self.capacity.resize(workers=new.workers, service_ms=new.service_ms)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         received = time.monotonic()
@@ -152,6 +168,9 @@ class WebNode(Node):
             "in_flight": self.capacity.busy,
             "queued": self.capacity.queued,
             "util": round(self.capacity.utilisation(), 3),
+            "size": self.size,
+            "workers": self.workers,
+            "service_ms": self.service_ms,
         }
 
 

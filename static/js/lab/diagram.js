@@ -5,7 +5,7 @@
 // per topology; status and frames only change text and attributes of existing elements, and the
 // dots are animated in one requestAnimationFrame loop (never one DOM operation per request).
 
-import { nodeTitle } from "./i18n.js";
+import { nodeTitle, sizeLabel } from "./i18n.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 960;
@@ -47,6 +47,21 @@ function tline(fmt, parts) {
   return fmt.split(/%\((\w+)\)s/).map((piece, i) => (i % 2 ? parts[piece] ?? "" : piece)).filter((x) => x !== "");
 }
 
+// A web server's modelled CPU, with its size's name when it has one (vertical scaling).
+function modelledCpu(workers, ms, size) {
+  const cpu = interpolate(ngettext("modelled CPU: %(workers)s worker × %(ms)s ms",
+    "modelled CPU: %(workers)s workers × %(ms)s ms", workers), { workers, ms }, true);
+  return size ? interpolate(gettext("%(size)s · %(cpu)s"), { size: sizeLabel(size), cpu }, true) : cpu;
+}
+
+function sizeName(node, workers, ms) {
+  const p = node.params || {};
+  const w = workers ?? p.workers;
+  const s = ms ?? p.service_ms;
+  const z = (node.sizes || []).find((x) => x.workers === w && x.service_ms === s);
+  return z ? z.name : null;
+}
+
 // The lines a node box shows under its title, by kind. Each line is a list of parts: strings are
 // static text, {key} parts are live values that update() fills in.
 function linesFor(node) {
@@ -58,12 +73,11 @@ function linesFor(node) {
   ];
   if (node.kind === "web") {
     lines.push([{ key: "utilbar" }, ...tline(gettext("util %(util)s · in flight %(inflight)s of %(workers)s"),
-      { util: { key: "util" }, inflight: { key: "inflight" }, workers: String(p.workers) })]);
+      { util: { key: "util" }, inflight: { key: "inflight" }, workers: { key: "workers" } })]);
     lines.push(tline(gettext("queued %(queued)s (limit %(limit)s, then 503)"),
       { queued: { key: "queued" }, limit: String(p.queue_limit) }));
-    lines.push([{ key: "modelled", cls: "modelled",
-      text: interpolate(ngettext("modelled CPU: %(workers)s worker × %(ms)s ms",
-        "modelled CPU: %(workers)s workers × %(ms)s ms", p.workers), { workers: p.workers, ms: p.service_ms }, true) }]);
+    // The size line changes live when the server is resized (applyFrame: the frame's size/workers).
+    lines.push([{ key: "modelled", cls: "modelled", text: modelledCpu(p.workers, p.service_ms, sizeName(node)) }]);
   } else if (node.kind === "sqldb") {
     lines.push([{ key: "utilbar" }, ...tline(gettext("util %(util)s · in flight %(inflight)s of %(workers)s"),
       { util: { key: "util" }, inflight: { key: "inflight" }, workers: String(p.workers) })]);
@@ -343,6 +357,12 @@ export class Diagram {
       set("p95", frame ? fmtMs(m.p95_ms) : "—");
       set("err", frame ? fmtRate(m.err_rps) : "—");
       if (r.err) r.err.setAttribute("class", m.err_rps > 0 ? "metric-err bad" : "metric-err");
+      if (r.modelled && n.spec.kind === "web") {
+        const w = (frame && m.workers) || n.spec.params.workers;
+        const ms = (frame && m.service_ms) || n.spec.params.service_ms;
+        set("modelled", modelledCpu(w, ms, (frame && m.size) || sizeName(n.spec, w, ms)));
+        if (r.workers) set("workers", String(w));
+      }
       set("slow", frame && m.slow_ms ? interpolate(gettext("slowed +%(ms)s ms"), { ms: m.slow_ms }, true) : "");
       if (r.algo) set("algo", ((frame && m.algorithm) || n.spec.params.algorithm || "").replaceAll("_", " "));
       if (r.backends) {

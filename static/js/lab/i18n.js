@@ -18,3 +18,16 @@ export function nodeTitle(spec) {
   }
   return spec.title ? gettext(spec.title) : spec.id;
 }
+
+// A web server's modelled sizes (core/engine/kinds.py SIZES, sent as node.sizes), by name.
+const SIZE_LABELS = {
+  small: pgettext("server size", "small"),
+  medium: pgettext("server size", "medium"),
+  large: pgettext("server size", "large"),
+  xlarge: pgettext("server size", "extra large"),
+};
+
+/** A size's name in the page's language (the engine's own name if it is a new one). */
+export function sizeLabel(name) {
+  return SIZE_LABELS[name] || name;
+}

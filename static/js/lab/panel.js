@@ -4,7 +4,7 @@
 // Why batched: messages only mark a part dirty; main.js calls render() once per animation frame,
 // so a burst of frames costs one DOM update, never one per request.
 
-import { nodeTitle } from "./i18n.js";
+import { nodeTitle, sizeLabel } from "./i18n.js";
 
 /** Tiny element builder; text always goes in as textContent (messages are never parsed as HTML). */
 export function h(tag, props = {}, ...children) {
@@ -144,6 +144,9 @@ function eventText(e) {
     case "node_slowed":
       return e.ms ? interpolate(gettext("%(node)s slowed down by %(ms)s ms"), { node: e.node, ms: e.ms }, true)
         : say(gettext("%(node)s back to normal speed"));
+    case "node_resized":
+      return interpolate(gettext("%(node)s resized to %(size)s (modelled CPU: %(workers)s × %(ms)s ms)"),
+        { node: e.node, size: sizeLabel(e.size), workers: e.workers, ms: e.service_ms }, true);
     case "algorithm_set":
       return interpolate(gettext("%(node)s now balances by %(value)s"),
         { node: e.node, value: String(e.value || "").replaceAll("_", " ") }, true);
@@ -262,7 +265,7 @@ export class NodeMenu {
     this.container.hidden = false;
   }
 
-  // The "slow" fault for any server; the algorithm for a load balancer.
+  // The "slow" fault for any server; the algorithm for a load balancer; the size for a web server.
   extraControls(spec, { state, labRunning, gauges }) {
     const out = [];
     if (spec.role === "server") {
@@ -284,6 +287,23 @@ export class NodeMenu {
         onchange: (ev) => { this.onAction("algorithm", spec.id, { value: ev.target.value }); this.close(); } },
       ALGORITHMS.map(([value, label]) => h("option", { value, selected: value === current }, label)));
       out.push(h("label", { class: "menu-field" }, gettext("Algorithm"), " ", select));
+    }
+    if (spec.sizes && spec.sizes.length) {
+      const p = spec.params || {};
+      const current = gauges.size !== undefined ? gauges.size
+        : (spec.sizes.find((z) => z.workers === p.workers && z.service_ms === p.service_ms) || {}).name;
+      const largest = spec.sizes[spec.sizes.length - 1].name;
+      const options = spec.sizes.map((z) => h("option", { value: z.name, selected: z.name === current },
+        interpolate(z.name === largest ? gettext("%(size)s: %(workers)s workers × %(ms)s ms (the largest)")
+          : gettext("%(size)s: %(workers)s workers × %(ms)s ms"),
+        { size: sizeLabel(z.name), workers: z.workers, ms: z.service_ms }, true)));
+      if (!current) options.unshift(h("option", { value: "", selected: true, disabled: true }, gettext("custom")));
+      const select = h("select", { "data-testid": "node-menu-size", disabled: !labRunning || state === "down",
+        "aria-label": gettext("server size (modelled CPU)"),
+        onclick: (ev) => ev.stopPropagation(),
+        onchange: (ev) => { this.onAction("resize", spec.id, { size: ev.target.value }); this.close(); } },
+      options);
+      out.push(h("label", { class: "menu-field" }, gettext("Size (modelled)"), " ", select));
     }
     return out;
   }
