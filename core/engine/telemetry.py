@@ -70,13 +70,20 @@ class Trace:
     ms: float = 0.0
     hops: list[Hop] = field(default_factory=list)
     error: str | None = None  # why it failed where no hop says so (e.g. a shared DNS query failed)
+    op: str = ""  # what the user did: "feed" | "profile" | "login" | "post" (core.engine.workload)
+    write: bool = False
+    stale: bool = False  # a read answered with data older than this user's last write
 
     def to_dict(self) -> dict[str, Any]:
+        """The sample as a frame carries it; ``write`` and ``stale`` only when true (frame size)."""
         d = asdict(self)
         d["ms"] = round(self.ms, 2)
         for h in d["hops"]:
             h["ms"] = round(h["ms"], 2)
             h["at_ms"] = round(h["at_ms"], 2)
+        for flag in ("write", "stale"):
+            if not d[flag]:
+                del d[flag]
         return d
 
 
@@ -133,8 +140,12 @@ class Telemetry:
         self._sample_seen = 0
         self._events: list[dict[str, Any]] = []
         self._events_dropped = 0
+        self._stale_reported = False  # one stale_read event per frame; the rest are only counted
         self.seq = 0
         self.recorded = 0
+        # Since the lab started (the per-window rates are in the "writes"/"stale" stats).
+        self.writes_total = 0
+        self.stale_total = 0
 
     def _stat(self, key: str) -> _Stat:
         s = self._current.get(key)
@@ -148,6 +159,12 @@ class Telemetry:
         rng = self.rng
         self._stat("total").add(trace.ms, trace.ok, rng)
         self._stat("n:" + trace.client).add(trace.ms, trace.ok, rng)
+        if trace.write:
+            self.writes_total += 1
+            self._stat("writes").add(trace.ms, trace.ok, rng)
+        if trace.stale:
+            self.stale_total += 1
+            self._stat("stale").add(trace.ms, trace.ok, rng)
         for hop in trace.hops:
             self._stat("n:" + hop.dst).add(hop.ms, hop.ok, rng)
             self._stat(f"e:{hop.src}>{hop.dst}").add(hop.ms, hop.ok, rng)
@@ -164,6 +181,15 @@ class Telemetry:
             self._events_dropped += 1
             return
         self._events.append({"t": round(t, 3), "kind": kind, **fields})
+
+    def stale_read(self, t: float, *, node: str, user: int, read_lsn: int, write_lsn: int) -> bool:
+        """Report a stale read as a ``stale_read`` event, at most once per frame so a lagging
+        replica cannot flood frames; returns whether it was reported. (Counting is ``record``'s.)"""
+        if self._stale_reported:
+            return False
+        self._stale_reported = True
+        self.event(t, "stale_read", node=node, user=user, read_lsn=read_lsn, write_lsn=write_lsn)
+        return True
 
     def frame(self, now: float, nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, Any]:
         """Close the current bucket and summarise the sliding window; resets samples and events."""
@@ -192,6 +218,10 @@ class Telemetry:
 
         total = summary("total")
         total["ok_rps"] = round(total["rps"] - total["err_rps"], 2)
+        total["writes_rps"] = round(sum(b["writes"].count for _, b in self._buckets if "writes" in b) / span, 2)
+        total["stale_rps"] = round(sum(b["stale"].count for _, b in self._buckets if "stale" in b) / span, 2)
+        total["writes_total"] = self.writes_total
+        total["stale_total"] = self.stale_total
         frame = {
             "type": "frame",
             "seq": self.seq,
@@ -212,4 +242,5 @@ class Telemetry:
         self._sample_seen = 0
         self._events = []
         self._events_dropped = 0
+        self._stale_reported = False
         return frame

@@ -73,3 +73,46 @@ def test_samples_and_events_reset_each_frame():
     assert frame["events"] == [{"t": 1.0, "kind": "node_killed", "node": "web"}]
     frame = tel.frame(1.25, NODES, EDGES)
     assert frame["samples"] == [] and frame["events"] == []
+
+
+def rw_trace(i: int, *, write: bool = False, stale: bool = False) -> Trace:
+    t = trace(i)
+    t.op, t.write, t.stale = ("post" if write else "feed"), write, stale
+    return t
+
+
+def test_it_counts_writes_and_stale_reads_per_window_and_since_the_start():
+    tel = Telemetry(window_s=1.0, frame_interval=0.25)
+    tel.frame(0.0, NODES, EDGES)
+    for i in range(20):
+        tel.record(rw_trace(i, write=i % 4 == 0, stale=i % 10 == 1))
+    for step in range(1, 5):  # fill the one-second window exactly
+        totals = tel.frame(0.25 * step, NODES, EDGES)["totals"]
+    assert (totals["writes_rps"], totals["stale_rps"]) == (5.0, 2.0)
+    assert (totals["writes_total"], totals["stale_total"]) == (5, 2)
+    for k in range(2, 4):  # the window moves on; the totals since the start stay
+        totals = tel.frame(float(k), NODES, EDGES)["totals"]
+    assert (totals["writes_rps"], totals["stale_rps"]) == (0.0, 0.0)
+    assert (totals["writes_total"], totals["stale_total"]) == (5, 2)
+
+
+def test_it_reports_one_stale_read_event_per_frame():
+    tel = Telemetry()
+    assert tel.stale_read(1.0, node="browser", user=3, read_lsn=4, write_lsn=9)
+    assert not tel.stale_read(1.1, node="phone", user=5, read_lsn=1, write_lsn=2)
+    assert tel.frame(1.25, NODES, EDGES)["events"] == [
+        {"t": 1.0, "kind": "stale_read", "node": "browser", "user": 3, "read_lsn": 4, "write_lsn": 9}
+    ]
+    assert tel.stale_read(1.3, node="phone", user=5, read_lsn=1, write_lsn=2)
+    assert [e["user"] for e in tel.frame(1.5, NODES, EDGES)["events"]] == [5]
+
+
+def test_samples_carry_the_operation_and_flag_writes_and_stale_reads_only_when_true():
+    tel = Telemetry(samples_per_frame=6)
+    tel.record(rw_trace(1, write=True))
+    tel.record(rw_trace(2, stale=True))
+    tel.record(rw_trace(3))
+    write, stale, plain = tel.frame(1.0, NODES, EDGES)["samples"]
+    assert (write["op"], write["write"], "stale" in write) == ("post", True, False)
+    assert (stale["op"], stale["stale"], "write" in stale) == ("feed", True, False)
+    assert "write" not in plain and "stale" not in plain

@@ -1,6 +1,7 @@
 """A client: resolves the site's name with real UDP DNS, caches the answer for its TTL, and sends
 real HTTP requests from its own source address at a Poisson rate (open loop, so an overloaded
-server sees its queue grow, as with real users)."""
+server sees its queue grow, as with real users). What each request is (feed, profile, login, post;
+which user) comes from ``core.engine.workload``; replies' ``X-Data-Lsn`` reveal stale reads."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ import dns.rdatatype
 from core.engine.kinds import KINDS
 from core.engine.nodes.base import Node
 from core.engine.telemetry import HOPS_HEADER, Hop, Trace, hops_from_header
+from core.engine.workload import DEFAULT_USERS, LastWrites, Request, Workload, is_stale_read
 
 MAX_IN_FLIGHT = 1000  # per client; arrivals beyond this are dropped and counted
 SITE_PORT = KINDS["web"].port  # the port in the site's URL, http://<domain>:8080/
+# The change-log position of the data a reply came from (a read) or of the write it made.
+LSN_HEADER = "X-Data-Lsn"
 _ids = itertools.count(1)
 
 
@@ -33,7 +37,14 @@ class ClientNode(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rate = float(self.params["rate"])
-        self.path = "/" if self.params["flavor"] == "web" else "/api/feed"
+        self.workload = Workload(
+            users=self.params["users"] or self._database_users(),
+            flavor=self.params["flavor"],
+            write_ratio=self.params["write_ratio"],
+            zipf_s=self.params["zipf_s"],
+            store=self.params["store"],
+        )
+        self.last_writes = LastWrites()
         self.timeout = aiohttp.ClientTimeout(total=self.params["timeout_s"])
         resolvers = [p for p in self.lab.topology.peers(self.id) if self.lab.topology.node(p).kind == "dns"]
         self.resolver = resolvers[0] if resolvers else None
@@ -44,6 +55,14 @@ class ClientNode(Node):
         self._requests: set[asyncio.Task[None]] = set()
         self.dropped = 0
         self.sent = 0
+        self.stale = 0
+
+    def _database_users(self) -> int:
+        """Spread requests over the users the data tier has: the first SQL database's ``users``."""
+        for node in self.lab.topology.nodes:
+            if node.kind == "sqldb":
+                return int(node.params["users"])
+        return DEFAULT_USERS
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(local_addr=(self.address, 0), limit=MAX_IN_FLIGHT, use_dns_cache=False)
@@ -68,8 +87,19 @@ class ClientNode(Node):
     def set_rate(self, rate: float) -> None:
         self.rate = max(0.0, float(rate))
 
+    def set_mix(self, write_ratio: float | None = None, zipf_s: float | None = None) -> None:
+        """Change the fraction of writes and/or the popularity skew; the next request uses them."""
+        self.workload.set_mix(write_ratio=write_ratio, zipf_s=zipf_s)
+
     def snapshot(self) -> dict[str, Any]:
-        return {"up": self.up, "rate": self.rate, "in_flight": len(self._requests), "dropped": self.dropped}
+        return {
+            "up": self.up,
+            "rate": self.rate,
+            "in_flight": len(self._requests),
+            "dropped": self.dropped,
+            "write_ratio": self.workload.write_ratio,
+            "zipf_s": self.workload.zipf_s,
+        }
 
     async def _arrivals(self) -> None:
         rng = self.lab.rng
@@ -148,10 +178,13 @@ class ClientNode(Node):
                     return rdata.address, hop(True, status)
         raise ResolveError("no answer", hop(False, dns.rcode.to_text(reply.rcode())))
 
-    async def request(self) -> None:
-        """One user request: resolve, then HTTP; recorded as one Trace."""
+    async def request(self, req: Request | None = None) -> None:
+        """One user request (``req``, else the workload's next): resolve, then HTTP; recorded as one
+        Trace."""
         self.sent += 1
-        trace = Trace(id=f"r-{next(_ids):x}", client=self.id, t=time.time())
+        if req is None:
+            req = self.workload.next_request(self.lab.rng)
+        trace = Trace(id=f"r-{next(_ids):x}", client=self.id, t=time.time(), op=req.op, write=req.is_write)
         start = time.monotonic()
         try:
             address, dns_hop = await self.resolve()
@@ -166,35 +199,56 @@ class ClientNode(Node):
             self.lab.record(trace)
             return
         target = self.lab.node_at(address) or address
+        # Read-your-writes is judged against the writes acknowledged before this read was sent: a
+        # write that completes while the read is in flight may rightly be missing from it.
+        floor = None if req.is_write else self.last_writes.get(req.user)
         http_start = time.monotonic()
-        status, ok, downstream = await self._http(address, trace.id)
+        status, ok, downstream, lsn = await self._http(address, trace.id, req)
         at_ms = (http_start - start) * 1000
         trace.hops.append(
-            Hop(self.id, target, "http", f"GET {self.path}", ok, status, (time.monotonic() - http_start) * 1000, at_ms)
+            Hop(self.id, target, "http", req.label, ok, status, (time.monotonic() - http_start) * 1000, at_ms)
         )
+        if ok and lsn is not None:
+            if req.is_write:
+                self.last_writes.record(req.user, lsn)
+            elif floor is not None and is_stale_read(lsn, floor):
+                trace.stale = True
+                self.stale += 1
+                self.lab.telemetry.stale_read(
+                    time.time(), node=self.id, user=req.user, read_lsn=lsn, write_lsn=floor
+                )
         # The calls the server made on our behalf (a balancer's hop to a backend, ...), in order.
         trace.hops.extend(hops_from_header(downstream, at_ms))
         trace.ok = ok
         trace.ms = (time.monotonic() - start) * 1000
         self.lab.record(trace)
 
-    async def _http(self, address: str, request_id: str) -> tuple[str, bool, str | None]:
-        """(status, ok, the server's HOPS_HEADER if it sent one)."""
+    async def _http(self, address: str, request_id: str, req: Request) -> tuple[str, bool, str | None, int | None]:
+        """(status, ok, the server's HOPS_HEADER if it sent one, its LSN_HEADER if an integer)."""
         assert self._session is not None
-        url = f"http://{address}:{SITE_PORT}{self.path}"
+        url = f"http://{address}:{SITE_PORT}{req.target}"
         headers = {"Host": f"{self.lab.topology.domain}:{SITE_PORT}", "X-Request-Id": request_id}
         try:
-            async with self._session.get(url, headers=headers) as resp:
+            async with self._session.request(req.method, url, json=req.body, headers=headers) as resp:
                 await resp.read()
-                return str(resp.status), resp.status < 400, resp.headers.get(HOPS_HEADER)
+                # Only a 2xx reply's LSN means data were read or a write was acknowledged.
+                lsn = _lsn(resp.headers.get(LSN_HEADER)) if 200 <= resp.status < 300 else None
+                return str(resp.status), resp.status < 400, resp.headers.get(HOPS_HEADER), lsn
         except TimeoutError:
-            return "timeout", False, None
+            return "timeout", False, None, None
         except aiohttp.ClientConnectorError as exc:
-            return _os_error(exc.os_error), False, None
+            return _os_error(exc.os_error), False, None, None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            return "connection reset", False, None
+            return "connection reset", False, None, None
         except aiohttp.ClientError as exc:
-            return type(exc).__name__, False, None
+            return type(exc).__name__, False, None, None
+
+
+def _lsn(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None  # a malformed header says nothing about freshness
 
 
 def _os_error(exc: OSError) -> str:
