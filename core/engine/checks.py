@@ -69,10 +69,19 @@ KIND_GAUGES: dict[str, tuple[str, ...]] = {
     "client": ("rate", "in_flight", "dropped"),
     "dns": ("slow_ms",),
     "lb": ("in_flight", "slow_ms"),
-    "sqldb": ("in_flight", "queued", "util", "queries", "slow_ms"),
+    # lag, lag_ms, received and delay_ms are in a frame only for a replica; lost_writes only once > 0.
+    "sqldb": ("in_flight", "queued", "util", "queries", "slow_ms", "lsn", "received", "lag", "lag_ms", "delay_ms",
+              "lost_writes"),
+    "kvdb": ("keys", "ops", "used_memory_mb", "slow_ms"),
 }
-TOTALS_KEYS = ("rps", "ok_rps", "err_rps", "p50_ms", "p95_ms")
+# writes_rps/stale_rps cover the window like rps; writes_total/stale_total count since the lab started.
+TOTALS_KEYS = (
+    "rps", "ok_rps", "err_rps", "p50_ms", "p95_ms", "writes_rps", "stale_rps", "writes_total", "stale_total"
+)
 EDGE_KEYS = ("rps", "err_rps")
+# metric(replication.KEY): the lab's database cluster (core.engine.replication.frame_fields).
+REPLICATION_KEYS = ("promotions", "lost_writes", "primary_lost", "failover_in_s")
+TABLES = ("totals", "replication")  # metric names whose first part is a frame table, not a node
 
 _TOKEN = re.compile(
     r"""
@@ -310,7 +319,7 @@ class _Parser:
         node = name.text.split(".", 1)[0]
         self.refs.append(Ref("metric", name.text, name.line, name.col))
         for part in node.split(">"):
-            if part != "totals":
+            if part not in TABLES:
                 self.refs.append(Ref("node", part, name.line, name.col))
         op = self.tok
         if op.kind != "op" or op.text not in OPS:
@@ -398,7 +407,7 @@ def parse_metric(text: str) -> tuple[str, list[Ref]]:
     if parser.tok.kind != "eof":
         raise parser.fail("unexpected token after metric(…)")
     refs = [Ref("metric", name.text, name.line, name.col)]
-    refs += [Ref("node", p, name.line, name.col) for p in name.text.split(".", 1)[0].split(">") if p != "totals"]
+    refs += [Ref("node", p, name.line, name.col) for p in name.text.split(".", 1)[0].split(">") if p not in TABLES]
     return name.text, refs
 
 
@@ -407,6 +416,11 @@ def metric_problem(name: str, topology: dict[str, Any] | None) -> str | None:
     where, _, key = name.partition(".")
     if where == "totals":
         return None if key in TOTALS_KEYS else f"unknown metric {key!r} for totals (known: {', '.join(TOTALS_KEYS)})"
+    if where == "replication":
+        if not any(n.get("params", {}).get("replica_of") for n in (topology or {}).get("nodes", [])):
+            return "this topology has no replica (no sqldb node with replica_of)"
+        known_r = REPLICATION_KEYS
+        return None if key in known_r else f"unknown metric {key!r} for replication (known: {', '.join(known_r)})"
     nodes = {n["id"]: n["kind"] for n in (topology or {}).get("nodes", [])}
     if ">" in where:
         a, b = where.split(">", 1)
@@ -433,21 +447,27 @@ class SolutionSyntaxError(CheckSyntaxError):
     """A ```solution line that is not a lab action; same fields as CheckSyntaxError."""
 
 
-SOLUTION_NUMBER = {"traffic": "rate", "slow": "ms"}  # action -> the field its bare number sets
-SOLUTION_WORD = {"algorithm": "value", "resize": "size"}  # action -> the field its word after the node sets
+SOLUTION_NUMBER = {"traffic": "rate", "slow": "ms", "delay": "ms"}  # action -> the field its bare number sets
+# action -> the field its word after the node sets
+SOLUTION_WORD = {"algorithm": "value", "resize": "size", "partition": "peer", "heal": "peer"}
+SOLUTION_NODE = {"add": "like"}  # action -> the field its first word sets, when not "node"
 
 
 def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict[str, Any]]:
     """One lab action per line: `traffic 150`, `traffic phone 30`, `kill web`, `restart web`,
     `slow web-3 200` (ms added per request; 0 undoes it), `algorithm lb least_connections`,
-    `resize web large` (a web server's size, kinds.SIZES), `wait 6s`.
+    `resize web large` (a web server's size, kinds.SIZES), `add web-1` (a copy named like
+    web-4: later lines may name it), `remove web-4`, `partition web-1 db`, `heal web-1 db` (or
+    `heal web-1`: all of its partitions), `promote db-2`, `delay db-2 300`, `wait 6s`.
 
     Returns the command dicts the diagram sends (checked by validate_command, and against node_ids
     when given) plus {"action": "wait", "seconds": N}.
     """
     from core.engine.commands import ACTIONS, LAB_ACTIONS, CommandError, validate_command
+    from core.engine.spec import next_node_id
 
     actions: list[dict[str, Any]] = []
+    node_ids = list(node_ids) if node_ids is not None else None  # grows with `add`, shrinks with `remove`
     for lineno, line in enumerate(text.splitlines(), 1):
         try:
             tokens = [t for t in tokenize(line) if t.kind != "eof"]
@@ -483,9 +503,10 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
         cmd: dict[str, Any] = {"action": head.text}
         number = SOLUTION_NUMBER.get(head.text)  # the field a bare number fills: traffic 150, slow web 200
         word = SOLUTION_WORD.get(head.text)  # a second word's field: algorithm lb least_connections
+        first = SOLUTION_NODE.get(head.text, "node")  # the first word's field: add web-1
         for tok in tokens[1:]:
-            if tok.kind == "ident" and "node" not in cmd:
-                cmd["node"] = tok.text
+            if tok.kind == "ident" and first not in cmd:
+                cmd[first] = tok.text
             elif tok.kind == "ident" and word is not None and word not in cmd:
                 cmd[word] = tok.text
             elif tok.kind == "number" and _is_plain_number(tok.text) and number is not None and number not in cmd:
@@ -496,8 +517,12 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
                 raise SolutionSyntaxError(lineno, tok.col, tok.text, f"unexpected {tok.text!r} in '{head.text}'")
         try:
             actions.append(validate_command(cmd, node_ids=node_ids))
+            if node_ids is not None and head.text == "add":
+                node_ids.append(next_node_id(node_ids, cmd["like"]))
+            elif node_ids is not None and head.text == "remove":
+                node_ids.remove(cmd["node"])
         except CommandError as exc:
-            bad = cmd.get("node") if "node" in str(exc) and "node" in cmd else None
+            bad = cmd.get(first) if "node" in str(exc) and first in cmd else None
             tok = next((t for t in tokens if bad is not None and t.text == bad), None)
             if number is not None and number in str(exc):
                 tok = tok or next((t for t in tokens if t.kind == "number"), None)
@@ -526,8 +551,8 @@ def _fmt(value: float | None) -> str:
 
 def _read(frame: dict[str, Any], name: str) -> float | None:
     where, _, key = name.partition(".")
-    if where == "totals":
-        table = frame.get("totals")
+    if where in TABLES:
+        table = frame.get(where)
     elif ">" in where:
         table = (frame.get("edges") or {}).get(where)
     else:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.engine.balancing import ALGORITHMS
+from core.engine.kvwire import PORT as KV_PORT
 from core.engine.sqlwire import PORT as SQL_PORT
 
 
@@ -106,6 +107,14 @@ KINDS: dict[str, Kind] = {
             ),
             "rate": Param(float, 2.0, "requests per second this client sends (Poisson arrivals)", min=0, max=2000),
             "timeout_s": Param(float, 3.0, "give up on a request after this many seconds", min=0.1, max=30),
+            "write_ratio": Param(float, 0.0, "fraction of requests that write a post; the rest read", min=0, max=1),
+            "zipf_s": Param(
+                float, 1.0, "how skewed user popularity is (Zipf exponent; 0: every user alike)", min=0, max=3
+            ),
+            "users": Param(
+                int, 0, "users the requests are spread over (0: as many as the SQL database has)", min=0, max=50000
+            ),
+            "store": Param(str, "sql", "which data store the web server should read and write", choices=("sql", "kv")),
         },
     ),
     "dns": Kind(
@@ -191,6 +200,37 @@ KINDS: dict[str, Kind] = {
             "queue_limit": Param(int, 128, "queries that may wait for a slot before 'overloaded'", min=0, max=10000),
             "users": Param(int, 2000, "users seeded into the photo-sharing tables", min=10, max=50000),
             "posts": Param(int, 20000, "posts seeded, spread over the users", min=0, max=500000),
+            "replica_of": Param(
+                str, "", "the primary this database replicates (empty: it is a primary)", ref=True
+            ),
+            "delay_ms": Param(
+                float, 0.0, "a replica applies each change this long after the primary wrote it (modelled"
+                " distance)", min=0, max=60000, modelled=True,
+            ),
+            "failover_after_s": Param(
+                float, 3.0, "a primary every replica has lost for this long is replaced by the most advanced"
+                " replica (0: only by the promote command)", min=0, max=600,
+            ),
+        },
+    ),
+    "kvdb": Kind(
+        name="kvdb",
+        title="Database (key-value)",
+        tier=4,
+        role="server",
+        runtime="core.engine.nodes.kvdb:KvDbNode",
+        port=KV_PORT,
+        proto="tcp",
+        params={
+            "users": Param(int, 2000, "users seeded (the same data as the SQL database)", min=10, max=50000),
+            "posts": Param(int, 20000, "posts seeded, spread over the users", min=0, max=500000),
+            "appendonly": Param(
+                str,
+                "everysec",
+                "everysec: every write goes to an append-only file, so a crash keeps the data;"
+                " no: memory only, a restart starts empty (and is seeded again)",
+                choices=("everysec", "no"),
+            ),
         },
     ),
 }

@@ -7,7 +7,7 @@ lesson loader can point at the file line.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.engine.kinds import KINDS, Kind, sizes_list
@@ -16,6 +16,7 @@ Path = tuple[str | int, ...]
 NODE_ID = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 FIRST_HOST = 10
+NUMBERED = re.compile(r"^(.*?)-?(\d+)$")  # web-3 -> ("web", "3")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,37 @@ class Topology:
         """Ids this node has an edge to (the nodes it calls)."""
         return [b for a, b in self.edges if a == node_id]
 
+    def with_clone(self, like: str, **params: Any) -> tuple[Topology, NodeSpec]:
+        """A new topology with a copy of node ``like`` (kind, params but those given, every edge
+        in both directions) under the next free id and host octet; KeyError if ``like`` does not
+        exist, ValueError if no host octet is left."""
+        base = self.node(like)
+        ids = [n.id for n in self.nodes]
+        spec = replace(
+            base, id=next_node_id(ids, like), host=self._free_host(base.host), params={**base.params, **params}
+        )
+        edges = [*self.edges]
+        edges += [(a, spec.id) for a, b in self.edges if b == like]
+        edges += [(spec.id, b) for a, b in self.edges if a == like]
+        return replace(self, nodes=(*self.nodes, spec), edges=tuple(edges)), spec
+
+    def without(self, node_id: str) -> Topology:
+        """A new topology without the node and every edge that touches it."""
+        self.node(node_id)  # KeyError if unknown
+        return replace(
+            self,
+            nodes=tuple(n for n in self.nodes if n.id != node_id),
+            edges=tuple(e for e in self.edges if node_id not in e),
+        )
+
+    def _free_host(self, after: int) -> int:
+        used = {n.host for n in self.nodes}
+        # Next to its kin first (web-1 on .21 gets .24 after .22 and .23), then anywhere.
+        for host in (*range(after + 1, 255), *range(FIRST_HOST, after)):
+            if host not in used:
+                return host
+        raise ValueError("no free address left in this lab's network")
+
     def to_dict(self) -> dict[str, Any]:
         """Normalised form, defaults filled in: what the engine receives and the diagram draws."""
         return {
@@ -90,6 +122,21 @@ class Topology:
             ],
             "edges": [list(e) for e in self.edges],
         }
+
+
+def next_node_id(ids: list[str], like: str) -> str:
+    """The id a copy of ``like`` gets: same prefix, one more than the highest number in use
+    (``web-1`` among web-1..3 gives ``web-4``; an unnumbered ``db`` gives ``db-2``)."""
+    m = NUMBERED.match(like)
+    prefix = m.group(1) if m and m.group(1) else like
+    highest = 1
+    for other in ids:
+        mo = NUMBERED.match(other)
+        if other == prefix:
+            continue
+        if mo and mo.group(1) == prefix:
+            highest = max(highest, int(mo.group(2)))
+    return f"{prefix}-{highest + 1}"
 
 
 def parse_topology(data: Any, *, path: Path = ("topology",)) -> Topology:
@@ -212,7 +259,7 @@ def _parse_params(raw: Any, kind: Kind, path: Path, err, refs: list) -> dict[str
             err(ppath, f"must be at most {param.max:g}, got {value!r}")
         elif param.choices is not None and value not in param.choices:
             err(ppath, f"must be one of {', '.join(param.choices)}, got {value!r}")
-        if param.ref:
+        if param.ref and value != "":  # an empty reference means "none"
             refs.append((ppath, value))
         out[name] = value
     return out

@@ -8,6 +8,17 @@ order::
     ← {"id": "r-1f.0", "rows": [["user42"]], "ms": 2.31}
     ← {"id": "r-1f.1", "error": "no such table: nope", "ms": 0.4}
 
+Every reply to a query carries ``lsn``: the position in the database's change log of the last
+write it had applied when it answered (a write's reply: that write's own position, and ``rowid``).
+Writes are logged (statement-based replication: the SQL and its parameters, in the ``changelog``
+table, in the same transaction as the write); a replica asks its primary for the log with::
+
+    → {"id": "repl", "log_from": 121, "max": 500, "wait_ms": 500}
+    ← {"id": "repl", "log": [[121, 1700000000.25, "INSERT ...", "[7, \"hi\"]"], ...], "head": 130, "ms": 0.2}
+
+``wait_ms`` makes it a long poll: with nothing new the primary answers when a write arrives or
+the time is up. A replica answers a write with ``error: read-only replica``.
+
 ``ms`` is the time the request spent inside the database (queueing for a connection slot, the
 modelled service time and the real SQLite execution). ``id`` is echoed as is: the web tier puts the
 client's request id in it, so a query can be traced back to the request that caused it. A reply
@@ -31,8 +42,42 @@ class ProtocolError(ValueError):
     pass
 
 
+READ_ONLY = "read-only replica"
+_WRITE_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER"})
+
+
+def is_write(sql: str) -> bool:
+    """Whether a statement changes data (and so goes to the primary and into the change log)."""
+    words = sql.lstrip().split(None, 1)
+    return bool(words) and words[0].upper() in _WRITE_VERBS
+
+
 def encode_request(req_id: str, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> bytes:
     return json.dumps({"id": req_id, "sql": sql, "params": list(params)}, separators=(",", ":")).encode() + b"\n"
+
+
+def encode_log_request(req_id: str, log_from: int, *, max_entries: int = 500, wait_ms: int = 500) -> bytes:
+    msg = {"id": req_id, "log_from": log_from, "max": max_entries, "wait_ms": wait_ms}
+    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_message(line: bytes) -> dict[str, Any]:
+    """A request line as a dict: a log request has ``log_from`` (int), a query ``sql`` and ``params``."""
+    try:
+        msg = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError('a request is a JSON object {"id", "sql", "params"}')
+    if "log_from" in msg:
+        for key in ("log_from", "max", "wait_ms"):
+            value = msg.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ProtocolError(f"{key} must be a non-negative integer")
+        msg["id"] = str(msg.get("id", ""))
+        return msg
+    req_id, sql, params = decode_request(line)
+    return {"id": req_id, "sql": sql, "params": params}
 
 
 def decode_request(line: bytes) -> tuple[str, str, list[Any]]:
@@ -51,12 +96,16 @@ def decode_request(line: bytes) -> tuple[str, str, list[Any]]:
     return str(req_id), sql, params
 
 
-def encode_reply(req_id: str, *, rows: list[Any] | None = None, error: str | None = None, ms: float) -> bytes:
+def encode_reply(
+    req_id: str, *, rows: list[Any] | None = None, error: str | None = None, ms: float, **extra: Any
+) -> bytes:
+    """One reply line; ``extra`` adds fields such as ``lsn``, ``rowid`` or a log request's ``log``."""
     msg: dict[str, Any] = {"id": req_id}
     if error is not None:
         msg["error"] = error
-    else:
+    elif "log" not in extra:
         msg["rows"] = rows or []
+    msg.update(extra)
     msg["ms"] = round(ms, 3)
     return json.dumps(msg, separators=(",", ":"), default=str).encode() + b"\n"
 
@@ -66,8 +115,8 @@ def decode_reply(line: bytes) -> dict[str, Any]:
         msg = json.loads(line)
     except ValueError as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(msg, dict) or ("rows" not in msg and "error" not in msg):
-        raise ProtocolError("a reply is a JSON object with rows or error")
+    if not isinstance(msg, dict) or ("rows" not in msg and "error" not in msg and "log" not in msg):
+        raise ProtocolError("a reply is a JSON object with rows, log or error")
     return msg
 
 
@@ -87,6 +136,7 @@ CREATE TABLE follows (follower_id INTEGER NOT NULL REFERENCES users(id),
                       followee_id INTEGER NOT NULL REFERENCES users(id),
                       PRIMARY KEY (follower_id, followee_id)) WITHOUT ROWID;
 CREATE INDEX posts_by_user ON posts(user_id, created_at);
+CREATE TABLE changelog (lsn INTEGER PRIMARY KEY, t REAL NOT NULL, sql TEXT NOT NULL, params TEXT NOT NULL);
 """
 
 EPOCH = 1_700_000_000
@@ -131,3 +181,13 @@ FEED_SQL = (
     "WHERE f.follower_id = ? ORDER BY p.created_at DESC LIMIT 10"
 )
 PAGE_QUERIES = (PROFILE_SQL, FEED_SQL)
+# A profile page: the user and their own newest posts (where a user looks for what they just posted).
+OWN_POSTS_SQL = (
+    "SELECT id, caption, photo_url, created_at FROM posts WHERE user_id = ? ORDER BY created_at DESC LIMIT 10"
+)
+PROFILE_QUERIES = (PROFILE_SQL, OWN_POSTS_SQL)
+LOGIN_SQL = "SELECT id FROM users WHERE id = ?"
+# A new post; created_at is a parameter (not the database's clock), so replaying the statement on a
+# replica gives the very same row.
+POST_SQL = "INSERT INTO posts (user_id, caption, photo_url, created_at) VALUES (?, ?, ?, ?)"
+LOG_INSERT = "INSERT INTO changelog (lsn, t, sql, params) VALUES (?, ?, ?, ?)"

@@ -12,7 +12,14 @@ import pytest
 from core.engine import sqlwire
 from core.engine.lab import Lab
 from core.engine.nodes.sqldb import DbError, DbPool
+from core.engine.workload import Request
 from tests.engine.topologies import stage1, stage2
+
+
+def home(flavor: str, user: int = 7) -> Request:
+    """The home page (profile + feed: two queries) for one user, as a client of that flavor asks."""
+    path = "/" if flavor == "web" else "/api/feed"
+    return Request("GET", path, None, user, False, "feed", (("user", str(user)),))
 
 
 async def ask(address: str, lines: list[bytes]) -> list[dict]:
@@ -73,8 +80,8 @@ async def test_seeding_a_few_thousand_users_is_quick(network):
 async def test_a_web_request_shows_its_queries_as_db_hops_with_their_sql(network):
     async with Lab(stage2(), network=network) as lab:
         lab.frame()
-        await lab.nodes["browser"].request()
-        await lab.nodes["phone"].request()
+        await lab.nodes["browser"].request(home("web"))
+        await lab.nodes["phone"].request(home("mobile"))
         frame = lab.frame()
         assert len(frame["samples"]) == 2
         for sample in frame["samples"]:
@@ -103,7 +110,7 @@ async def test_the_request_id_travels_to_the_database(network):
             return await original(line)
 
         db._answer = spy
-        await lab.nodes["phone"].request()
+        await lab.nodes["phone"].request(home("mobile"))
         assert len(seen) == 2 and seen[0].startswith("r-") and seen[0].endswith(".0") and seen[1].endswith(".1")
 
 
@@ -156,12 +163,12 @@ async def test_a_slowed_database_slows_every_page(network):
 async def test_a_failed_query_is_a_500(network, monkeypatch):
     async with Lab(stage2(), network=network) as lab:
         with pytest.raises(DbError) as info:
-            await lab.nodes["web"]._db.query("q", "SELECT * FROM nope")
+            await lab.nodes["web"].dal._pool("db").query("q", "SELECT * FROM nope")
         assert not info.value.unavailable and "no such table" in info.value.status
         # The web tier answers 500 when a page's query fails (the database itself is fine).
         monkeypatch.setattr(sqlwire, "PAGE_QUERIES", ("SELECT * FROM nope WHERE 1 = ?",))
         lab.frame()
-        await lab.nodes["phone"].request()
+        await lab.nodes["phone"].request(home("mobile"))
         [sample] = lab.frame()["samples"]
         assert next(h for h in sample["hops"] if h["dst"] == "web")["status"] == "500"
         assert lab.nodes["db"].up

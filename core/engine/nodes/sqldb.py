@@ -13,6 +13,15 @@ Capacity is modelled as for a web server (``core.engine.capacity.Capacity``): ``
 connection slots serve a query at once, each for a random modelled service time plus the real
 SQLite time; the rest wait in a queue of ``queue_limit`` and beyond it are told ``overloaded``.
 
+Replication (statement-based, asynchronous): the primary writes every change into its
+``changelog`` table in the write's own transaction, numbering it with a log position (``lsn``). A
+replica pulls the log over the same protocol from its own address (a long poll, see
+``sqlwire``), keeps what it received in memory, and applies each entry ``delay_ms`` after the
+primary committed it (the modelled distance), into its data and its own ``changelog``. So
+``received`` may run ahead of ``lsn`` (applied); a promoted replica first applies everything it
+received. A replica refuses writes. Which node is primary, and failover, belong to
+``core.engine.replication``; the node only does what it is told (``promote``, ``follow``).
+
 ``DbPool`` is the other side: the client a web node uses, with a few persistent connections bound
 to the web node's own address (so the database sees the web server calling).
 """
@@ -20,7 +29,10 @@ to the web node's own address (so the database sees the web server calling).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
+import logging
 import os
 import sqlite3
 import tempfile
@@ -31,6 +43,12 @@ from typing import Any
 from core.engine import sqlwire
 from core.engine.capacity import Capacity, Overloaded
 from core.engine.nodes.base import Node
+
+log = logging.getLogger(__name__)
+PULL_WAIT_MS = 500  # a replica's long poll for new log entries
+PULL_MAX = 1000  # entries per pull
+APPLY_BATCH = 500  # entries a replica applies in one transaction
+RETRY_S = 0.2  # a replica's pause before reconnecting to its primary
 
 
 class SqlDbNode(Node):
@@ -47,6 +65,21 @@ class SqlDbNode(Node):
         self.errors = 0
         self.rejected = 0
         self.seed_ms = 0.0
+        # Replication state. Role and whom to follow outlive restarts (the replication manager
+        # sets them); what was received but not applied is memory, lost with a crash.
+        self.role = "replica" if self.params.get("replica_of") else "primary"
+        self.following: str | None = self.params.get("replica_of") or None
+        self.delay_ms = float(self.params.get("delay_ms", 0.0))
+        self.lsn = 0  # last change applied (on a primary: last written)
+        self.received = 0  # last change received from the primary (a replica)
+        self.head = 0  # the primary's last position as last seen
+        self.primary_down_since: float | None = None  # when this replica last lost its primary
+        self.lost_writes = 0  # set on an old primary: writes it accepted that nobody received
+        self.rebuild_after: int | None = None  # on restart, rebuild if the log runs past this
+        self._pending: collections.deque[list[Any]] = collections.deque()
+        self._pending_event = asyncio.Event()
+        self._log_event = asyncio.Event()
+        self._repl_tasks: list[asyncio.Task[Any]] = []
 
     def _new_capacity(self) -> Capacity:
         return Capacity(
@@ -72,6 +105,7 @@ class SqlDbNode(Node):
             conn.execute("ANALYZE")
             self.seed_ms = (time.monotonic() - start) * 1000
         self._conn = conn
+        self.lsn = conn.execute("SELECT COALESCE(MAX(lsn), 0) FROM changelog").fetchone()[0]
 
     def _run(self, sql: str, params: list[Any]) -> list[list[Any]]:
         assert self._conn is not None
@@ -80,6 +114,52 @@ class SqlDbNode(Node):
             return [list(r) for r in cur.fetchall()]
         finally:
             cur.close()
+
+    def _write(self, sql: str, params: list[Any]) -> tuple[int, int]:
+        """A write and its change-log entry in one transaction: (rowid, lsn)."""
+        assert self._conn is not None
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            cur = conn.execute(sql, params)
+            rowid = cur.lastrowid or 0
+            lsn = self.lsn + 1
+            conn.execute(sqlwire.LOG_INSERT, (lsn, time.time(), sql, json.dumps(params)))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.lsn = lsn
+        return rowid, lsn
+
+    def _apply(self, entries: list[list[Any]]) -> None:
+        """Replay log entries from the primary, in order, in one transaction."""
+        assert self._conn is not None
+        conn = self._conn
+        conn.execute("BEGIN")
+        last = self.lsn
+        try:
+            for lsn, t, sql, params in entries:
+                if lsn <= last:
+                    continue
+                try:
+                    conn.execute(sql, json.loads(params))
+                except sqlite3.Error as exc:  # keep the position: one bad entry must not stop the replica
+                    log.warning("%s: entry %s failed to apply: %s", self.id, lsn, exc)
+                conn.execute(sqlwire.LOG_INSERT, (lsn, t, sql, params))
+                last = lsn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.lsn = last
+
+    def _log_since(self, first: int, limit: int) -> list[list[Any]]:
+        assert self._conn is not None
+        cur = self._conn.execute(
+            "SELECT lsn, t, sql, params FROM changelog WHERE lsn >= ? ORDER BY lsn LIMIT ?", (first, limit)
+        )
+        return [list(r) for r in cur.fetchall()]
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -92,6 +172,7 @@ class SqlDbNode(Node):
         if task is not None:
             self._handlers.add(task)
         self._writers.add(writer)
+        peer = (writer.get_extra_info("peername") or ("",))[0]
         try:
             while True:
                 try:
@@ -100,7 +181,13 @@ class SqlDbNode(Node):
                     return
                 if not line:
                     return
-                writer.write(await self._answer(line))
+                # A partition drops packets: the caller hears nothing and times out.
+                while self._cut_off(peer):
+                    await asyncio.sleep(0.1)
+                answer = await self._answer(line)
+                while self._cut_off(peer):  # cut while it was answered (a long poll): the reply is lost too
+                    await asyncio.sleep(0.1)
+                writer.write(answer)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
@@ -110,13 +197,24 @@ class SqlDbNode(Node):
                 self._handlers.discard(task)
             writer.transport.abort()
 
+    def _cut_off(self, peer: str) -> bool:
+        cut_off = getattr(self, "cut_off", None)  # the partition fault (Node.cut_off)
+        return bool(cut_off and cut_off(peer))
+
     async def _answer(self, line: bytes) -> bytes:
         received = time.monotonic()
         try:
-            req_id, sql, params = sqlwire.decode_request(line)
+            msg = sqlwire.decode_message(line)
         except sqlwire.ProtocolError as exc:
             self.errors += 1
             return sqlwire.encode_reply("", error=f"bad request: {exc}", ms=0.0)
+        if "log_from" in msg:
+            return await self._answer_log(msg, received)
+        req_id, sql, params = msg["id"], msg["sql"], msg["params"]
+        write = sqlwire.is_write(sql)
+        if write and self.role != "primary":
+            self.errors += 1
+            return sqlwire.encode_reply(req_id, error=sqlwire.READ_ONLY, ms=0.0, lsn=self.lsn)
         capacity = self.capacity
         try:
             await capacity.acquire()
@@ -128,18 +226,186 @@ class SqlDbNode(Node):
             executor = self._executor
             if executor is None:
                 raise ConnectionError("database stopped")
-            rows = await asyncio.get_running_loop().run_in_executor(executor, self._run, sql, params)
+            loop = asyncio.get_running_loop()
+            if write:
+                rowid, lsn = await loop.run_in_executor(executor, self._write, sql, params)
+                self._log_written()
+            else:
+                lsn = self.lsn  # what this answer reflects: read before the query runs
+                rows = await loop.run_in_executor(executor, self._run, sql, params)
         except sqlite3.Error as exc:
             self.errors += 1
             return sqlwire.encode_reply(req_id, error=str(exc), ms=(time.monotonic() - received) * 1000)
         finally:
             capacity.release()
         self.queries += 1
-        return sqlwire.encode_reply(req_id, rows=rows, ms=(time.monotonic() - received) * 1000)
+        ms = (time.monotonic() - received) * 1000
+        if write:
+            return sqlwire.encode_reply(req_id, rows=[], ms=ms, lsn=lsn, rowid=rowid)
+        return sqlwire.encode_reply(req_id, rows=rows, ms=ms, lsn=lsn)
+
+    def _log_written(self) -> None:
+        """Wake the replicas' long polls."""
+        event, self._log_event = self._log_event, asyncio.Event()
+        event.set()
+
+    async def _answer_log(self, msg: dict[str, Any], received: float) -> bytes:
+        """A replica's pull: entries from ``log_from`` on, waiting up to ``wait_ms`` for the first."""
+        first = msg["log_from"]
+        if first > self.lsn and msg.get("wait_ms"):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._log_event.wait(), msg["wait_ms"] / 1000)
+        executor = self._executor
+        if executor is None:
+            raise ConnectionError("database stopped")
+        limit = max(1, min(int(msg.get("max") or PULL_MAX), PULL_MAX))
+        entries = await asyncio.get_running_loop().run_in_executor(executor, self._log_since, first, limit)
+        return sqlwire.encode_reply(msg["id"], ms=(time.monotonic() - received) * 1000, log=entries, head=self.lsn)
+
+    # Replication: a replica's side ------------------------------------------------------------
+    async def _pull(self) -> None:
+        """Follow the primary: long-poll its change log from this node's own address."""
+        while True:
+            primary_id = self.following
+            primary = self.lab.nodes.get(primary_id) if primary_id else None
+            if primary is None:
+                await asyncio.sleep(RETRY_S)
+                continue
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        primary.address, primary.port, local_addr=(self.address, 0), limit=sqlwire.MAX_LINE
+                    ),
+                    1.0,
+                )
+            except (OSError, TimeoutError):
+                self._primary_lost()
+                await asyncio.sleep(RETRY_S)
+                continue
+            try:
+                while self.following == primary_id:
+                    ask = sqlwire.encode_log_request(
+                        "repl", self.received + 1, max_entries=PULL_MAX, wait_ms=PULL_WAIT_MS
+                    )
+                    writer.write(ask)
+                    await writer.drain()
+                    line = await asyncio.wait_for(reader.readline(), PULL_WAIT_MS / 1000 + 1.5)
+                    if not line:
+                        raise ConnectionResetError
+                    reply = sqlwire.decode_reply(line)
+                    if "log" not in reply:
+                        raise ConnectionError(reply.get("error"))
+                    self.primary_down_since = None
+                    self.head = int(reply.get("head", self.head))
+                    for entry in reply["log"]:
+                        if entry[0] == self.received + 1:
+                            self._pending.append(entry)
+                            self.received = entry[0]
+                    if reply["log"]:
+                        self._pending_event.set()
+            except (OSError, TimeoutError, ValueError, sqlwire.ProtocolError):
+                self._primary_lost()
+                await asyncio.sleep(RETRY_S)
+            finally:
+                writer.transport.abort()
+
+    def _primary_lost(self) -> None:
+        if self.primary_down_since is None:
+            self.primary_down_since = time.monotonic()
+
+    async def _applier(self) -> None:
+        """Apply received entries once they are ``delay_ms`` old (the modelled replication delay)."""
+        while True:
+            if not self._pending:
+                self._pending_event.clear()
+                await self._pending_event.wait()
+                continue
+            due = self._pending[0][1] + self.delay_ms / 1000 - time.time()
+            if due > 0:
+                await asyncio.sleep(min(due, 0.05))  # re-read the delay often: it may change live
+                continue
+            await self._apply_due(ignore_delay=False)
+
+    async def _apply_due(self, *, ignore_delay: bool) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        horizon = time.time() - self.delay_ms / 1000
+        batch: list[list[Any]] = []
+        while self._pending and len(batch) < APPLY_BATCH and (ignore_delay or self._pending[0][1] <= horizon):
+            batch.append(self._pending.popleft())
+        if batch:
+            await asyncio.get_running_loop().run_in_executor(executor, self._apply, batch)
+
+    def _start_replication(self) -> None:
+        self._stop_replication_tasks()
+        if self.role == "replica":
+            self.received = max(self.received, self.lsn)
+            self._repl_tasks = [
+                asyncio.create_task(self._pull(), name=f"sqldb-pull-{self.id}"),
+                asyncio.create_task(self._applier(), name=f"sqldb-apply-{self.id}"),
+            ]
+
+    def _stop_replication_tasks(self) -> list[asyncio.Task[Any]]:
+        tasks, self._repl_tasks = self._repl_tasks, []
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    async def promote(self) -> int:
+        """Become the primary: stop following, apply everything received at once; the new head."""
+        tasks = self._stop_replication_tasks()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        while self._pending:
+            await self._apply_due(ignore_delay=True)
+        self.role, self.following = "primary", None
+        self.received = self.head = self.lsn
+        self.primary_down_since = None
+        return self.lsn
+
+    async def follow(self, primary_id: str, *, upto: int | None = None) -> bool:
+        """Become (or stay) a replica of ``primary_id``. ``upto``: the new primary's head at its
+        promotion; what this node received beyond it never happened there and is dropped, and if
+        it already applied some of it, it is rebuilt (re-seeded, then the log replayed). True if
+        it was rebuilt."""
+        tasks = self._stop_replication_tasks()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.role, self.following = "replica", primary_id
+        self.primary_down_since = None
+        rebuilt = False
+        if upto is not None:
+            while self._pending and self._pending[-1][0] > upto:
+                self._pending.pop()
+            self.received = min(self.received, upto)
+            if self.lsn > upto:
+                if self.up:
+                    await self._rebuild()
+                    rebuilt = True
+                else:
+                    self.rebuild_after = upto  # done when it restarts
+        if self.up:
+            self._start_replication()
+        return rebuilt
+
+    async def _rebuild(self) -> None:
+        """Throw the data away and start again from the seed; the pull then replays the log."""
+        up = self.up
+        await self.stop()
+        await self.discard()
+        self._pending.clear()
+        self.received = self.lsn = 0
+        if up:
+            await self.start()
 
     # Lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self.capacity = self._new_capacity()
+        if self.rebuild_after is not None:  # demoted while down, and it had run past the new primary
+            self.rebuild_after = None
+            await self.discard()
+        self._pending.clear()
+        self.received = 0
+        self.primary_down_since = None
         seed = self.path is None
         if seed:
             fd, self.path = tempfile.mkstemp(prefix=f"scalelab-{self.id}-", suffix=".sqlite3")
@@ -156,12 +422,22 @@ class SqlDbNode(Node):
                 await self.discard()
             raise
         self.up = True
+        if self.role == "replica":
+            replication = getattr(self.lab, "replication", None)
+            if replication is not None:  # a restarted replica follows whoever is primary now
+                self.following = replication.primary_for(self.id) or self.following
+            self.received = self.lsn
+            self._start_replication()
 
     async def stop(self) -> None:
         """Crash-like: stop listening, reset every connection, close SQLite and its thread.
 
         The file stays (a crashed database keeps its disk); ``discard`` deletes it."""
         self.up = False
+        repl = self._stop_replication_tasks()
+        if repl:
+            await asyncio.gather(*repl, return_exceptions=True)
+        self._pending.clear()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -189,13 +465,27 @@ class SqlDbNode(Node):
             self.path = None
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        snap: dict[str, Any] = {
             "up": self.up,
             "in_flight": self.capacity.busy,
             "queued": self.capacity.queued,
             "util": round(self.capacity.utilisation(), 3),
             "queries": self.queries,
+            "role": self.role,
+            "lsn": self.lsn,
         }
+        if self.role == "replica":
+            head = max(self.head, self.received)
+            snap.update(
+                following=self.following,
+                received=self.received,
+                lag=max(0, head - self.lsn),
+                lag_ms=round((time.time() - self._pending[0][1]) * 1000) if self._pending else 0,
+                delay_ms=self.delay_ms,
+            )
+        if self.lost_writes:
+            snap["lost_writes"] = self.lost_writes
+        return snap
 
 
 class DbError(Exception):
@@ -222,6 +512,11 @@ class DbPool:
 
     async def query(self, req_id: str, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> tuple[list[Any], float]:
         """(rows, ms inside the database); raises DbError."""
+        reply = await self.query_reply(req_id, sql, params)
+        return reply["rows"], float(reply.get("ms", 0.0))
+
+    async def query_reply(self, req_id: str, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> dict[str, Any]:
+        """The whole reply (rows, ms, lsn and for a write rowid); raises DbError."""
         # A pooled connection may have died with the database (a crash resets it): that shows only
         # when it is used, so a failed reused connection is retried once on a fresh one.
         for reused in (True, False):
@@ -270,7 +565,7 @@ class DbPool:
                 if error == sqlwire.OVERLOADED:
                     raise DbError(error, unavailable=True)
                 raise DbError(f"error: {error}", unavailable=False)
-            return reply["rows"], float(reply.get("ms", 0.0))
+            return reply
         raise AssertionError("unreachable")
 
     def close(self) -> None:

@@ -19,12 +19,14 @@ from aiohttp import web
 
 from core.engine import sqlwire
 from core.engine.capacity import Capacity, Overloaded
+from core.engine.dal import DataAccess
 from core.engine.kinds import SIZES, size_of
 from core.engine.nodes.base import Node
 from core.engine.nodes.http import HttpListener
-from core.engine.nodes.sqldb import DbError, DbPool
+from core.engine.nodes.sqldb import DbError
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_to_header
 
+LSN_HEADER = "X-Data-Lsn"  # the change-log position the data in a response reflects
 PAGE = """<!doctype html><html><head><title>Scale Lab site</title></head>
 <body><h1>Hello from {node}</h1><p>Served by {address}:{port}</p></body></html>"""
 
@@ -40,10 +42,12 @@ class WebNode(Node):
         self._http = HttpListener(self.handle)
         self.served = 0
         self.rejected = 0
-        topo = self.lab.topology
-        dbs = [p for p in topo.peers(self.id) if topo.node(p).kind == "sqldb"]
-        self.db_id: str | None = dbs[0] if dbs else None
-        self._db: DbPool | None = None
+        self.dal = DataAccess(self)
+
+    @property
+    def db_id(self) -> str | None:
+        """The database writes go to (None without a data tier)."""
+        return self.dal.primary() if self.dal.available else None
 
     def _new_capacity(self) -> Capacity:
         return Capacity(
@@ -72,7 +76,8 @@ class WebNode(Node):
             headers["X-Request-Id"] = request_id
         if request.path == "/health":
             return web.Response(text="ok", headers=headers)
-        if request.path != "/" and not request.path.startswith("/api/"):
+        route = _route(request.method, request.path)
+        if route is None:
             return web.Response(status=404, text="not found", headers=headers)
         capacity = self.capacity  # a restart swaps it; a request finishes on the one it began
         try:
@@ -83,14 +88,16 @@ class WebNode(Node):
         hops: list[Hop] = []
         data: dict[str, Any] | None = None
         try:
-            if self._db is not None:
+            if self.dal.available:
                 try:
-                    data = await self._query_page(request, request_id or "", received, hops)
+                    data = await self._serve_data(request, route, request_id or "", received, hops)
                 except DbError as exc:
                     headers[HOPS_HEADER] = hops_to_header(hops)
                     if exc.unavailable:
                         return web.Response(status=503, text=f"database unavailable: {exc.status}", headers=headers)
                     return web.Response(status=500, text=f"database error: {exc.status}", headers=headers)
+                except _BadRequest as exc:
+                    return web.Response(status=400, text=str(exc), headers=headers)
             cpu_ms = await capacity.work(extra_ms=self.slow_ms)
         finally:
             capacity.release()
@@ -98,10 +105,14 @@ class WebNode(Node):
         headers["X-Cpu-Ms"] = f"{cpu_ms:.1f}"
         if data is not None:
             headers[HOPS_HEADER] = hops_to_header(hops)
-            if request.path == "/":
+            lsn = data.get("lsn") if route == "post" else data.pop("lsn", None)
+            if lsn is not None:
+                headers[LSN_HEADER] = str(lsn)
+            if route == "home" and request.path == "/":
                 return web.Response(text=_render_page(self, data), content_type="text/html", headers=headers)
+            status = 201 if route == "post" else 200
             body = {"server": self.id, "path": request.path, **data}
-            return web.Response(text=json.dumps(body), content_type="application/json", headers=headers)
+            return web.json_response(body, status=status, headers=headers)
         if request.path == "/":
             return web.Response(
                 text=PAGE.format(node=self.id, address=self.address, port=self.port),
@@ -115,40 +126,56 @@ class WebNode(Node):
         }
         return web.Response(text=json.dumps(body), content_type="application/json", headers=headers)
 
-    async def _query_page(
-        self, request: web.BaseRequest, request_id: str, received: float, hops: list[Hop]
-    ) -> dict[str, Any]:
-        """Run the page's queries against the database, one hop each; raises DbError."""
-        assert self._db is not None and self.db_id is not None
-        users = int(self.lab.topology.node(self.db_id).params["users"])
-        try:
-            user_id = int(request.query.get("user", ""))
-        except ValueError:
-            user_id = self.lab.rng.randint(1, users)
-        results = []
-        for i, sql in enumerate(sqlwire.PAGE_QUERIES):
-            start = time.monotonic()
-            op = sqlwire.op_text(sql)
+    async def _user(self, request: web.BaseRequest) -> tuple[int, dict[str, Any]]:
+        """The user a request is about (query, path or JSON body; else a random one) and its body."""
+        body: dict[str, Any] = {}
+        if request.method == "POST" and request.can_read_body:
             try:
-                rows, _ = await self._db.query(f"{request_id}.{i}", sql, [user_id])
-            except DbError as exc:
-                ms = (time.monotonic() - start) * 1000
-                hops.append(Hop(self.id, self.db_id, "sql", op, False, exc.status, ms, (start - received) * 1000))
-                raise
-            ms = (time.monotonic() - start) * 1000
-            status = f"{len(rows)} row" + ("" if len(rows) == 1 else "s")
-            hops.append(Hop(self.id, self.db_id, "sql", op, True, status, ms, (start - received) * 1000))
-            results.append(rows)
-        profile, feed = results
+                parsed = await request.json()
+            except ValueError:
+                raise _BadRequest("the body must be JSON") from None
+            body = parsed if isinstance(parsed, dict) else {}
+        raw = request.query.get("user") or body.get("user") or request.path.rsplit("/", 1)[-1]
+        try:
+            user = int(raw)
+        except (TypeError, ValueError):
+            user = self.lab.rng.randint(1, max(1, self.dal.users()))
+        return user, body
+
+    async def _serve_data(
+        self, request: web.BaseRequest, route: str, request_id: str, received: float, hops: list[Hop]
+    ) -> dict[str, Any]:
+        """The route's queries through the data-access layer; the page's data and ``lsn``."""
+        user_id, body = await self._user(request)
+        kv_id = self.dal.kv_for(request.query.get("store"))
+        if kv_id is not None:
+            caption = str(body.get("caption") or "a new photo")[:200]
+            result, lsn = await self.dal.kv(kv_id, route, user_id, caption, hops, received)
+            if route == "post":
+                return {"post": result, "lsn": lsn}
+            if route == "login":
+                return {"user": {"id": user_id}, "ok": bool(result), "lsn": lsn}
+            return {"user": result.get("user") or {"id": user_id}, "items": result.get("items", []), "lsn": lsn}
+        if route == "post":
+            caption = str(body.get("caption") or "a new photo")[:200]
+            params = [user_id, caption, f"/photos/u{user_id}-{request_id or 'x'}.jpg", int(time.time())]
+            post_id, lsn = await self.dal.write(request_id, sqlwire.POST_SQL, params, hops, received)
+            return {"post": post_id, "lsn": lsn}
+        queries = {"home": sqlwire.PAGE_QUERIES, "profile": sqlwire.PROFILE_QUERIES, "login": (sqlwire.LOGIN_SQL,)}
+        results, lsn = await self.dal.read(request_id, [(q, [user_id]) for q in queries[route]], hops, received)
+        if route == "login":
+            return {"user": {"id": user_id}, "ok": bool(results[0]), "lsn": lsn}
+        profile, rows = results
         user = {"id": user_id, "name": profile[0][1], "bio": profile[0][2]} if profile else {"id": user_id}
-        items = [{"id": r[0], "by": r[1], "caption": r[2], "photo": r[3], "created_at": r[4]} for r in feed]
-        return {"user": user, "items": items}
+        if route == "home":
+            items = [{"id": r[0], "by": r[1], "caption": r[2], "photo": r[3], "created_at": r[4]} for r in rows]
+        else:
+            by = user.get("name", "")
+            items = [{"id": r[0], "by": by, "caption": r[1], "photo": r[2], "created_at": r[3]} for r in rows]
+        return {"user": user, "items": items, "lsn": lsn}
 
     async def start(self) -> None:
         self.capacity = self._new_capacity()
-        if self.db_id is not None:
-            db = self.lab.nodes[self.db_id]
-            self._db = DbPool(db.address, db.port or sqlwire.PORT, source=self.address)
         # The handler is looked up at start, so a test may wrap it before a restart.
         self._http = HttpListener(self.handle)
         await self._http.start(self.address, self.port)
@@ -158,9 +185,7 @@ class WebNode(Node):
         """Crash-like: stop listening and reset every open connection at once."""
         self.up = False
         self._http.crash()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        await self.dal.close()
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -172,6 +197,23 @@ class WebNode(Node):
             "workers": self.workers,
             "service_ms": self.service_ms,
         }
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _route(method: str, path: str) -> str | None:
+    """The application's routes: home (the HTML page or the mobile feed), profile, login, post."""
+    if method == "POST":
+        return {"/api/posts": "post", "/api/login": "login"}.get(path)
+    if path in ("/", "/api/feed"):
+        return "home"
+    if path.startswith("/api/users/"):
+        return "profile"
+    if path.startswith("/api/"):
+        return "home"  # any other API read: the feed, as in stage 1
+    return None
 
 
 def _render_page(node: WebNode, data: dict[str, Any]) -> str:

@@ -1,0 +1,174 @@
+"""The web tier's data-access layer: which database each query goes to, and the query's hop.
+
+SQL: writes go to the cluster's current primary (``core.engine.replication`` says which). Reads go to
+the replicas in turn, and to the primary when no replica is left; a replica that cannot be reached
+is skipped for ``DOWN_S`` (passive detection, as a driver's pool does) and the read is tried on
+the next one, so losing a replica costs one failed hop, not a failed request. Every attempt is a
+hop web → database with the SQL, so the student sees the decision on the diagram.
+
+Key-value: a request that asks for ``store=kv`` (or any request, when the web server has only a
+key-value database) goes to the ``kvdb`` node through ``KvStore``: the same pages, one denormalised
+round trip each instead of a join, so the two stores can be compared on the same workload.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from core.engine import sqlwire
+from core.engine.nodes.kvdb import KvStore
+from core.engine.nodes.sqldb import DbError, DbPool
+from core.engine.telemetry import Hop
+
+if TYPE_CHECKING:
+    from core.engine.nodes.base import Node
+
+DOWN_S = 5.0
+
+
+class DataAccess:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.lab = node.lab
+        self._pools: dict[str, DbPool] = {}
+        self._down_until: dict[str, float] = {}
+        self._turn = 0
+        self._kv: dict[str, KvStore] = {}
+
+    def db_ids(self, kind: str = "sqldb") -> list[str]:
+        """The databases of a kind this web server has an edge to (read each time: servers come and go)."""
+        topo = self.lab.topology
+        return [p for p in topo.peers(self.node.id) if topo.node(p).kind == kind]
+
+    @property
+    def available(self) -> bool:
+        return bool(self.db_ids() or self.db_ids("kvdb"))
+
+    def users(self) -> int:
+        ids = self.db_ids() or self.db_ids("kvdb")
+        return int(self.lab.topology.node(ids[0]).params["users"]) if ids else 0
+
+    def kv_for(self, wanted: str | None) -> str | None:
+        """The key-value node a request goes to: when it asks for ``store=kv``, or when there is no SQL."""
+        kvs = self.db_ids("kvdb")
+        if kvs and (wanted == "kv" or not self.db_ids()):
+            return kvs[0]
+        return None
+
+    async def kv(
+        self, kv_id: str, route: str, user: int, caption: str, hops: list[Hop], received: float
+    ) -> tuple[Any, int]:
+        """One page from the key-value store, recorded as a hop: (result, lsn); raises DbError."""
+        store = self._kv.get(kv_id)
+        if store is None:
+            node = self.lab.nodes[kv_id]
+            store = self._kv[kv_id] = KvStore(node.address, node.port or 6379, node, source=self.node.address)  # type: ignore[arg-type]
+        start = time.monotonic()
+        at_ms = (start - received) * 1000
+        try:
+            if route == "post":
+                result, _, lsn, op = await store.post(user, caption)
+            else:
+                result, _, lsn, op = await {"home": store.feed, "profile": store.profile, "login": store.login}[route](
+                    user
+                )
+        except DbError as exc:
+            ms = (time.monotonic() - start) * 1000
+            hops.append(Hop(self.node.id, kv_id, "kv", route, False, exc.status, ms, at_ms))
+            raise
+        status = f"written · lsn {lsn}" if route == "post" else "ok"
+        hops.append(Hop(self.node.id, kv_id, "kv", op, True, status, (time.monotonic() - start) * 1000, at_ms))
+        return result, lsn
+
+    def primary(self) -> str:
+        ids = self.db_ids()
+        replication = getattr(self.lab, "replication", None)
+        primary = replication.primary_for(ids[0]) if replication is not None else None
+        return primary if primary in ids else ids[0]
+
+    def read_order(self) -> list[str]:
+        """Where a read is tried, in order: the replicas not known to be down (rotating), then the primary."""
+        primary = self.primary()
+        now = time.monotonic()
+        replicas = [i for i in self.db_ids() if i != primary and self._down_until.get(i, 0.0) <= now]
+        if replicas:
+            k = self._turn % len(replicas)
+            self._turn += 1
+            replicas = replicas[k:] + replicas[:k]
+        return [*replicas, primary]
+
+    def _replicated(self) -> bool:
+        replication = getattr(self.lab, "replication", None)
+        return bool(replication is not None and replication.enabled)
+
+    def _pool(self, db_id: str) -> DbPool:
+        pool = self._pools.get(db_id)
+        if pool is None:
+            db = self.lab.nodes[db_id]
+            pool = self._pools[db_id] = DbPool(db.address, db.port or sqlwire.PORT, source=self.node.address)
+        return pool
+
+    async def run(
+        self, db_id: str, req_id: str, sql: str, params: list[Any], hops: list[Hop], received: float
+    ) -> dict[str, Any]:
+        """One query on one database, recorded as a hop; the reply, or DbError."""
+        start = time.monotonic()
+        op = sqlwire.op_text(sql)
+        at_ms = (start - received) * 1000
+        try:
+            reply = await self._pool(db_id).query_reply(req_id, sql, params)
+        except DbError as exc:
+            ms = (time.monotonic() - start) * 1000
+            hops.append(Hop(self.node.id, db_id, "sql", op, False, exc.status, ms, at_ms))
+            if exc.unavailable and exc.status != sqlwire.OVERLOADED:
+                self._down_until[db_id] = time.monotonic() + DOWN_S
+            raise
+        rows = reply.get("rows", [])
+        status = f"{len(rows)} row" + ("" if len(rows) == 1 else "s")
+        if "rowid" in reply:
+            status = f"written · lsn {reply.get('lsn')}"
+        elif "lsn" in reply and self._replicated():  # where it matters: how fresh a replica's answer is
+            status += f" · lsn {reply['lsn']}"
+        hops.append(Hop(self.node.id, db_id, "sql", op, True, status, (time.monotonic() - start) * 1000, at_ms))
+        return reply
+
+    async def read(
+        self, req_id: str, queries: list[tuple[str, list[Any]]], hops: list[Hop], received: float
+    ) -> tuple[list[list[Any]], int | None]:
+        """Run a page's reads on one database (trying the next when one cannot be reached):
+        (rows of each query, the log position they reflect)."""
+        last: DbError | None = None
+        for n, db_id in enumerate(self.read_order()):
+            try:
+                results, lsns = [], []
+                for i, (sql, params) in enumerate(queries):
+                    qid = f"{req_id}.{n}{i}" if n else f"{req_id}.{i}"  # the request id, end to end
+                    reply = await self.run(db_id, qid, sql, params, hops, received)
+                    results.append(reply.get("rows", []))
+                    if "lsn" in reply:
+                        lsns.append(int(reply["lsn"]))
+                return results, (min(lsns) if lsns else None)
+            except DbError as exc:
+                if not exc.unavailable:
+                    raise
+                last = exc
+        assert last is not None
+        raise last
+
+    async def write(
+        self, req_id: str, sql: str, params: list[Any], hops: list[Hop], received: float
+    ) -> tuple[int, int | None]:
+        """A write on the primary: (rowid, its log position)."""
+        reply = await self.run(self.primary(), f"{req_id}.w", sql, params, hops, received)
+        lsn = reply.get("lsn")
+        return int(reply.get("rowid", 0)), (int(lsn) if lsn is not None else None)
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        stores, self._kv = list(self._kv.values()), {}
+        for store in stores:
+            await store.close()
+        self._down_until.clear()
