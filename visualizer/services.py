@@ -90,9 +90,12 @@ def lab_snapshot(*, lesson: Lesson, lab: Lab | None, session_key: str | None = N
     pipe.get(keys.status_key(lab_id))
     pipe.get(keys.frame_key(lab_id))
     pipe.lrange(keys.history_key(lab_id), -keys.HISTORY_POINTS, -1)
-    status, frame, history = pipe.execute()
+    pipe.get(keys.topology_key(lab_id))
+    status, frame, history, topology = pipe.execute()
     if status:
         hello["status"] = json.loads(status)
+    if topology and status:  # nodes were added or removed in the running lab: draw what runs
+        hello["topology"] = json.loads(topology)["topology"]
     if frame:
         hello["frame"] = json.loads(frame)
     hello["history"] = [json.loads(point) for point in history]

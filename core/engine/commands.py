@@ -11,6 +11,7 @@ from core.engine.spec import NODE_ID
 
 MAX_RATE = 5000.0
 MAX_SLOW_MS = 10000.0
+MAX_ZIPF_S = 3.0  # the mix command's skew: 0 uniform, ~1 typical web popularity, 3 one hot key
 RELATIVE_SIZES = ("up", "down")  # resize: one size bigger or smaller than the current one
 STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a lesson step's stable id
 # action -> (required fields, optional fields)
@@ -24,9 +25,16 @@ ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "algorithm": (frozenset({"node", "value"}), frozenset()),  # a load balancer's algorithm
     "resize": (frozenset({"node", "size"}), frozenset()),  # a web server's modelled CPU size (kinds.SIZES)
     "check": (frozenset({"step"}), frozenset()),  # "check now": the engine answers with a verdict
+    "add": (frozenset({"like"}), frozenset()),  # horizontal scaling: a new node cloned from "like"
+    "remove": (frozenset({"node"}), frozenset()),  # drained first: requests in flight finish
+    "partition": (frozenset({"node", "peer"}), frozenset()),  # drop traffic between two nodes
+    "heal": (frozenset({"node"}), frozenset({"peer"})),  # without peer: every partition of node
+    "promote": (frozenset({"node"}), frozenset()),  # a database replica becomes the primary
+    "delay": (frozenset({"node", "ms"}), frozenset()),  # a replica's modelled replication delay
+    "mix": (frozenset(), frozenset({"node", "write_ratio", "zipf_s"})),  # clients' workload mix
 }
 # the rest are lifecycle, not engine
-LAB_ACTIONS = frozenset({"traffic", "kill", "restart", "slow", "algorithm", "resize"})
+LAB_ACTIONS = frozenset(ACTIONS) - {"start", "stop", "check"}
 OPTIONAL_ALWAYS = frozenset({"id"})  # a client-chosen id, echoed back in errors
 
 
@@ -52,13 +60,26 @@ def validate_command(raw: Any, *, node_ids: list[str] | None = None) -> dict[str
     if extra:
         raise CommandError(f"{action}: unexpected field {', '.join(sorted(extra))}")
     cmd: dict[str, Any] = {"action": action}
-    if "node" in raw and raw["node"] is not None:
-        node = raw["node"]
-        if not isinstance(node, str) or not NODE_ID.match(node):
-            raise CommandError(f"{action}: node must be a node id, got {node!r}")
-        if node_ids is not None and node not in node_ids:
-            raise CommandError(f"{action}: unknown node {node!r}")
-        cmd["node"] = node
+    for field in ("node", "like", "peer"):  # every field naming a node
+        if field in raw and raw[field] is not None:
+            node = raw[field]
+            if not isinstance(node, str) or not NODE_ID.match(node):
+                raise CommandError(f"{action}: {field} must be a node id, got {node!r}")
+            if node_ids is not None and node not in node_ids:
+                raise CommandError(f"{action}: unknown node {node!r}")
+            cmd[field] = node
+    if cmd.get("peer") is not None and cmd.get("peer") == cmd.get("node"):
+        raise CommandError(f"{action}: a node cannot be cut off from itself")
+    if action == "mix" and not ({"write_ratio", "zipf_s"} & raw.keys()):
+        raise CommandError("mix: give write_ratio (0-1), zipf_s (0-3) or both")
+    for field, top in (("write_ratio", 1.0), ("zipf_s", MAX_ZIPF_S)):
+        if field in raw:
+            value = raw[field]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise CommandError(f"{action}: {field} must be a number, got {value!r}")
+            if not 0 <= value <= top:
+                raise CommandError(f"{action}: {field} must be between 0 and {top:g}")
+            cmd[field] = float(value)
     if "step" in raw:
         step = raw["step"]
         if not isinstance(step, str) or not STEP_ID.match(step):

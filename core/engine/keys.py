@@ -3,6 +3,7 @@
 PREFIX = "scalelab"
 STATUS_TTL_S = 15  # refreshed every second by a live lab: a dead worker's lab expires quickly
 HISTORY_POINTS = 300
+TOPOLOGY_TTL_S = 3600  # refreshed by every status of a lab whose topology changed
 
 
 def out_channel(lab_id: str) -> str:
@@ -21,6 +22,11 @@ def status_key(lab_id: str) -> str:
 
 def frame_key(lab_id: str) -> str:
     return f"{PREFIX}:lab:{lab_id}:frame"
+
+
+def topology_key(lab_id: str) -> str:
+    """The last ``topology`` message: the live topology once a node was added or removed."""
+    return f"{PREFIX}:lab:{lab_id}:topology"
 
 
 def history_key(lab_id: str) -> str:

@@ -13,10 +13,16 @@ from typing import Any
 from core.engine.commands import CommandError, validate_command
 from core.engine.kinds import SIZES
 from core.engine.nodes.base import Node
-from core.engine.spec import Topology
+from core.engine.replication import Replication
+from core.engine.spec import NodeSpec, Topology
 from core.engine.telemetry import Telemetry, Trace
 
 Emit = Callable[[dict[str, Any]], None]
+# Horizontal scaling: the kinds a student may add and remove live (servers behind a balancer,
+# database replicas). Clients, DNS and balancers are the lesson's fixed frame.
+SCALABLE_KINDS = frozenset({"web", "sqldb"})
+MAX_NODES = 32  # per lab: every node is real sockets in one worker process
+DRAIN_TIMEOUT_S = 5.0  # how long a removed node may finish the requests it was sent
 
 
 class LabStartError(Exception):
@@ -65,10 +71,16 @@ class Lab:
         self.stop_timeout = stop_timeout
         self.telemetry = Telemetry(frame_interval=frame_interval, rng=self.rng)
         self.state = "stopped"
+        self._initial_topology = topology
+        self._topology_dict: dict[str, Any] | None = None  # cached: the status carries it every second
         self._by_address = {self.address(n.id): n.id for n in topology.nodes}
         self.nodes: dict[str, Node] = {n.id: _runtime(n.kind_info.runtime)(n, self) for n in topology.nodes}
         self._node_state = {n.id: "stopped" for n in topology.nodes}
         self._node_ids = [n.id for n in topology.nodes]
+        # The "partition" fault: unordered pairs of node ids that cannot reach each other.
+        self.partitions: set[frozenset[str]] = set()
+        self._reshaping = asyncio.Lock()  # one add/remove at a time
+        self.replication = Replication(self)
 
     # Addresses -----------------------------------------------------------------------------
     def address(self, node_id: str) -> str:
@@ -76,6 +88,10 @@ class Lab:
 
     def node_at(self, address: str) -> str | None:
         return self._by_address.get(address)
+
+    def partitioned(self, a: str, b: str) -> bool:
+        """True when a partition separates nodes ``a`` and ``b`` (in either direction)."""
+        return frozenset((a, b)) in self.partitions
 
     # Lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -96,11 +112,14 @@ class Lab:
                 node, exc = failed[0]
                 self._set_state("failed", f"{node.id} could not start on {node.address}:{node.port}: {exc}")
                 raise LabStartError(f"{node.id}: {exc}") from exc
+        await self.replication.start()
         self.telemetry.event(time.time(), "lab_started")
         self._set_state("running")
 
     async def stop(self) -> None:
         """Stop clients first (no new traffic), then servers; every node gets stop_timeout."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.replication.stop(), self.stop_timeout)
         if self.state not in ("stopped", "failed"):
             self._set_state("stopping")
         order = sorted(self.nodes.values(), key=lambda n: n.spec.kind_info.role != "client")
@@ -183,17 +202,183 @@ class Lab:
                 workers=node.capacity.workers,  # type: ignore[attr-defined]
                 service_ms=node.capacity.service_ms,  # type: ignore[attr-defined]
             )
+        elif action in ("add", "remove") and self.state != "running":
+            raise CommandError(f"{action}: the lab is {self.state}: nodes are added and removed while it runs")
+        elif action == "add":
+            await self._add(cmd["like"])
+        elif action == "remove":
+            await self._remove(node_id)
+        elif action == "partition":
+            self._partition(node_id, cmd["peer"])
+        elif action == "heal":
+            self._heal(node_id, cmd.get("peer"))
+        elif action in ("promote", "delay"):
+            await self.replication.command(cmd)
+        elif action == "mix":
+            self._mix(node_id, {k: cmd[k] for k in ("write_ratio", "zipf_s") if k in cmd})
+
+    # Horizontal scaling --------------------------------------------------------------------
+    async def _add(self, like: str) -> str:
+        """Start a copy of ``like`` (kind, params, edges) and tell every node; returns its id."""
+        async with self._reshaping:
+            base = self._spec("add", like)
+            if base.kind not in SCALABLE_KINDS:
+                raise CommandError(f"add: {like} is a {base.kind}: only web servers and databases can be added")
+            if len(self.nodes) >= MAX_NODES:
+                raise CommandError(f"add: a lab holds at most {MAX_NODES} nodes")
+            # A copy of a database is a replica of its cluster's primary, not a second primary.
+            extra = {"replica_of": base.params.get("replica_of") or like} if "replica_of" in base.params else {}
+            try:
+                topology, spec = self.topology.with_clone(like, **extra)
+            except ValueError as exc:
+                raise CommandError(f"add: {exc}") from exc
+            previous = self.topology
+            self._swap(topology)
+            node = self._install(spec)
+            try:
+                await node.start()
+            except OSError as exc:
+                with contextlib.suppress(Exception):
+                    await node.stop()
+                self._uninstall(spec.id)
+                self._swap(previous)
+                raise CommandError(f"add: {spec.id} could not start on {node.address}:{node.port}: {exc}") from exc
+            self._node_state[spec.id] = "up"
+            self._peers_changed()
+            await self.replication.start()  # idempotent: watches failover once there is a replica
+            self.telemetry.event(time.time(), "node_added", node=spec.id, like=like)
+            self._publish_topology()
+            self._publish_status(f"{spec.id} added, like {like}")
+            return spec.id
+
+    async def _remove(self, node_id: str) -> None:
+        """Take a node out of every rotation, let the requests already sent to it finish
+        (bounded by DRAIN_TIMEOUT_S), then stop it and free what it holds."""
+        async with self._reshaping:
+            spec = self._spec("remove", node_id)
+            self._check_removable(spec)
+            self._swap(self.topology.without(node_id))
+            self.partitions = {p for p in self.partitions if node_id not in p}
+            self._peers_changed()  # callers stop picking it from here on
+            self._publish_topology()
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            while time.monotonic() < deadline and any(n.in_flight_to(node_id) for n in self.nodes.values()):
+                await asyncio.sleep(0.02)
+            node = self.nodes[node_id]
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(node.stop(), self.stop_timeout)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(node.discard(), self.stop_timeout)
+            self._uninstall(node_id)
+            self.telemetry.event(time.time(), "node_removed", node=node_id)
+            self._publish_status(f"{node_id} removed")
+
+    def _spec(self, action: str, node_id: str) -> NodeSpec:
+        try:
+            return self.topology.node(node_id)
+        except KeyError:  # validated, so it was removed while this command waited its turn
+            raise CommandError(f"{action}: {node_id} has been removed") from None
+
+    def _check_removable(self, spec: NodeSpec) -> None:
+        node_id = spec.id
+        if spec.kind not in SCALABLE_KINDS:
+            raise CommandError(f"remove: {node_id} is a {spec.kind}: only web servers and databases can be removed")
+        kin = [n for n in self.topology.nodes if n.kind == spec.kind and n.id != node_id]
+        if not kin and any(b == node_id for _, b in self.topology.edges):
+            raise CommandError(f"remove: {node_id} is the last {spec.kind} and other nodes depend on it")
+        primary_for = getattr(self.replication, "primary_for", None)
+        primary = primary_for(node_id) if primary_for else getattr(self.replication, "primary_id", None)
+        if spec.kind == "sqldb" and primary == node_id:
+            raise CommandError(f"remove: {node_id} is the primary database: promote a replica first")
+        for other in self.topology.nodes:  # e.g. a DNS node's target
+            for name, param in other.kind_info.params.items():
+                if param.ref and other.params.get(name) == node_id:
+                    raise CommandError(f"remove: {other.id} refers to {node_id} ({name})")
+
+    def _swap(self, topology: Topology) -> None:
+        self.topology = topology
+        self._topology_dict = None
+
+    def _install(self, spec: NodeSpec) -> Node:
+        node = _runtime(spec.kind_info.runtime)(spec, self)
+        self.nodes[spec.id] = node
+        self._by_address[node.address] = spec.id
+        self._node_state[spec.id] = "starting"
+        self._node_ids.append(spec.id)
+        return node
+
+    def _uninstall(self, node_id: str) -> None:
+        node = self.nodes.pop(node_id)
+        self._by_address.pop(node.address, None)
+        self._node_state.pop(node_id, None)
+        self._node_ids.remove(node_id)
+        self.partitions = {p for p in self.partitions if node_id not in p}
+
+    def _peers_changed(self) -> None:
+        for node in list(self.nodes.values()):
+            if node.up:
+                node.peers_changed()
+
+    def topology_dict(self) -> dict[str, Any]:
+        """The live topology's to_dict(), cached until the next change."""
+        if self._topology_dict is None:
+            self._topology_dict = self.topology.to_dict()
+        return self._topology_dict
+
+    def _publish_topology(self) -> None:
+        self.emit({"type": "topology", "topology": self.topology_dict()})
+
+    # Partitions ------------------------------------------------------------------------------
+    def _partition(self, a: str, b: str) -> None:
+        pair = frozenset((a, b))
+        if pair in self.partitions:
+            raise CommandError(f"partition: {a} and {b} are already cut off from each other")
+        self.partitions.add(pair)
+        self.telemetry.event(time.time(), "partitioned", node=a, peer=b)
+
+    def _heal(self, node_id: str, peer: str | None) -> None:
+        """Heal one partition, or without ``peer`` every partition of ``node_id``."""
+        pairs = [p for p in self.partitions if node_id in p and (peer is None or peer in p)]
+        if not pairs:
+            between = f" and {peer}" if peer else ""
+            raise CommandError(f"heal: no partition between {node_id}{between}")
+        now = time.time()
+        for pair in pairs:
+            self.partitions.discard(pair)
+            other = peer or next(x for x in pair if x != node_id)
+            self.telemetry.event(now, "healed", node=node_id, peer=other)
+
+    # Workload --------------------------------------------------------------------------------
+    def _mix(self, node_id: str | None, mix: dict[str, float]) -> None:
+        clients = [n for n in self.nodes.values() if n.spec.kind == "client"]
+        if node_id is not None:
+            if self.nodes[node_id].spec.kind != "client":
+                raise CommandError(f"mix: {node_id} is not a client: only clients have a workload mix")
+            clients = [self.nodes[node_id]]
+        clients = [c for c in clients if hasattr(c, "set_mix")]
+        if not clients:
+            raise CommandError("mix: these clients have no workload mix")
+        for c in clients:
+            c.set_mix(**mix)  # type: ignore[attr-defined]
+        self.telemetry.event(time.time(), "mix_set", node=node_id, **mix)
 
     # Telemetry -----------------------------------------------------------------------------
     def record(self, trace: Trace) -> None:
         self.telemetry.record(trace)
 
     def frame(self, now: float | None = None) -> dict[str, Any]:
+        # The live node list and edges: a node added since the last frame shows in this one (a
+        # removed one shows until it has drained and stopped).
         frame = self.telemetry.frame(time.time() if now is None else now, self._node_ids, list(self.topology.edges))
-        for node_id, node in self.nodes.items():
+        for node_id in self._node_ids:
+            node = self.nodes[node_id]
             frame["nodes"][node_id].update(node.snapshot())
             if node.slow_ms:
                 frame["nodes"][node_id]["slow_ms"] = node.slow_ms
+        frame["partitions"] = sorted(sorted(p) for p in self.partitions)
+        rep = self.replication.frame_fields()
+        if rep is not None:
+            frame["replication"] = rep
         return frame
 
     def status(self, message: str | None = None) -> dict[str, Any]:
@@ -210,6 +395,8 @@ class Lab:
                 for n in self.nodes.values()
             },
         }
+        if self.topology is not self._initial_topology:  # a reconnecting page redraws from it
+            status["topology"] = self.topology_dict()
         if message:
             status["message"] = message
         return status

@@ -49,6 +49,10 @@ class _Publisher:
                 pipe.set(keys.status_key(self.lab_id), text, ex=keys.STATUS_TTL_S)
             elif message["type"] == "frame":
                 pipe.set(keys.frame_key(self.lab_id), text, ex=keys.STATUS_TTL_S)
+            elif message["type"] == "topology":  # a page that (re)connects draws the live one
+                pipe.set(keys.topology_key(self.lab_id), text, ex=keys.TOPOLOGY_TTL_S)
+            if message["type"] == "status" and "topology" in message:
+                pipe.expire(keys.topology_key(self.lab_id), keys.TOPOLOGY_TTL_S)
             try:
                 await pipe.execute()
             except aioredis.RedisError as exc:

@@ -134,7 +134,6 @@ async def test_it_resumes_with_the_last_frame_and_history(lesson: Lesson, alice:
         {"action": "explode"},
         {"action": "kill"},
         {"action": "kill", "node": "Web!"},
-        {"action": "kill", "node": "wbe"},
         {"action": "traffic", "rate": -1},
         {"action": "traffic", "rate": 5001},
         {"action": "traffic", "rate": "lots"},
@@ -177,6 +176,37 @@ async def test_it_publishes_commands_to_the_labs_in_channel(lesson: Lesson, alic
         await comm.send_json_to(command)
         assert await next_message(pubsub) == command
         await comm.disconnect()
+
+
+async def test_it_passes_commands_naming_nodes_added_at_run_time_to_the_engine(
+    lesson: Lesson, alice: str, redis_url: str
+) -> None:
+    # web-2 is not in the lesson: it was added live, and only the engine knows the live topology.
+    lab = await database_sync_to_async(services.lab_start)(session_key=alice, lesson=lesson)
+    async with listening(redis_url, keys.in_channel(str(lab.id))) as pubsub:
+        comm, _ = await connected(alice)
+        for command in (
+            {"action": "add", "like": "web"},
+            {"action": "kill", "node": "web-2"},
+            {"action": "partition", "node": "web-2", "peer": "browser"},
+            {"action": "remove", "node": "web-2"},
+        ):
+            await comm.send_json_to(command)
+            assert await next_message(pubsub) == command
+        await comm.disconnect()
+
+
+async def test_it_says_hello_with_the_live_topology_once_nodes_were_added(
+    lesson: Lesson, alice: str, redis_url: str
+) -> None:
+    lab = await database_sync_to_async(services.lab_start)(session_key=alice, lesson=lesson)
+    live = {**lesson.topology, "nodes": [*lesson.topology["nodes"], {**lesson.topology["nodes"][1], "id": "web-2"}]}
+    r = redis.Redis.from_url(redis_url)
+    r.set(keys.topology_key(str(lab.id)), json.dumps({"type": "topology", "topology": live}))
+    r.close()
+    comm, hello = await connected(alice)
+    assert [n["id"] for n in hello["topology"]["nodes"]] == ["dns", "web", "browser", "phone", "web-2"]
+    await comm.disconnect()
 
 
 async def test_it_stops_the_lab(lesson: Lesson, alice: str, redis_url: str) -> None:

@@ -30,6 +30,25 @@ class Node:
         if self.slow_ms > 0:
             await asyncio.sleep(self.slow_ms / 1000.0)
 
+    def cut_off(self, peer_address: str) -> bool:
+        """True when a partition separates this node from the node at ``peer_address``.
+
+        The "partition" fault, one mechanism for every kind: a node drops (or holds unanswered)
+        whatever arrives from a cut-off peer, as a real partition loses packets silently, so the
+        caller sees a timeout, never a refusal. Unknown addresses are never cut off.
+        """
+        peer = self.lab.node_at(peer_address)
+        return peer is not None and self.lab.partitioned(self.id, peer)
+
+    def peers_changed(self) -> None:
+        """The lab's topology changed (a node was added or removed): update whatever this node
+        derived from its edges. Called on every running node after the change."""
+
+    def in_flight_to(self, peer_id: str) -> int:
+        """Requests this node has sent to ``peer_id`` and not yet finished (the lab waits for 0
+        before it stops a removed node: a graceful drain)."""
+        return 0
+
     async def start(self) -> None:
         """Bind and serve; raise OSError if the address cannot be bound."""
         self.up = True

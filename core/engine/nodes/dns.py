@@ -19,6 +19,9 @@ class _Protocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.node.cut_off(addr[0]):  # the "partition" fault: the datagram is lost
+            self.node.dropped += 1
+            return
         try:
             request = DNSRecord.parse(data)
         except Exception:  # garbage on the wire must not kill the server
@@ -43,6 +46,7 @@ class DnsNode(Node):
         self.transport: asyncio.DatagramTransport | None = None
         self.queries = 0
         self.malformed = 0
+        self.dropped = 0  # datagrams lost to a partition
 
     def answer(self, request: DNSRecord) -> DNSRecord:
         """Authoritative answer for the lab's domain; NXDOMAIN for any other name."""

@@ -1,4 +1,4 @@
-"""An HTTP listener that can crash: what web servers and load balancers share."""
+"""An HTTP listener that can crash and be partitioned: what web servers and load balancers share."""
 
 from __future__ import annotations
 
@@ -8,20 +8,37 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+CutOff = Callable[[str], bool]
+RECHECK_S = 0.5  # a held request looks again this often whether its caller has given up
 
 
 class HttpListener:
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, cut_off: CutOff | None = None) -> None:
+        """``cut_off(peer_address)`` says whether a partition separates us from the caller; by
+        default the handler's node's (``handler`` is a bound method of a Node), so every HTTP
+        node enforces the "partition" fault here, the same way."""
         self.handler = handler
+        self.cut_off = cut_off or getattr(getattr(handler, "__self__", None), "cut_off", None)
         self._server: web.Server | None = None
         self._listener: asyncio.AbstractServer | None = None
 
     async def start(self, address: str, port: int) -> None:
         """Listen on address:port (aiohttp's low-level server); raises OSError if it cannot bind."""
-        server = web.Server(self.handler, access_log=None)
+        server = web.Server(self._handle, access_log=None)
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(server, address, port, reuse_address=True)
         self._server = server
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.cut_off is not None and request.remote and self.cut_off(request.remote):
+            # A partition loses packets: never answer, so the caller times out. Once healed, the
+            # request goes through, as TCP's retransmission would deliver it.
+            while self.cut_off(request.remote):
+                transport = request.transport
+                if transport is None or transport.is_closing():  # the caller gave up, or we crashed
+                    return web.Response(status=408)  # written nowhere: the connection is gone
+                await asyncio.sleep(RECHECK_S)
+        return await self.handler(request)
 
     def crash(self) -> None:
         """Stop listening and reset every open connection at once, as a crashed server would."""

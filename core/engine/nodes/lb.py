@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -48,11 +49,8 @@ HOP_BY_HOP = frozenset(
 class LbNode(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        topo = self.lab.topology
-        self.backend_ids = [p for p in topo.peers(self.id) if topo.node(p).kind_info.proto == "tcp"]
-        # Weighted round robin weighs a backend by its (modelled) worker count: a bigger server
-        # gets a bigger share.
-        weights = [(b, int(topo.node(b).params.get("workers", 1))) for b in self.backend_ids]
+        weights = self._weights()
+        self.backend_ids = [b for b, _ in weights]
         self.balancer = Balancer(
             weights,
             algorithm=self.params["algorithm"],
@@ -66,6 +64,33 @@ class LbNode(Node):
         self.forwarded = 0
         self.retried = 0
         self.unavailable = 0  # answered 503: no healthy backend
+        # Requests forwarded and not yet answered, per backend. Kept apart from the Balancer's
+        # count, which forgets a backend the moment it leaves: the lab drains a removed backend
+        # on this one.
+        self._pending: Counter[str] = Counter()
+
+    def _weights(self) -> list[tuple[str, int]]:
+        # Weighted round robin weighs a backend by its (modelled) worker count: a bigger server
+        # gets a bigger share.
+        topo = self.lab.topology
+        ids = [p for p in topo.peers(self.id) if topo.node(p).kind_info.proto == "tcp"]
+        return [(b, int(topo.node(b).params.get("workers", 1))) for b in ids]
+
+    def peers_changed(self) -> None:
+        """New backends join the rotation at once; removed ones leave it (their requests in flight
+        finish: see in_flight_to)."""
+        weights = self._weights()
+        wanted = dict(weights)
+        for b in list(self.balancer.backends):
+            if b not in wanted:
+                self.balancer.remove(b)
+        for b, weight in weights:
+            self.balancer.add(b, weight)
+        self.backend_ids = list(wanted)
+
+    def in_flight_to(self, peer_id: str) -> int:
+        """Requests forwarded to ``peer_id`` and not yet answered."""
+        return self._pending[peer_id]
 
     # Control --------------------------------------------------------------------------------
     def set_algorithm(self, algorithm: str) -> None:
@@ -112,6 +137,7 @@ class LbNode(Node):
                 return Hop(self.id, backend, "http", op, ok, status, (time.monotonic() - start) * 1000, at_ms)
 
             self.balancer.begin(backend)
+            self._pending[backend] += 1
             try:
                 assert self._session is not None
                 async with self._session.request(request.method, url, headers=headers, data=body or None) as resp:
@@ -133,6 +159,9 @@ class LbNode(Node):
                 return self._answer(502, f"bad gateway: {type(exc).__name__}", hops, received)
             finally:
                 self.balancer.end(backend)
+                self._pending[backend] -= 1
+                if not self._pending[backend]:
+                    del self._pending[backend]
             hops.append(hop(status < 400, str(status)))
             hops.extend(downstream)
             self.forwarded += 1

@@ -64,7 +64,7 @@ function sizeName(node, workers, ms) {
 
 // The lines a node box shows under its title, by kind. Each line is a list of parts: strings are
 // static text, {key} parts are live values that update() fills in.
-function linesFor(node) {
+function linesFor(node, replicated = false) {
   const p = node.params || {};
   const lines = [
     tline(gettext("%(rps)s req/s · errors %(err)s/s"),
@@ -88,6 +88,11 @@ function linesFor(node) {
     lines.push([{ key: "modelled", cls: "modelled",
       text: interpolate(ngettext("modelled: %(workers)s connection × %(ms)s ms",
         "modelled: %(workers)s connections × %(ms)s ms", p.workers), { workers: p.workers, ms: p.service_ms }, true) }]);
+    if (replicated) {
+      // Replication state from each frame (role, log position, lag, delay, lost writes).
+      lines.push([{ key: "role", cls: "role-badge", text: "" }, { key: "lsn", text: "" }, { key: "lag", text: "" }]);
+      lines.push([{ key: "delay", cls: "modelled", text: "" }, { key: "lost", cls: "metric-err bad", text: "" }]);
+    }
   } else if (node.kind === "lb") {
     lines.push(tline(gettext("algorithm %(algo)s"), { algo: { key: "algo", cls: "metric-strong" } }));
     lines.push([{ key: "backends", cls: "lb-backends" }]);
@@ -107,9 +112,17 @@ function linesFor(node) {
   return lines;
 }
 
-function boxHeight(node) {
-  return 52 + linesFor(node).length * 17;
+function boxHeight(node, replicated = false) {
+  return 52 + linesFor(node, replicated).length * 17;
 }
+
+/** Whether a topology has database replicas (the db boxes then show replication state). */
+function hasReplication(topology) {
+  const dbs = topology.nodes.filter((n) => n.kind === "sqldb");
+  return dbs.length > 1 || dbs.some((n) => n.params && n.params.replica_of);
+}
+
+const pairKey = (a, b) => [a, b].sort().join("|");
 
 function addressText(info, node) {
   if (!info || !info.address) return "—";
@@ -142,6 +155,9 @@ export class Diagram {
     this.edges.clear();
     if (!topology || !topology.nodes) return;
     this.topology = topology;
+    this.replicated = hasReplication(topology);
+    this.partKey = "";
+    this.replKey = "";
     this.layout(topology);
 
     const labels = el("g", { class: "tier-labels" }, this.svg);
@@ -151,9 +167,12 @@ export class Diagram {
     el("text", { x: MARGIN_X, y: TOP_Y + 12, class: "domain-label" }, labels,
       interpolate(gettext("site name: %(domain)s"), { domain: topology.domain || "" }, true));
     const edgeLayer = el("g", { class: "edges" }, this.svg);
+    // Primary → replica lines come from each frame (who follows whom), not from the topology.
+    this.replLayer = el("g", { class: "replication-edges" }, this.svg);
     const nodeLayer = el("g", { class: "nodes" }, this.svg);
     this.dotLayer = el("g", { class: "dots" }, this.svg);
     this.labelLayer = el("g", { class: "edge-labels" }, this.svg);
+    this.faultLayer = el("g", { class: "partitions" }, this.svg); // on top: a cut must be seen
 
     for (const [a, b] of topology.edges) this.drawEdge(edgeLayer, a, b);
     for (const n of this.nodes.values()) this.drawNode(nodeLayer, n);
@@ -168,7 +187,8 @@ export class Diagram {
     };
     const top = topology.nodes.filter((n) => TOP_LANE_KINDS.has(n.kind));
     const main = topology.nodes.filter((n) => !TOP_LANE_KINDS.has(n.kind));
-    const laneH = top.length ? Math.max(...top.map(boxHeight)) + GAP_Y * 1.5 : 0;
+    const bh = (n) => boxHeight(n, this.replicated);
+    const laneH = top.length ? Math.max(...top.map(bh)) + GAP_Y * 1.5 : 0;
 
     // Columns of the main band: each column's boxes spread evenly over the band's height.
     const columns = new Map();
@@ -178,7 +198,7 @@ export class Diagram {
     }
     let bandH = 0;
     for (const col of columns.values()) {
-      bandH = Math.max(bandH, col.reduce((s, n) => s + boxHeight(n), 0) + GAP_Y * (col.length + 1));
+      bandH = Math.max(bandH, col.reduce((s, n) => s + bh(n), 0) + GAP_Y * (col.length + 1));
     }
     bandH = Math.max(bandH, 280);
     this.height = TOP_Y + laneH + bandH + 30;
@@ -191,17 +211,17 @@ export class Diagram {
     }
     for (const [tier, list] of laneByTier) {
       list.forEach((n, i) => {
-        const h = boxHeight(n);
+        const h = bh(n);
         const x = colX(tier) + (i - (list.length - 1) / 2) * (NODE_W + 16);
         this.nodes.set(n.id, { spec: n, x, y: TOP_Y + h / 2, w: NODE_W, h });
       });
     }
     for (const [tier, col] of columns) {
-      const total = col.reduce((s, n) => s + boxHeight(n), 0);
+      const total = col.reduce((s, n) => s + bh(n), 0);
       const gap = (bandH - total) / (col.length + 1);
       let y = TOP_Y + laneH + gap;
       for (const n of col) {
-        const h = boxHeight(n);
+        const h = bh(n);
         this.nodes.set(n.id, { spec: n, x: colX(tier), y: y + h / 2, w: NODE_W, h });
         y += h + gap;
       }
@@ -284,7 +304,7 @@ export class Diagram {
       "data-testid": `node-${spec.id}-slow` }, g, "");
     const refs = { stateText, addrValue, slow };
     let y = y0 + 58;
-    for (const line of linesFor(spec)) {
+    for (const line of linesFor(spec, this.replicated)) {
       const t = el("text", { x: x0 + 16, y, class: "node-line" }, g);
       for (const part of line) {
         if (typeof part === "string") {
@@ -387,6 +407,7 @@ export class Diagram {
         }
         r.backends.setAttribute("class", down.length ? "lb-backends has-down" : "lb-backends");
       }
+      if (r.role) this.applyReplication(r, frame ? m : {}, set);
       if (r.rate) set("rate", frame && m.rate !== undefined ? fmtRate(m.rate) : fmtRate(n.spec.params.rate));
       if (r.util) {
         const u = typeof m.util === "number" ? m.util : null;
@@ -398,16 +419,17 @@ export class Diagram {
       }
     }
     const fe = frame ? frame.edges || {} : {};
+    const cut = new Set(((frame && frame.partitions) || []).map(([a, b]) => pairKey(a, b)));
     for (const [key, e] of this.edges) {
       const m = fe[key];
       let text = "—";
-      let cls = "edge";
+      let cls = cut.has(pairKey(...key.split(">"))) ? "edge partitioned" : "edge";
       if (m) {
         text = `${fmtRate(m.rps)}/s`;
         if (m.err_rps > 0) {
           text += ` · ${interpolate(gettext("%(rate)s err"), { rate: fmtRate(m.err_rps) }, true)}`;
           cls = m.err_rps >= m.rps * 0.5 ? "edge failing" : "edge degraded";
-        } else if (m.rps > 0) {
+        } else if (m.rps > 0 && cls === "edge") {
           cls = "edge active";
         }
       }
@@ -422,6 +444,71 @@ export class Diagram {
         e.lg.setAttribute("class", `edge-label-group ${cls.replace("edge", "").trim()}`);
       }
       e.line.setAttribute("stroke-width", String(m ? Math.min(6, 1.5 + Math.log10(1 + m.rps) * 1.6) : 1.5));
+    }
+    this.drawPartitions((frame && frame.partitions) || []);
+    this.drawReplication(frame ? frame.nodes || {} : {});
+  }
+
+  /** A database box's replication lines: role badge, log position, lag, delay, lost writes. */
+  applyReplication(r, m, set) {
+    const role = m.role === "primary" ? pgettext("database role", "PRIMARY")
+      : m.role === "replica" ? pgettext("database role", "REPLICA") : "";
+    set("role", role);
+    r.role.setAttribute("class", `role-badge role-${m.role || "none"}`);
+    set("lsn", typeof m.lsn === "number"
+      ? `${role ? " · " : ""}${interpolate(gettext("log %(lsn)s"), { lsn: m.lsn }, true)}` : "");
+    set("lag", m.role === "replica" && typeof m.lag === "number"
+      ? ` · ${interpolate(gettext("lag %(lag)s (%(ms)s)"), { lag: m.lag, ms: fmtMs(m.lag_ms) }, true)}` : "");
+    set("delay", m.delay_ms > 0
+      ? `${interpolate(gettext("delay %(ms)s ms (modelled distance)"), { ms: m.delay_ms }, true)} ` : "");
+    set("lost", m.lost_writes > 0
+      ? interpolate(ngettext("lost %(n)s write", "lost %(n)s writes", m.lost_writes), { n: m.lost_writes }, true) : "");
+  }
+
+  // Where a line between two nodes goes: their edge's if they have one, else facing sides.
+  between(a, b) {
+    const e = this.edges.get(`${a}>${b}`) || this.edges.get(`${b}>${a}`);
+    if (e) return { x1: e.x1, y1: e.y1, x2: e.x2, y2: e.y2 };
+    const na = this.nodes.get(a);
+    const nb = this.nodes.get(b);
+    return na && nb ? this.segment(na, nb) : null;
+  }
+
+  /** Partitioned pairs: a red dashed line with a ✂ on it (rebuilt only when the set changes). */
+  drawPartitions(pairs) {
+    const key = JSON.stringify(pairs);
+    if (!this.faultLayer || key === this.partKey) return;
+    this.partKey = key;
+    this.faultLayer.replaceChildren();
+    for (const [a, b] of pairs) {
+      const s = this.between(a, b);
+      if (!s) continue;
+      const g = el("g", { class: "partition", "data-testid": `partition-${a}-${b}` }, this.faultLayer);
+      el("title", {}, g, interpolate(gettext("Partition: traffic between %(a)s and %(b)s is dropped"), { a, b }, true));
+      el("line", { ...s, class: "partition-line" }, g);
+      const mx = (s.x1 + s.x2) / 2;
+      const my = (s.y1 + s.y2) / 2;
+      el("circle", { cx: mx, cy: my - 18, r: 11, class: "partition-mark-bg" }, g);
+      el("text", { x: mx, y: my - 13, class: "partition-mark", "text-anchor": "middle" }, g, "✂");
+    }
+  }
+
+  /** Primary → replica lines, from each replica's `following` (rebuilt only when it changes). */
+  drawReplication(nodes) {
+    const pairs = Object.entries(nodes)
+      .filter(([id, m]) => m && m.following && this.nodes.has(id) && this.nodes.has(m.following))
+      .map(([id, m]) => [m.following, id]);
+    const key = JSON.stringify(pairs);
+    if (!this.replLayer || key === this.replKey) return;
+    this.replKey = key;
+    this.replLayer.replaceChildren();
+    for (const [primary, replica] of pairs) {
+      const s = this.segment(this.nodes.get(primary), this.nodes.get(replica));
+      const g = el("g", { class: "replication-edge", "data-testid": `replication-${primary}-${replica}` }, this.replLayer);
+      el("title", {}, g, interpolate(gettext("%(replica)s applies %(primary)s's change log"), { primary, replica }, true));
+      el("line", { ...s, class: "replication-line" }, g);
+      el("text", { x: (s.x1 + s.x2) / 2 + 6, y: (s.y1 + s.y2) / 2 - 4, class: "replication-label" }, g,
+        gettext("replication"));
     }
   }
 

@@ -15,6 +15,7 @@ const LOST_AFTER_MS = 5000; // no status or frame for this long while "running" 
 const BUSY_AFTER_MS = 1000; // queued longer than this → every slot is taken
 const TRAFFIC_DEBOUNCE_MS = 300;
 const ACTIVE = new Set(["queued", "starting", "running", "stopping"]);
+const SCALABLE_KINDS = new Set(["web", "sqldb"]); // what "Add a server like this" copies (core/engine/lab.py)
 
 const $ = (id) => document.getElementById(id);
 
@@ -48,6 +49,8 @@ function nodeStateName(state) {
 export function startLab(root) {
   const store = {
     topology: null,
+    lessonTopology: null, // the lesson's own, drawn again when a new lab starts
+
     status: { state: "stopped" },
     frame: null,
     nodeStates: {},
@@ -69,10 +72,21 @@ export function startLab(root) {
   const diagram = new Diagram($("diagram"), {
     onNodeClick: (id, rect) => {
       const n = diagram.nodes.get(id);
+      const edges = (store.topology && store.topology.edges) || [];
+      // Who it talks to: its edges, and for a database whom it replicates from or to.
+      const fn = (store.frame && store.frame.nodes) || {};
+      const replicas = Object.entries(fn).filter(([, m]) => m && m.following === id).map(([r]) => r);
+      const peers = [...new Set([...edges.filter((e) => e.includes(id)).map(([a, b]) => (a === id ? b : a)),
+        ...(fn[id] && fn[id].following ? [fn[id].following] : []), ...replicas])];
+      const partitioned = ((store.frame && store.frame.partitions) || [])
+        .filter((p) => p.includes(id)).map(([a, b]) => (a === id ? b : a));
       menu.open(n.spec, rect, diagramWrap.getBoundingClientRect(), {
         state: store.nodeStates[id] || "idle",
         labRunning: labState() === "running",
         gauges: (store.frame && store.frame.nodes && store.frame.nodes[id]) || {},
+        peers,
+        partitioned,
+        scalable: SCALABLE_KINDS.has(n.spec.kind),
       });
     },
     onDotClick: (sample) => select(sample),
@@ -83,7 +97,9 @@ export function startLab(root) {
   const toasts = new Toasts($("toasts"));
   // The lesson's steps (in the lesson column); done only when the server's progress says so.
   const steps = new Steps($("steps"), { send: (cmd) => send(cmd), labState: () => labState() });
-  const menu = new NodeMenu($("node-menu"), (action, node, extra = {}) => send({ action, node, ...extra }));
+  // "add" names the node to copy as `like`; every other node action names it as `node`.
+  const menu = new NodeMenu($("node-menu"), (action, node, extra = {}) =>
+    send(action === "add" ? { action, like: node } : { action, node, ...extra }));
 
   function select(sample) {
     recent.select(sample.id);
@@ -103,7 +119,11 @@ export function startLab(root) {
     if (!topology) return;
     const same = store.topology && JSON.stringify(store.topology) === JSON.stringify(topology);
     store.topology = topology;
-    if (!same) diagram.setTopology(topology);
+    if (!same) {
+      // Nodes were added or removed: re-lay out now; render() applies the kept status and frame.
+      diagram.setTopology(topology);
+      if (menu.nodeId && !topology.nodes.some((n) => n.id === menu.nodeId)) menu.close();
+    }
     const clients = topology.nodes.filter((n) => n.kind === "client");
     trafficMax = Math.max(1, clients.length * 2000);
     $("traffic-rate").max = String(trafficMax);
@@ -117,7 +137,9 @@ export function startLab(root) {
       store.lastSeq = -1;
       store.nodeStates = {};
       store.sentRate = null;
+      if (!status.topology) setTopology(store.lessonTopology); // a new lab starts as the lesson drew it
     }
+    if (status.topology) setTopology(status.topology); // the live one, after nodes were added or removed
     store.status = status;
     store.lost = false;
     store.lastLabMsgAt = performance.now();
@@ -189,6 +211,9 @@ export function startLab(root) {
         break;
       case "frame":
         applyFrame(msg, { animate: true });
+        break;
+      case "topology":
+        if (!msg.lab || !store.labId || msg.lab === store.labId) setTopology(msg.topology);
         break;
       case "error":
         toasts.show(msg.message || gettext("Something went wrong."));
@@ -357,6 +382,17 @@ export function startLab(root) {
     const err = $("total-err");
     err.textContent = frame ? fmtRate(tot.err_rps) : "—";
     err.classList.toggle("bad", !!frame && tot.err_rps > 0);
+    // Stale reads (replication lag seen by a user): shown once the lab counts them.
+    const staleWrap = $("total-stale-wrap");
+    if (staleWrap) {
+      const has = !!frame && typeof tot.stale_total === "number";
+      staleWrap.hidden = !has;
+      if (has) {
+        $("total-stale").textContent = String(tot.stale_total);
+        $("total-stale").classList.toggle("bad", tot.stale_total > 0);
+        $("total-stale-label").textContent = gettext("stale reads");
+      }
+    }
 
     $("traffic-hint").textContent = store.wantedRate !== null
       ? gettext("applies when the lab is running") : gettext("total, split across clients");
@@ -382,7 +418,8 @@ export function startLab(root) {
 
   // Draw the diagram from the page's own copy of the topology before the socket says hello.
   try {
-    setTopology(JSON.parse(root.dataset.topology || "null"));
+    store.lessonTopology = JSON.parse(root.dataset.topology || "null");
+    setTopology(store.lessonTopology);
   } catch (err) {
     console.warn("lab: bad topology in page", err);
   }

@@ -157,6 +157,12 @@ function eventText(e) {
     case "traffic_set":
       return e.node ? say(gettext("traffic for %(node)s set to %(rate)s req/s"))
         : say(gettext("traffic set to %(rate)s req/s total"));
+    case "node_added":
+      return interpolate(gettext("%(node)s added, a copy of %(like)s"), { node: e.node, like: e.like }, true);
+    case "node_removed": return say(gettext("%(node)s removed (its requests in flight finished first)"));
+    case "partitioned":
+      return interpolate(gettext("%(node)s cut off from %(peer)s: traffic between them is dropped"), e, true);
+    case "healed": return interpolate(gettext("%(node)s reconnected to %(peer)s"), e, true);
     case "lab_started": return gettext("lab started");
     case "lab_stopped": return gettext("lab stopped");
     default: {
@@ -240,7 +246,11 @@ export class NodeMenu {
     });
   }
 
-  open(spec, anchor, hostRect, { state, labRunning, gauges = {} }) {
+  /**
+   * @param {object} context state, labRunning, gauges (the node's frame entry), peers (ids it has
+   *   an edge with), partitioned (ids it is cut off from), scalable (may be added/removed)
+   */
+  open(spec, anchor, hostRect, { state, labRunning, gauges = {}, peers = [], partitioned = [], scalable = false }) {
     this.nodeId = spec.id;
     const hint = !labRunning
       ? gettext("Start the lab first.")
@@ -256,6 +266,9 @@ export class NodeMenu {
         disabled: !labRunning,
         onclick: (ev) => { ev.stopPropagation(); this.onAction("restart", spec.id); this.close(); } }, gettext("Restart")),
       ...this.extraControls(spec, { state, labRunning, gauges }),
+      ...this.scalingControls(spec, { labRunning, scalable }),
+      ...this.partitionControls(spec, { labRunning, peers, partitioned }),
+      ...this.replicationControls(spec, { labRunning, gauges }),
       h("p", { class: "menu-hint muted" }, hint));
     // Place under the node's box, inside the diagram's frame.
     const left = Math.max(4, Math.min(anchor.left - hostRect.left + anchor.width / 2 - 90, hostRect.width - 184));
@@ -305,6 +318,58 @@ export class NodeMenu {
       options);
       out.push(h("label", { class: "menu-field" }, gettext("Size (modelled)"), " ", select));
     }
+    return out;
+  }
+
+  button(testid, label, { disabled, onclick, cls = "btn" }) {
+    return h("button", { type: "button", class: cls, "data-testid": testid, disabled,
+      onclick: (ev) => { ev.stopPropagation(); onclick(); this.close(); } }, label);
+  }
+
+  // Horizontal scaling: another server like this one, or this one gone (drained first).
+  scalingControls(spec, { labRunning, scalable }) {
+    if (!scalable) return [];
+    return [
+      this.button("node-menu-add", gettext("Add a server like this"),
+        { disabled: !labRunning, onclick: () => this.onAction("add", spec.id) }),
+      this.button("node-menu-remove", gettext("Remove"),
+        { disabled: !labRunning, onclick: () => this.onAction("remove", spec.id) }),
+    ];
+  }
+
+  // The partition fault: cut this node off from one of the nodes it talks to, or reconnect it.
+  partitionControls(spec, { labRunning, peers, partitioned }) {
+    const out = [];
+    const free = peers.filter((p) => !partitioned.includes(p));
+    if (free.length) {
+      const select = h("select", { "data-testid": "node-menu-partition", disabled: !labRunning,
+        "aria-label": gettext("Cut off from…"),
+        onclick: (ev) => ev.stopPropagation(),
+        onchange: (ev) => { if (ev.target.value) this.onAction("partition", spec.id, { peer: ev.target.value }); this.close(); } },
+      [h("option", { value: "", selected: true }, gettext("Cut off from…")), ...free.map((p) => h("option", { value: p }, p))]);
+      out.push(h("label", { class: "menu-field" }, select));
+    }
+    for (const peer of partitioned) {
+      out.push(this.button(`node-menu-heal-${peer}`, interpolate(gettext("Reconnect to %(peer)s"), { peer }, true),
+        { disabled: !labRunning, onclick: () => this.onAction("heal", spec.id, { peer }) }));
+    }
+    return out;
+  }
+
+  // A replicated database: promote a replica; model the distance to its primary as a delay.
+  replicationControls(spec, { labRunning, gauges }) {
+    if (spec.kind !== "sqldb" || gauges.role !== "replica") return [];
+    const out = [this.button("node-menu-promote", gettext("Promote to primary"),
+      { disabled: !labRunning, onclick: () => this.onAction("promote", spec.id) })];
+    const current = gauges.delay_ms || 0;
+    const values = [...new Set([0, 100, 500, 2000, 5000, current])].sort((a, b) => a - b);
+    const select = h("select", { "data-testid": "node-menu-delay", disabled: !labRunning,
+      "aria-label": gettext("Replication delay…"),
+      onclick: (ev) => ev.stopPropagation(),
+      onchange: (ev) => { this.onAction("delay", spec.id, { ms: Number(ev.target.value) }); this.close(); } },
+    values.map((v) => h("option", { value: String(v), selected: v === current },
+      v ? interpolate(gettext("%(ms)s ms"), { ms: v }, true) : gettext("no delay"))));
+    out.push(h("label", { class: "menu-field" }, gettext("Replication delay…"), " ", select));
     return out;
   }
 
