@@ -8,7 +8,8 @@
 import { nodeTitle, sizeLabel } from "./i18n.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const W = 960;
+const W = 960; // the narrowest the diagram gets; more tiers widen it (the SVG scales to fit)
+const MIN_COL_GAP = 64; // between two columns' boxes: room for an edge's rate label
 const NODE_W = 240;
 const MARGIN_X = 24;
 const TOP_Y = 16;
@@ -180,10 +181,12 @@ export class Diagram {
 
   layout(topology) {
     const tiers = [...new Set(topology.nodes.map((n) => n.tier))].sort((a, b) => a - b);
+    const width = Math.max(W, 2 * MARGIN_X + NODE_W + (tiers.length - 1) * (NODE_W + MIN_COL_GAP));
+    this.width = width;
     const colX = (tier) => {
       const i = tiers.indexOf(tier);
-      if (tiers.length === 1) return W / 2;
-      return MARGIN_X + NODE_W / 2 + (i * (W - 2 * MARGIN_X - NODE_W)) / (tiers.length - 1);
+      if (tiers.length === 1) return width / 2;
+      return MARGIN_X + NODE_W / 2 + (i * (width - 2 * MARGIN_X - NODE_W)) / (tiers.length - 1);
     };
     const top = topology.nodes.filter((n) => TOP_LANE_KINDS.has(n.kind));
     const main = topology.nodes.filter((n) => !TOP_LANE_KINDS.has(n.kind));
@@ -226,7 +229,7 @@ export class Diagram {
         y += h + gap;
       }
     }
-    this.svg.setAttribute("viewBox", `0 0 ${W} ${this.height}`);
+    this.svg.setAttribute("viewBox", `0 0 ${width} ${this.height}`);
     this.tierLabels = tiers.map((t) => ({ x: colX(t), text: TIER_NAMES[t] || `tier ${t}` }));
   }
 
