@@ -447,7 +447,8 @@ class SolutionSyntaxError(CheckSyntaxError):
     """A ```solution line that is not a lab action; same fields as CheckSyntaxError."""
 
 
-SOLUTION_NUMBER = {"traffic": "rate", "slow": "ms", "delay": "ms"}  # action -> the field its bare number sets
+# action -> the field its bare number sets (`mix 0.2`: a fifth of requests are writes)
+SOLUTION_NUMBER = {"traffic": "rate", "slow": "ms", "delay": "ms", "mix": "write_ratio"}
 # action -> the field its word after the node sets
 SOLUTION_WORD = {"algorithm": "value", "resize": "size", "partition": "peer", "heal": "peer"}
 SOLUTION_NODE = {"add": "like"}  # action -> the field its first word sets, when not "node"
@@ -458,7 +459,8 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
     `slow web-3 200` (ms added per request; 0 undoes it), `algorithm lb least_connections`,
     `resize web large` (a web server's size, kinds.SIZES), `add web-1` (a copy named like
     web-4: later lines may name it), `remove web-4`, `partition web-1 db`, `heal web-1 db` (or
-    `heal web-1`: all of its partitions), `promote db-2`, `delay db-2 300`, `wait 6s`.
+    `heal web-1`: all of its partitions), `promote db-2`, `delay db-2 300`, `mix 0.2` (or `mix phone
+    0.2`: the fraction of requests that are writes), `wait 6s`.
 
     Returns the command dicts the diagram sends (checked by validate_command, and against node_ids
     when given) plus {"action": "wait", "seconds": N}.

@@ -205,7 +205,7 @@ KINDS: dict[str, Kind] = {
             ),
             "delay_ms": Param(
                 float, 0.0, "a replica applies each change this long after the primary wrote it (modelled"
-                " distance)", min=0, max=60000, modelled=True,
+                " distance)", min=0, max=10000, modelled=True,
             ),
             "failover_after_s": Param(
                 float, 3.0, "a primary every replica has lost for this long is replaced by the most advanced"

@@ -246,3 +246,38 @@ async def test_bad_replication_commands_are_refused_and_the_lab_keeps_running(la
         with pytest.raises(CommandError):
             await lab.command(cmd)
     assert (await site.post(1))[0] == 201
+
+
+async def test_a_client_behind_a_balancer_sees_its_own_write_missing_and_flags_a_stale_read(network):
+    from core.engine.workload import Request
+
+    topo = parse_topology(
+        {
+            "nodes": [
+                {"id": "dns", "kind": "dns", "host": 53, "params": {"target": "lb"}},
+                {"id": "lb", "kind": "lb", "host": 100},
+                {"id": "web", "kind": "web", "host": 80, "params": {"workers": 8, "service_ms": 1}},
+                {"id": "db-1", "kind": "sqldb", "host": 91, "params": {"users": 100, "posts": 500}},
+                {
+                    "id": "db-2",
+                    "kind": "sqldb",
+                    "host": 92,
+                    "params": {"users": 100, "posts": 500, "replica_of": "db-1", "delay_ms": 1500},
+                },
+                {"id": "phone", "kind": "client", "params": {"flavor": "mobile", "rate": 0}},
+            ],
+            "edges": [["phone", "dns"], ["phone", "lb"], ["lb", "web"], ["web", "db-1"], ["web", "db-2"]],
+        }
+    )
+    async with Lab(topo, network=network) as lab:
+        phone = lab.nodes["phone"]
+        lab.frame()
+        await phone.request(Request("POST", "/api/posts", {"user": 5, "caption": "mine"}, 5, True, "post"))
+        await phone.request(Request("GET", "/api/users/5", None, 5, False, "profile"))
+        frame = lab.frame()
+        assert frame["totals"]["writes_total"] == 1 and frame["totals"]["stale_total"] == 1
+        [event] = [e for e in frame["events"] if e["kind"] == "stale_read"]
+        assert event["user"] == 5 and event["write_lsn"] == 1 and event["read_lsn"] == 0
+        await until(lambda: lab.nodes["db-2"].lsn == 1, what="the delayed replica")
+        await phone.request(Request("GET", "/api/users/5", None, 5, False, "profile"))
+        assert lab.frame()["totals"]["stale_total"] == 1  # fresh now: no new stale read

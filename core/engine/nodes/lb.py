@@ -30,6 +30,9 @@ from core.engine.nodes.http import HttpListener
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_from_header, hops_to_header
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+# End-to-end response headers the client needs from the backend (the data's log position, for
+# read-your-writes; the echoed request id).
+PASSED_BACK = ("X-Data-Lsn", "X-Request-Id")
 UPSTREAM_TIMEOUT_S = 10.0  # a backend slower than this answers 504
 HOP_BY_HOP = frozenset(
     {
@@ -145,6 +148,7 @@ class LbNode(Node):
                     downstream = hops_from_header(resp.headers.get(HOPS_HEADER), at_ms)
                     status, content_type = resp.status, resp.headers.get("Content-Type")
                     served_by = resp.headers.get("X-Served-By", backend)
+                    resp_headers = {k: resp.headers[k] for k in PASSED_BACK if k in resp.headers}
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # Passive detection: the backend did not take or finish the request.
                 reason = _connection_error(exc)
@@ -166,6 +170,9 @@ class LbNode(Node):
             hops.extend(downstream)
             self.forwarded += 1
             out = {HOPS_HEADER: hops_to_header(hops), "X-Upstream": backend, "X-Served-By": served_by}
+            for name in PASSED_BACK:
+                if name in resp_headers:
+                    out[name] = resp_headers[name]
             if content_type:
                 out["Content-Type"] = content_type
             return web.Response(status=status, body=data, headers=out)
