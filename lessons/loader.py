@@ -26,7 +26,7 @@ from core.engine.checks import (
     parse_metric,
     parse_solution,
 )
-from core.engine.spec import SpecError, format_path, parse_topology
+from core.engine.spec import SpecError, format_path, next_node_id, parse_topology
 
 FieldPath = tuple[str | int, ...]
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
@@ -525,6 +525,12 @@ def _main_steps(
             except CheckSyntaxError as exc:
                 report.at(block.line + exc.line, f"{name}.solution", _syntax_reason(exc))
             else:
+                if node_ids is not None:  # a node a step adds may be named by the steps after it
+                    for action in solution:
+                        if action["action"] == "add":
+                            node_ids.append(next_node_id(node_ids, action["like"]))
+                        elif action["action"] == "remove" and action.get("node") in node_ids:
+                            node_ids.remove(action["node"])
                 for n, action in enumerate(solution, 1):
                     if (
                         action["action"] == "traffic"

@@ -371,3 +371,17 @@ def test_the_complete_example_in_the_authoring_guide_is_valid() -> None:
     assert errors == []
     assert [s["id"] for s in lesson.steps] == ["start", "saturate"]
     assert set(lesson.i18n) == {"en", "bg"}
+
+
+def test_a_node_one_step_adds_may_be_named_by_later_steps_and_not_after_its_removal() -> None:
+    from lessons.loader import lesson_parse_text
+
+    later = "A step without a check.\n\n```solution\nkill web-2\n```\n"
+    added = variant(MAIN, "traffic 10\nkill web\n", "traffic 10\nadd web\n")
+    added = variant(added, "A step without a check.\n", later)
+    _, errors = lesson_parse_text(added, display="lesson.md")
+    assert not errors, [str(e) for e in errors]
+    # Once an earlier step removed it, a later step cannot name it.
+    removed = variant(added, "add web\n", "add web\nremove web-2\n")
+    errors = errors_of(removed)
+    assert [e.field for e in errors] == ["steps.read.solution"] and "unknown node 'web-2'" in errors[0].reason
