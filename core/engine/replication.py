@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -34,8 +35,10 @@ if TYPE_CHECKING:
     from core.engine.lab import Lab
     from core.engine.nodes.sqldb import SqlDbNode
 
+log = logging.getLogger(__name__)
 WATCH_S = 0.1  # how often the replicas' view of the primary is looked at
 CATCH_UP_S = 3.0  # a planned switchover waits this long for the replica to receive everything
+RETRY_FAILOVER_S = 0.5  # after a failed automatic failover, before the next try
 
 
 @dataclass
@@ -134,8 +137,11 @@ class Replication:
                 if cluster.failover_after_s > 0 and time.monotonic() - cluster.lost_since >= cluster.failover_after_s:
                     try:
                         await self.failover(cluster, reason="auto")
-                    except CommandError as exc:  # e.g. the replicas went down meanwhile
+                    except Exception as exc:  # e.g. the replicas went down meanwhile: try again next round
+                        if not isinstance(exc, CommandError):
+                            log.exception("failover of %s failed", cluster.primary)
                         self.lab.telemetry.event(time.time(), "failover_failed", node=cluster.primary, reason=str(exc))
+                        await asyncio.sleep(RETRY_FAILOVER_S)
 
     # Failover --------------------------------------------------------------------------------
     async def failover(self, cluster: Cluster, *, target: str | None = None, reason: str) -> dict[str, Any]:

@@ -356,7 +356,7 @@ class SqlDbNode(Node):
         """Become the primary: stop following, apply everything received at once; the new head."""
         tasks = self._stop_replication_tasks()
         await asyncio.gather(*tasks, return_exceptions=True)
-        while self._pending:
+        while self._pending and self._executor is not None:
             await self._apply_due(ignore_delay=True)
         self.role, self.following = "primary", None
         self.received = self.head = self.lsn

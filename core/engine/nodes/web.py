@@ -134,6 +134,8 @@ class WebNode(Node):
                 parsed = await request.json()
             except ValueError:
                 raise _BadRequest("the body must be JSON") from None
+            except ConnectionError:  # the caller gave up before sending its body: nobody to answer
+                raise _BadRequest("the request body never arrived") from None
             body = parsed if isinstance(parsed, dict) else {}
         raw = request.query.get("user") or body.get("user") or request.path.rsplit("/", 1)[-1]
         try:
