@@ -32,6 +32,14 @@ def test_a_student_kills_the_primary_and_sees_a_replica_promoted(page: Page, liv
         page.wait_for_timeout(1500)
         page.screenshot(path=os.path.join(os.environ["SCREENSHOT_DIR"], "stage5-before.png"), full_page=True)
 
+    # Scale out live: a replica like db-2 joins; the diagram re-lays itself out without a reload.
+    page.get_by_test_id("node-db-2").click()
+    page.get_by_test_id("node-menu-add").click()
+    expect(page.get_by_test_id("node-db-4")).to_be_attached(timeout=10000)
+    expect(page.locator(BADGE.format("db-4"))).to_have_text("REPLICA", timeout=10000)
+    expect(page.get_by_test_id("replication-db-1-db-4")).to_be_attached()
+    expect(page.get_by_test_id("node-db-4-state")).to_have_text(re.compile("up", re.I), timeout=10000)
+
     # Kill the primary from the diagram.
     page.get_by_test_id("node-db-1").click()
     page.get_by_test_id("node-menu-kill").click()
@@ -44,8 +52,8 @@ def test_a_student_kills_the_primary_and_sees_a_replica_promoted(page: Page, liv
         timeout=20000,
     )
     new = "db-2" if page.locator(BADGE.format("db-2")).text_content() == "PRIMARY" else "db-3"
-    other = "db-3" if new == "db-2" else "db-2"
-    expect(page.get_by_test_id(f"replication-{new}-{other}")).to_be_attached(timeout=5000)
+    for other in {"db-2", "db-3", "db-4"} - {new}:
+        expect(page.get_by_test_id(f"replication-{new}-{other}")).to_be_attached(timeout=5000)
     expect(page.get_by_test_id("replication-db-1-db-2")).to_have_count(0)
     expect(page.locator("#event-log, [data-testid=event-log]").first).to_contain_text(new, timeout=5000)
     if os.environ.get("SCREENSHOT_DIR"):
