@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 WATCH_S = 0.1  # how often the replicas' view of the primary is looked at
 CATCH_UP_S = 3.0  # a planned switchover waits this long for the replica to receive everything
 RETRY_FAILOVER_S = 0.5  # after a failed automatic failover, before the next try
+QUIET_S = 0.5  # after the lab starts, before a lost primary counts
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Replication:
             if n.kind == "sqldb" and not n.params.get("replica_of")
         }
         self._task: asyncio.Task[None] | None = None
+        self._quiet_until = 0.0
 
     # Who is who ------------------------------------------------------------------------------
     @property
@@ -108,6 +110,8 @@ class Replication:
     async def start(self) -> None:
         """After every node has started: begin watching the primaries (failover)."""
         if self.enabled and self._task is None:
+            # The replicas may have tried their primary before it listened: give them a moment.
+            self._quiet_until = time.monotonic() + QUIET_S
             self._task = asyncio.create_task(self._watch(), name="replication-watch")
 
     async def stop(self) -> None:
@@ -121,6 +125,8 @@ class Replication:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCH_S)
+            if time.monotonic() < self._quiet_until:
+                continue
             for cluster in self.clusters.values():
                 if cluster.promoting:
                     continue

@@ -49,6 +49,7 @@ PULL_WAIT_MS = 500  # a replica's long poll for new log entries
 PULL_MAX = 1000  # entries per pull
 APPLY_BATCH = 500  # entries a replica applies in one transaction
 RETRY_S = 0.2  # a replica's pause before reconnecting to its primary
+STOP_WAIT_S = 2.0  # the longest a stop waits for the replication tasks to end
 
 
 class SqlDbNode(Node):
@@ -80,6 +81,7 @@ class SqlDbNode(Node):
         self._pending_event = asyncio.Event()
         self._log_event = asyncio.Event()
         self._repl_tasks: list[asyncio.Task[Any]] = []
+        self._repl_gen = 0  # bumped whenever replication stops: the tasks of older generations end
 
     def _new_capacity(self) -> Capacity:
         return Capacity(
@@ -263,34 +265,36 @@ class SqlDbNode(Node):
         return sqlwire.encode_reply(msg["id"], ms=(time.monotonic() - received) * 1000, log=entries, head=self.lsn)
 
     # Replication: a replica's side ------------------------------------------------------------
-    async def _pull(self) -> None:
-        """Follow the primary: long-poll its change log from this node's own address."""
-        while True:
+    async def _pull(self, gen: int) -> None:
+        """Follow the primary: long-poll its change log from this node's own address.
+
+        ``gen`` ends the loop once replication is stopped even if a cancellation is lost (Python
+        3.11's wait_for can swallow one that arrives as the awaited call completes)."""
+        while self._repl_gen == gen:
             primary_id = self.following
             primary = self.lab.nodes.get(primary_id) if primary_id else None
             if primary is None:
                 await asyncio.sleep(RETRY_S)
                 continue
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(
+                async with asyncio.timeout(1.0):
+                    reader, writer = await asyncio.open_connection(
                         primary.address, primary.port, local_addr=(self.address, 0), limit=sqlwire.MAX_LINE
-                    ),
-                    1.0,
-                )
+                    )
             except (OSError, TimeoutError):
                 self._primary_lost()
                 await asyncio.sleep(RETRY_S)
                 continue
             try:
-                while self.following == primary_id:
+                while self.following == primary_id and self._repl_gen == gen:
                     ask = sqlwire.encode_log_request(
                         "repl", self.received + 1, max_entries=PULL_MAX, wait_ms=PULL_WAIT_MS
                     )
                     writer.write(ask)
                     await writer.drain()
-                    line = await asyncio.wait_for(reader.readline(), PULL_WAIT_MS / 1000 + 1.5)
-                    if not line:
+                    async with asyncio.timeout(PULL_WAIT_MS / 1000 + 1.5):
+                        line = await reader.readline()
+                    if not line or self._repl_gen != gen:
                         raise ConnectionResetError
                     reply = sqlwire.decode_reply(line)
                     if "log" not in reply:
@@ -313,9 +317,9 @@ class SqlDbNode(Node):
         if self.primary_down_since is None:
             self.primary_down_since = time.monotonic()
 
-    async def _applier(self) -> None:
+    async def _applier(self, gen: int) -> None:
         """Apply received entries once they are ``delay_ms`` old (the modelled replication delay)."""
-        while True:
+        while self._repl_gen == gen:
             if not self._pending:
                 self._pending_event.clear()
                 await self._pending_event.wait()
@@ -341,21 +345,28 @@ class SqlDbNode(Node):
         self._stop_replication_tasks()
         if self.role == "replica":
             self.received = max(self.received, self.lsn)
+            gen = self._repl_gen
             self._repl_tasks = [
-                asyncio.create_task(self._pull(), name=f"sqldb-pull-{self.id}"),
-                asyncio.create_task(self._applier(), name=f"sqldb-apply-{self.id}"),
+                asyncio.create_task(self._pull(gen), name=f"sqldb-pull-{self.id}"),
+                asyncio.create_task(self._applier(gen), name=f"sqldb-apply-{self.id}"),
             ]
 
     def _stop_replication_tasks(self) -> list[asyncio.Task[Any]]:
+        self._repl_gen += 1
         tasks, self._repl_tasks = self._repl_tasks, []
         for task in tasks:
             task.cancel()
         return tasks
 
+    @staticmethod
+    async def _ended(tasks: list[asyncio.Task[Any]]) -> None:
+        """Wait for stopped tasks, bounded: a task that lost its cancellation ends by its generation."""
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+
     async def promote(self) -> int:
         """Become the primary: stop following, apply everything received at once; the new head."""
-        tasks = self._stop_replication_tasks()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._ended(self._stop_replication_tasks())
         while self._pending and self._executor is not None:
             await self._apply_due(ignore_delay=True)
         self.role, self.following = "primary", None
@@ -368,8 +379,7 @@ class SqlDbNode(Node):
         promotion; what this node received beyond it never happened there and is dropped, and if
         it already applied some of it, it is rebuilt (re-seeded, then the log replayed). True if
         it was rebuilt."""
-        tasks = self._stop_replication_tasks()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._ended(self._stop_replication_tasks())
         self.role, self.following = "replica", primary_id
         self.primary_down_since = None
         rebuilt = False
@@ -434,9 +444,7 @@ class SqlDbNode(Node):
 
         The file stays (a crashed database keeps its disk); ``discard`` deletes it."""
         self.up = False
-        repl = self._stop_replication_tasks()
-        if repl:
-            await asyncio.gather(*repl, return_exceptions=True)
+        await self._ended(self._stop_replication_tasks())
         self._pending.clear()
         if self._server is not None:
             self._server.close()
