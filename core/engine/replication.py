@@ -167,10 +167,11 @@ class Replication:
         cluster.promoting = True
         try:
             if old is not None and old.up:
-                # A planned switchover: fence the old primary (no more writes), let the chosen
-                # replica receive everything, then swap; nothing is lost.
+                # Fence the old primary: it takes no more writes. Planned (a promote command while
+                # it runs): let the chosen replica receive everything first, so nothing is lost.
+                # Automatic: the replicas cannot reach it, so waiting would only add downtime.
                 old.role = "replica"
-                deadline = time.monotonic() + CATCH_UP_S
+                deadline = time.monotonic() + (CATCH_UP_S if reason == "manual" else 0.0)
                 while chosen.received < old.lsn and time.monotonic() < deadline and chosen.up:
                     await asyncio.sleep(0.02)
             head = await chosen.promote()
