@@ -12,6 +12,7 @@ from typing import Any
 
 from core.engine.commands import CommandError, validate_command
 from core.engine.kinds import SIZES
+from core.engine.looplag import LoopLag
 from core.engine.nodes.base import Node
 from core.engine.replication import Replication
 from core.engine.spec import NodeSpec, Topology
@@ -81,6 +82,7 @@ class Lab:
         self.partitions: set[frozenset[str]] = set()
         self._reshaping = asyncio.Lock()  # one add/remove at a time
         self.replication = Replication(self)
+        self.loop_lag = LoopLag()
 
     # Addresses -----------------------------------------------------------------------------
     def address(self, node_id: str) -> str:
@@ -113,6 +115,7 @@ class Lab:
                 self._set_state("failed", f"{node.id} could not start on {node.address}:{node.port}: {exc}")
                 raise LabStartError(f"{node.id}: {exc}") from exc
         await self.replication.start()
+        self.loop_lag.start()
         self.telemetry.event(time.time(), "lab_started")
         self._set_state("running")
 
@@ -120,6 +123,7 @@ class Lab:
         """Stop clients first (no new traffic), then servers; every node gets stop_timeout."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.replication.stop(), self.stop_timeout)
+        await self.loop_lag.stop()
         if self.state not in ("stopped", "failed"):
             self._set_state("stopping")
         order = sorted(self.nodes.values(), key=lambda n: n.spec.kind_info.role != "client")
@@ -376,6 +380,7 @@ class Lab:
             if node.slow_ms:
                 frame["nodes"][node_id]["slow_ms"] = node.slow_ms
         frame["partitions"] = sorted(sorted(p) for p in self.partitions)
+        frame["engine"] = {"lag_ms": self.loop_lag.lag_ms}  # the machine's own delay: see looplag
         rep = self.replication.frame_fields()
         if rep is not None:
             frame["replication"] = rep

@@ -14,6 +14,7 @@ import { Steps } from "./steps.js";
 const LOST_AFTER_MS = 5000; // no status or frame for this long while "running" → the worker is gone
 const BUSY_AFTER_MS = 1000; // queued longer than this → every slot is taken
 const TRAFFIC_DEBOUNCE_MS = 300;
+const ENGINE_LAG_WARN_MS = 200; // the lab's event loop this late: the machine, not the model, sets the pace
 const ACTIVE = new Set(["queued", "starting", "running", "stopping"]);
 const SCALABLE_KINDS = new Set(["web", "sqldb"]); // what "Add a server like this" copies (core/engine/lab.py)
 
@@ -392,6 +393,16 @@ export function startLab(root) {
         $("total-stale").classList.toggle("bad", tot.stale_total > 0);
         $("total-stale-label").textContent = gettext("stale reads");
       }
+    }
+
+    // The lab's own event loop falling behind: past this, latencies measure the machine, not the
+    // modelled servers (core/engine/looplag.py), so say so rather than let the chart mislead.
+    const lag = frame && frame.engine ? frame.engine.lag_ms : 0;
+    const lagEl = $("engine-lag");
+    lagEl.hidden = !(lag >= ENGINE_LAG_WARN_MS);
+    if (!lagEl.hidden) {
+      lagEl.textContent = interpolate(gettext("⚠ this machine is %(ms)s ms behind: latencies now include the lab's own delay"),
+        { ms: Math.round(lag) }, true);
     }
 
     $("traffic-hint").textContent = store.wantedRate !== null
