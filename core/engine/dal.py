@@ -13,6 +13,7 @@ round trip each instead of a join, so the two stores can be compared on the same
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from core.engine.nodes.base import Node
 
 DOWN_S = 5.0
+KV_TIMEOUT_S = 5.0  # as KvStore's own timeout
 
 
 class DataAccess:
@@ -67,6 +69,12 @@ class DataAccess:
         start = time.monotonic()
         at_ms = (start - received) * 1000
         try:
+            # The partition fault: redis-server is not ours to change, so a cut is enforced here,
+            # at the caller, the way a dropped packet looks: nothing comes back until the timeout.
+            while self.lab.partitioned(self.node.id, kv_id):
+                if time.monotonic() - start >= KV_TIMEOUT_S:
+                    raise DbError("timeout", unavailable=True)
+                await asyncio.sleep(0.1)
             if route == "post":
                 result, _, lsn, op = await store.post(user, caption)
             else:

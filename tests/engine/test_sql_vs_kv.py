@@ -27,7 +27,8 @@ async def fetch(session, url, **kw):
     method = "POST" if "json" in kw else "GET"
     async with session.request(method, url, **kw) as r:
         hops = json.loads(r.headers.get("X-Hops", "[]"))
-        return r.status, await r.json(), [(h[1], h[2], h[3]) for h in hops], r.headers.get("X-Data-Lsn")
+        body = await r.json() if r.content_type == "application/json" else await r.text()
+        return r.status, body, [(h[1], h[2], h[3]) for h in hops], r.headers.get("X-Data-Lsn")
 
 
 async def test_a_page_comes_from_whichever_store_the_request_asks_for_with_the_same_data(network):
@@ -57,3 +58,22 @@ async def test_killing_the_key_value_store_fails_only_its_requests(network):
             assert r.status == 503
         async with s.get(f"{base}/api/feed?user=1") as r:
             assert r.status == 200
+
+
+async def test_a_partition_between_the_web_server_and_the_key_value_store_times_its_requests_out(network):
+    from core.engine import dal
+
+    async with Lab(both_stores(), network=network) as lab, aiohttp.ClientSession() as s:
+        base = f"http://{lab.address('web')}:8080"
+        old, dal.KV_TIMEOUT_S = dal.KV_TIMEOUT_S, 0.5
+        try:
+            await lab.command({"action": "partition", "node": "web", "peer": "kv"})
+            status, _, hops, _ = await fetch(s, f"{base}/api/feed?user=1&store=kv")
+            assert status == 503 and hops == [("kv", "kv", "home")]
+            async with s.get(f"{base}/api/feed?user=1") as r:  # SQL is not cut off
+                assert r.status == 200
+            await lab.command({"action": "heal", "node": "web", "peer": "kv"})
+            status, _, _, _ = await fetch(s, f"{base}/api/feed?user=1&store=kv")
+            assert status == 200
+        finally:
+            dal.KV_TIMEOUT_S = old
