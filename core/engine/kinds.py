@@ -215,7 +215,7 @@ KINDS: dict[str, Kind] = {
     ),
     "kvdb": Kind(
         name="kvdb",
-        title="Database (key-value)",
+        title="Database (KV)",  # key-value: short enough for the diagram's box
         tier=4,
         role="server",
         runtime="core.engine.nodes.kvdb:KvDbNode",

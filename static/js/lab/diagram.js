@@ -10,7 +10,7 @@ import { nodeTitle, sizeLabel } from "./i18n.js";
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 960; // the narrowest the diagram gets; more tiers widen it (the SVG scales to fit)
 const MIN_COL_GAP = 64; // between two columns' boxes: room for an edge's rate label
-const NODE_W = 240;
+const NODE_W = 256;
 const MARGIN_X = 24;
 const TOP_Y = 16;
 const GAP_Y = 28;
@@ -94,6 +94,11 @@ function linesFor(node, replicated = false) {
       lines.push([{ key: "role", cls: "role-badge", text: "" }, { key: "lsn", text: "" }, { key: "lag", text: "" }]);
       lines.push([{ key: "delay", cls: "modelled", text: "" }, { key: "lost", cls: "metric-err bad", text: "" }]);
     }
+  } else if (node.kind === "kvdb") {
+    lines.push(tline(gettext("Redis · %(keys)s keys · %(mem)s MB"),
+      { keys: { key: "keys" }, mem: { key: "mem" } }));
+    lines.push([interpolate(gettext("%(users)s users · %(posts)s posts, denormalised"),
+      { users: p.users, posts: p.posts }, true)]);
   } else if (node.kind === "lb") {
     lines.push(tline(gettext("algorithm %(algo)s"), { algo: { key: "algo", cls: "metric-strong" } }));
     lines.push([{ key: "backends", cls: "lb-backends" }]);
@@ -115,6 +120,18 @@ function linesFor(node, replicated = false) {
 
 function boxHeight(node, replicated = false) {
   return 52 + linesFor(node, replicated).length * 17;
+}
+
+/** Squeeze a box's line into the box when its text is longer (a long translation, a big number);
+ * measured only when the text changes, so frames cost no layout work otherwise. */
+function fitLine(t) {
+  if (!t || !t.dataset || !t.dataset.maxW || !t.isConnected) return;
+  t.removeAttribute("textLength");
+  const max = Number(t.dataset.maxW);
+  if (t.getComputedTextLength() > max) {
+    t.setAttribute("textLength", String(max));
+    t.setAttribute("lengthAdjust", "spacingAndGlyphs");
+  }
 }
 
 /** Whether a topology has database replicas (the db boxes then show replication state). */
@@ -309,6 +326,7 @@ export class Diagram {
     let y = y0 + 58;
     for (const line of linesFor(spec, this.replicated)) {
       const t = el("text", { x: x0 + 16, y, class: "node-line" }, g);
+      t.dataset.maxW = String(n.w - 16 - 10 - (line.some((p) => p.key === "utilbar") ? 46 : 0));
       for (const part of line) {
         if (typeof part === "string") {
           el("tspan", {}, t, part);
@@ -324,6 +342,7 @@ export class Diagram {
         }
       }
       y += 17;
+      requestAnimationFrame(() => fitLine(t));
     }
     if (spec.kind === "web") {
       const tip = el("title", {}, g);
@@ -373,7 +392,10 @@ export class Diagram {
       const m = fn[id] || {};
       const r = n.refs;
       const set = (key, text) => {
-        if (r[key] && r[key].textContent !== text) r[key].textContent = text;
+        if (r[key] && r[key].textContent !== text) {
+          r[key].textContent = text;
+          fitLine(r[key].parentNode);
+        }
       };
       set("rps", frame ? fmtRate(m.rps) : "—");
       set("p50", frame ? fmtMs(m.p50_ms) : "—");
@@ -391,13 +413,13 @@ export class Diagram {
       if (r.backends) {
         const b = frame && m.backends ? Object.entries(m.backends) : [];
         const down = b.filter(([, state]) => state !== "up").map(([id]) => id);
-        // Each backend's health while it fits on the line, a summary beyond four.
+        // Each backend's health while it fits on the line, a summary beyond three.
         const key = JSON.stringify(b);
         if (r.backends.dataset.key !== key) { // rebuilt only when a backend's health changes
           r.backends.dataset.key = key;
           r.backends.replaceChildren();
           if (!b.length) r.backends.textContent = "—";
-          else if (b.length <= 4) {
+          else if (b.length <= 3) {
             b.forEach(([id, state], i) => {
               if (i) el("tspan", {}, r.backends, " · ");
               el("tspan", { class: state === "up" ? "backend-up" : "backend-down",
@@ -411,6 +433,10 @@ export class Diagram {
         r.backends.setAttribute("class", down.length ? "lb-backends has-down" : "lb-backends");
       }
       if (r.role) this.applyReplication(r, frame ? m : {}, set);
+      if (r.keys) {
+        set("keys", typeof m.keys === "number" ? String(m.keys) : "—");
+        set("mem", typeof m.used_memory_mb === "number" ? m.used_memory_mb.toFixed(1) : "—");
+      }
       if (r.rate) set("rate", frame && m.rate !== undefined ? fmtRate(m.rate) : fmtRate(n.spec.params.rate));
       if (r.util) {
         const u = typeof m.util === "number" ? m.util : null;

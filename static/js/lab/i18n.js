@@ -10,6 +10,7 @@ gettext_noop("DNS server");
 gettext_noop("Web server");
 gettext_noop("Load balancer");
 gettext_noop("Database (SQL)");
+gettext_noop("Database (KV)");
 
 /** A node's title for the diagram and its menu: clients by flavour, others by their kind's title. */
 export function nodeTitle(spec) {
