@@ -188,3 +188,42 @@ async def test_stopping_the_lab_deletes_the_file_and_leaves_no_socket_or_thread(
     # The address is free again: nothing listens there any more.
     with pytest.raises(OSError):
         await asyncio.open_connection(lab.address("db"), sqlwire.PORT)
+
+
+SQL_WORKER = """
+import asyncio, sys
+from core.engine.lab import Lab
+from tests.engine.topologies import stage2
+
+async def main():
+    lab = Lab(stage2(users=20, posts=50), network=sys.argv[1])
+    await lab.start()
+    print(lab.nodes["db"].path, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_a_killed_worker_s_database_file_is_swept_by_the_next_start(network):
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SQL_WORKER, network, cwd=root, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        path = Path((await asyncio.wait_for(worker.stdout.readline(), 30)).decode().strip())
+        assert path.exists()
+        worker.kill()  # SIGKILL: no stop(), no discard()
+        await worker.wait()
+        assert path.exists()  # a dead worker cannot clean up after itself
+        async with Lab(stage2(users=20, posts=50), network=network):
+            assert not path.parent.exists()  # the next database to start swept it
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()

@@ -10,7 +10,7 @@ and fsyncs once a second, so a ``kill`` (SIGKILL: the page cache survives) loses
 restart replays the file: the data comes back, nothing is re-seeded. With ``no`` the data lives in
 memory only: a restart starts empty and the node seeds it again. The temp dir lives from the first
 start to ``discard()``; a worker that dies cannot delete it, so every first start sweeps the dirs
-of dead workers (``sweep_orphans``).
+of dead workers (``core.engine.scratch.sweep_orphans``).
 
 No leaks: ``kill`` is SIGKILL, ``stop`` is SIGTERM then SIGKILL after STOP_GRACE_S, and the child
 is always waited for (PID 1 here does not reap zombies). If the worker process itself dies, the
@@ -34,7 +34,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +45,7 @@ from redis.asyncio.connection import BlockingConnectionPool, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from core.engine import kvwire
+from core.engine import kvwire, scratch
 from core.engine.nodes.base import Node
 from core.engine.nodes.sqldb import DbError
 
@@ -54,7 +53,6 @@ READY_TIMEOUT_S = 5.0  # redis-server must answer PING within this after spawnin
 STOP_GRACE_S = 1.5  # SIGTERM grace; below Lab.stop_timeout (2 s) so the SIGKILL is ours to send
 REFRESH_S = 1.0  # snapshot() is read 4x a second; DBSIZE and memory are refreshed at most this often
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-DIR_PREFIX = "scalelab-kvdb-"  # then the worker's pid: a dir whose worker is dead is an orphan
 
 
 def redis_server_binary() -> str:
@@ -83,27 +81,6 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def sweep_orphans(root: str | None = None) -> list[str]:
-    """Delete the data dirs of dead workers (a SIGKILLed worker cannot delete its own); the paths."""
-    removed = []
-    for path in Path(root or tempfile.gettempdir()).glob(f"{DIR_PREFIX}*"):
-        pid = path.name[len(DIR_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(str(path))
-    return removed
-
-
 class KvDbNode(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,8 +99,8 @@ class KvDbNode(Node):
         began = time.monotonic()
         first = self.dir is None
         if first:
-            await asyncio.to_thread(sweep_orphans)
-            self.dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-{self.id}-")
+            await asyncio.to_thread(scratch.sweep_orphans)
+            self.dir = scratch.make_dir(self.id)
         try:
             await self._spawn()
             await self._wait_ready()

@@ -34,13 +34,13 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from core.engine import sqlwire
+from core.engine import scratch, sqlwire
 from core.engine.capacity import Capacity, Overloaded
 from core.engine.nodes.base import Node
 
@@ -417,10 +417,10 @@ class SqlDbNode(Node):
         self.received = 0
         self.primary_down_since = None
         seed = self.path is None
-        if seed:
-            fd, self.path = tempfile.mkstemp(prefix=f"scalelab-{self.id}-", suffix=".sqlite3")
-            os.close(fd)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqldb-{self.id}")
+        if seed:  # the file lives in a directory of its own (core.engine.scratch), swept if the worker dies
+            await asyncio.get_running_loop().run_in_executor(self._executor, scratch.sweep_orphans)
+            self.path = os.path.join(scratch.make_dir(self.id), "data.sqlite3")
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._open, seed)
             self._server = await asyncio.start_server(
@@ -467,9 +467,7 @@ class SqlDbNode(Node):
         if self.up:
             await self.stop()
         if self.path is not None:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path + suffix)
+            shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)  # with SQLite's -wal/-shm
             self.path = None
 
     def snapshot(self) -> dict[str, Any]:
