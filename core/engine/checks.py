@@ -51,6 +51,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.engine.telemetry import EVENT_KINDS
+
 MAX_GAP_S = 2.0  # frames come 4 a second; a longer silence (lab restarted) breaks a `for` run
 OPS = (">=", "<=", "==", "!=", ">", "<")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
@@ -337,6 +339,8 @@ class _Parser:
         kind = self.tok
         if kind.kind != "ident" or kind.text in KEYWORDS:
             raise self.fail("expected an event kind such as node_killed")
+        if kind.text not in EVENT_KINDS:
+            raise self.fail(f"unknown event kind (known: {', '.join(sorted(EVENT_KINDS))})")
         self.next()
         fields: list[tuple[str, str | float]] = []
         while self.at(","):

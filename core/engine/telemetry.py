@@ -14,6 +14,18 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Every kind of event the engine emits (Telemetry.event): lesson checks may only name these, so a
+# typo in `event(node_kiled)` fails `lessons check` instead of never passing.
+EVENT_KINDS = frozenset(
+    {
+        "lab_started", "traffic_set", "mix_set",  # the lab and its clients
+        "node_killed", "node_restarted", "node_slowed", "node_resized",  # faults and sizes, any node
+        "node_added", "node_removed", "partitioned", "healed",  # scaling out and partitions
+        "algorithm_set", "backend_down", "backend_up",  # a load balancer
+        "primary_lost", "promoted", "failover_failed", "delay_set",  # replication
+        "stale_read",  # a client read older data than its own last write
+    }
+)
 RESERVOIR = 256  # latency samples kept per key per bucket (reservoir sampling beyond that)
 MAX_EVENTS = 20
 # A server that calls other servers (a load balancer, later a web node calling its database)

@@ -406,3 +406,25 @@ def test_it_passes_every_step_of_stage_1_on_a_recorded_lab() -> None:
     # ... and in the order the solutions played them, except the DNS step, which passes at once.
     order = [p for p in passed if p != "dns"]
     assert order == [s["id"] for s in lesson.steps if s["id"] != "dns"]
+
+
+def test_an_unknown_event_kind_is_a_syntax_error_naming_it():
+    with pytest.raises(CheckSyntaxError) as info:
+        parse_check("event(node_kiled, node=web)")
+    assert info.value.token == "node_kiled" and "unknown event kind" in info.value.reason
+    assert "node_killed" in info.value.reason  # the known ones are listed
+
+
+def test_every_event_the_engine_emits_is_a_known_kind():
+    import pathlib
+    import re as _re
+
+    from core.engine.telemetry import EVENT_KINDS
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "core" / "engine"
+    source = "\n".join(p.read_text() for p in root.rglob("*.py") if p.name != "checks.py")  # emitters only
+    emitted = set(_re.findall(r'\.event\([^"]{0,60}"([a-z_]+)"', source))  # event(t, "kind", ...)
+    emitted |= set(_re.findall(r'"(backend_down|backend_up)"', source))  # the lb picks one of two
+    emitted |= {"stale_read"}  # Telemetry.stale_read builds it
+    assert emitted and emitted <= EVENT_KINDS, emitted - EVENT_KINDS
+    assert EVENT_KINDS - emitted == set(), EVENT_KINDS - emitted  # nothing listed that is never sent
