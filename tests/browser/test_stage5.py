@@ -40,6 +40,11 @@ def test_a_student_kills_the_primary_and_sees_a_replica_promoted(page: Page, liv
     expect(page.get_by_test_id("replication-db-1-db-4")).to_be_attached()
     expect(page.get_by_test_id("node-db-4-state")).to_have_text(re.compile("up", re.I), timeout=10000)
 
+    # The workload is the student's to change: half of the phone's requests become writes.
+    page.get_by_test_id("node-phone").click()
+    page.get_by_test_id("node-menu-writes").select_option("0.5")
+    expect(page.get_by_test_id("node-phone")).to_contain_text("writes 50 %", timeout=5000)
+
     # Kill the primary from the diagram.
     page.get_by_test_id("node-db-1").click()
     page.get_by_test_id("node-menu-kill").click()

@@ -65,7 +65,7 @@ function sizeName(node, workers, ms) {
 
 // The lines a node box shows under its title, by kind. Each line is a list of parts: strings are
 // static text, {key} parts are live values that update() fills in.
-function linesFor(node, replicated = false) {
+function linesFor(node, { replicated = false, dataTier = false } = {}) {
   const p = node.params || {};
   const lines = [
     tline(gettext("%(rps)s req/s · errors %(err)s/s"),
@@ -110,6 +110,10 @@ function linesFor(node, replicated = false) {
   } else if (node.kind === "client") {
     const what = p.flavor === "mobile" ? gettext("JSON API calls") : gettext("HTML pages");
     lines.push(tline(gettext("sends %(rate)s req/s of %(what)s"), { rate: { key: "rate" }, what }));
+    if (dataTier) { // the workload's mix matters once there is data to read and write
+      lines.push(tline(gettext("writes %(writes)s · popularity skew %(zipf)s"),
+        { writes: { key: "writes" }, zipf: { key: "zipf" } }));
+    }
   } else {
     const modelled = new Set(node.modelled || []);
     const parts = Object.entries(p).map(([k, v]) => `${k} ${v}${modelled.has(k) ? ` ${gettext("(modelled)")}` : ""}`);
@@ -118,8 +122,8 @@ function linesFor(node, replicated = false) {
   return lines;
 }
 
-function boxHeight(node, replicated = false) {
-  return 52 + linesFor(node, replicated).length * 17;
+function boxHeight(node, ctx) {
+  return 52 + linesFor(node, ctx).length * 17;
 }
 
 /** Squeeze a box's line into the box when its text is longer (a long translation, a big number);
@@ -156,6 +160,7 @@ export class Diagram {
   constructor(svg, { onNodeClick, onDotClick }) {
     this.svg = svg;
     this.onNodeClick = onNodeClick;
+    this.ctx = { replicated: false, dataTier: false };
     this.onDotClick = onDotClick;
     this.nodes = new Map(); // id -> {spec, x, y, w, h, g, refs}
     this.edges = new Map(); // "a>b" -> {line, label, labelBg, x1, y1, x2, y2}
@@ -174,6 +179,8 @@ export class Diagram {
     if (!topology || !topology.nodes) return;
     this.topology = topology;
     this.replicated = hasReplication(topology);
+    this.ctx = { replicated: this.replicated,
+      dataTier: topology.nodes.some((n) => n.kind === "sqldb" || n.kind === "kvdb") };
     this.partKey = "";
     this.replKey = "";
     this.layout(topology);
@@ -207,7 +214,7 @@ export class Diagram {
     };
     const top = topology.nodes.filter((n) => TOP_LANE_KINDS.has(n.kind));
     const main = topology.nodes.filter((n) => !TOP_LANE_KINDS.has(n.kind));
-    const bh = (n) => boxHeight(n, this.replicated);
+    const bh = (n) => boxHeight(n, this.ctx);
     const laneH = top.length ? Math.max(...top.map(bh)) + GAP_Y * 1.5 : 0;
 
     // Columns of the main band: each column's boxes spread evenly over the band's height.
@@ -324,7 +331,7 @@ export class Diagram {
       "data-testid": `node-${spec.id}-slow` }, g, "");
     const refs = { stateText, addrValue, slow };
     let y = y0 + 58;
-    for (const line of linesFor(spec, this.replicated)) {
+    for (const line of linesFor(spec, this.ctx)) {
       const t = el("text", { x: x0 + 16, y, class: "node-line" }, g);
       t.dataset.maxW = String(n.w - 16 - 10 - (line.some((p) => p.key === "utilbar") ? 46 : 0));
       for (const part of line) {
@@ -436,6 +443,12 @@ export class Diagram {
       if (r.keys) {
         set("keys", typeof m.keys === "number" ? String(m.keys) : "—");
         set("mem", typeof m.used_memory_mb === "number" ? m.used_memory_mb.toFixed(1) : "—");
+      }
+      if (r.writes) {
+        const w = frame && typeof m.write_ratio === "number" ? m.write_ratio : n.spec.params.write_ratio || 0;
+        const z = frame && typeof m.zipf_s === "number" ? m.zipf_s : n.spec.params.zipf_s ?? 1;
+        set("writes", `${Math.round(w * 100)} %`);
+        set("zipf", z === 0 ? gettext("none") : String(z));
       }
       if (r.rate) set("rate", frame && m.rate !== undefined ? fmtRate(m.rate) : fmtRate(n.spec.params.rate));
       if (r.util) {

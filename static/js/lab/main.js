@@ -88,6 +88,7 @@ export function startLab(root) {
         peers,
         partitioned,
         scalable: SCALABLE_KINDS.has(n.spec.kind),
+        dataTier: diagram.ctx.dataTier,
       });
     },
     onDotClick: (sample) => select(sample),

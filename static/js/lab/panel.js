@@ -250,7 +250,8 @@ export class NodeMenu {
    * @param {object} context state, labRunning, gauges (the node's frame entry), peers (ids it has
    *   an edge with), partitioned (ids it is cut off from), scalable (may be added/removed)
    */
-  open(spec, anchor, hostRect, { state, labRunning, gauges = {}, peers = [], partitioned = [], scalable = false }) {
+  open(spec, anchor, hostRect, { state, labRunning, gauges = {}, peers = [], partitioned = [], scalable = false,
+    dataTier = false }) {
     this.nodeId = spec.id;
     const hint = !labRunning
       ? gettext("Start the lab first.")
@@ -265,7 +266,7 @@ export class NodeMenu {
       h("button", { type: "button", class: "btn", "data-testid": "node-menu-restart",
         disabled: !labRunning,
         onclick: (ev) => { ev.stopPropagation(); this.onAction("restart", spec.id); this.close(); } }, gettext("Restart")),
-      ...this.extraControls(spec, { state, labRunning, gauges }),
+      ...this.extraControls(spec, { state, labRunning, gauges, dataTier }),
       ...this.scalingControls(spec, { labRunning, scalable }),
       ...this.partitionControls(spec, { labRunning, peers, partitioned }),
       ...this.replicationControls(spec, { labRunning, gauges }),
@@ -279,7 +280,7 @@ export class NodeMenu {
   }
 
   // The "slow" fault for any server; the algorithm for a load balancer; the size for a web server.
-  extraControls(spec, { state, labRunning, gauges }) {
+  extraControls(spec, { state, labRunning, gauges, dataTier }) {
     const out = [];
     if (spec.role === "server") {
       const slowed = gauges.slow_ms > 0;
@@ -301,6 +302,7 @@ export class NodeMenu {
       ALGORITHMS.map(([value, label]) => h("option", { value, selected: value === current }, label)));
       out.push(h("label", { class: "menu-field" }, gettext("Algorithm"), " ", select));
     }
+    if (spec.kind === "client" && dataTier) out.push(...this.workloadControls(spec, { labRunning, gauges }));
     if (spec.sizes && spec.sizes.length) {
       const p = spec.params || {};
       const current = gauges.size !== undefined ? gauges.size
@@ -319,6 +321,27 @@ export class NodeMenu {
       out.push(h("label", { class: "menu-field" }, gettext("Size (modelled)"), " ", select));
     }
     return out;
+  }
+
+  // A client's workload: the share of requests that write, and how skewed user popularity is.
+  workloadControls(spec, { labRunning, gauges }) {
+    const p = spec.params || {};
+    const ratio = gauges.write_ratio ?? p.write_ratio ?? 0;
+    const zipf = gauges.zipf_s ?? p.zipf_s ?? 1;
+    const pick = (testid, label, values, current, fmt, field) => {
+      const all = [...new Set([...values, current])].sort((a, b) => a - b);
+      const select = h("select", { "data-testid": testid, disabled: !labRunning, "aria-label": label,
+        onclick: (ev) => ev.stopPropagation(),
+        onchange: (ev) => { this.onAction("mix", spec.id, { [field]: Number(ev.target.value) }); this.close(); } },
+      all.map((v) => h("option", { value: String(v), selected: v === current }, fmt(v))));
+      return h("label", { class: "menu-field" }, label, " ", select);
+    };
+    return [
+      pick("node-menu-writes", gettext("Writes"), [0, 0.05, 0.1, 0.2, 0.5], ratio,
+        (v) => `${Math.round(v * 100)} %`, "write_ratio"),
+      pick("node-menu-zipf", gettext("Popularity skew (Zipf s)"), [0, 0.8, 1, 1.2, 1.5], zipf,
+        (v) => (v === 0 ? gettext("none (uniform)") : String(v)), "zipf_s"),
+    ];
   }
 
   button(testid, label, { disabled, onclick, cls = "btn" }) {
