@@ -172,9 +172,10 @@ class ClientNode(Node):
             raise ResolveError("DNS unreachable", hop(False, _os_error(exc))) from None
         for rrset in reply.answer:
             for rdata in rrset:
-                if rdata.rdtype == dns.rdatatype.A:
+                if rdata.rdtype == dns.rdatatype.A:  # the first record: round robin rotates the order
                     self._cache = (rdata.address, time.monotonic() + rrset.ttl)
-                    status = f"{dns.rcode.to_text(reply.rcode())} {rdata.address} ttl={rrset.ttl}"
+                    more = f" (1 of {len(rrset)})" if len(rrset) > 1 else ""
+                    status = f"{dns.rcode.to_text(reply.rcode())} {rdata.address}{more} ttl={rrset.ttl}"
                     return rdata.address, hop(True, status)
         raise ResolveError("no answer", hop(False, dns.rcode.to_text(reply.rcode())))
 

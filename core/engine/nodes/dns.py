@@ -1,4 +1,11 @@
-"""A real UDP DNS server: answers A queries for the lab's domain with the target node's address."""
+"""A real UDP DNS server: answers A queries for the lab's domain with the target node's address.
+
+When servers have been added like the target (``add``: same kind, same callers), the answer lists
+every one of them and rotates the order on each query: DNS round robin, the way to scale out
+before there is a load balancer. A resolver takes the first record and caches it for the TTL, so
+the split is coarse, and a dead server keeps its share until the answers expire: DNS knows
+nothing of health. That is the point stage 3 leaves for stage 4.
+"""
 
 from __future__ import annotations
 
@@ -47,6 +54,18 @@ class DnsNode(Node):
         self.queries = 0
         self.malformed = 0
         self.dropped = 0  # datagrams lost to a partition
+        self._turn = 0  # round robin: where the next answer's list starts
+
+    def targets(self) -> list[str]:
+        """The target and every server added like it (same kind, same callers), in topology order."""
+        topo = self.lab.topology
+        target = topo.node(self.params["target"])
+        callers = {a for a, b in topo.edges if b == target.id}
+        return [
+            n.id
+            for n in topo.nodes
+            if n.id == target.id or (n.kind == target.kind and {a for a, b in topo.edges if b == n.id} == callers)
+        ]
 
     def answer(self, request: DNSRecord) -> DNSRecord:
         """Authoritative answer for the lab's domain; NXDOMAIN for any other name."""
@@ -54,8 +73,12 @@ class DnsNode(Node):
         reply = request.reply()
         qname = str(request.q.qname).rstrip(".").lower()
         if qname == self.lab.topology.domain and request.q.qtype == QTYPE.A:
-            target = self.lab.address(self.params["target"])
-            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(target), ttl=self.params["ttl"]))
+            targets = self.targets()
+            k = self._turn % len(targets)
+            self._turn += 1
+            for node_id in targets[k:] + targets[:k]:
+                rdata = A(self.lab.address(node_id))
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=rdata, ttl=self.params["ttl"]))
         elif qname != self.lab.topology.domain:
             reply.header.rcode = RCODE.NXDOMAIN
         return reply
