@@ -117,18 +117,18 @@ async def test_the_request_id_travels_to_the_database(network):
 async def test_without_a_database_edge_the_web_server_answers_as_in_stage_1(network):
     async with Lab(stage1(), network=network) as lab:
         lab.frame()
-        await lab.nodes["phone"].request()
+        await lab.nodes["phone"].request(home("mobile"))
         [sample] = lab.frame()["samples"]
         assert sample["ok"] and [h["dst"] for h in sample["hops"]][-1] == "web"
 
 
 async def test_killing_the_database_fails_the_web_tier_and_a_restart_recovers_it(network):
     async with Lab(stage2(), network=network) as lab:
-        await lab.nodes["phone"].request()  # the pool now holds a connection to the database
+        await lab.nodes["phone"].request(home("mobile"))  # the pool now holds a connection to the database
         await lab.command({"action": "kill", "node": "db"})
         assert [e["kind"] for e in lab.frame()["events"]][-1] == "node_killed"
         for _ in range(3):
-            await lab.nodes["phone"].request()
+            await lab.nodes["phone"].request(home("mobile"))
         frame = lab.frame()
         assert frame["nodes"]["db"]["up"] is False
         for sample in frame["samples"]:
@@ -142,7 +142,7 @@ async def test_killing_the_database_fails_the_web_tier_and_a_restart_recovers_it
         assert path and os.path.exists(path), "a crash keeps the database's file"
 
         await lab.command({"action": "restart", "node": "db"})
-        await lab.nodes["phone"].request()
+        await lab.nodes["phone"].request(home("mobile"))
         [sample] = lab.frame()["samples"]
         assert sample["ok"]
 
@@ -151,7 +151,7 @@ async def test_a_slowed_database_slows_every_page(network):
     async with Lab(stage2(db_service_ms=0.5), network=network) as lab:
         await lab.command({"action": "slow", "node": "db", "ms": 60})
         lab.frame()
-        await lab.nodes["phone"].request()
+        await lab.nodes["phone"].request(home("mobile"))
         frame = lab.frame()
         [sample] = frame["samples"]
         db_hops = [h for h in sample["hops"] if h["dst"] == "db"]
@@ -178,7 +178,7 @@ async def test_stopping_the_lab_deletes_the_file_and_leaves_no_socket_or_thread(
     before = {t.ident for t in threading.enumerate()}
     lab = Lab(stage2(users=100, posts=500), network=network)
     async with lab:
-        await lab.nodes["browser"].request()
+        await lab.nodes["browser"].request(home("web"))
         path = lab.nodes["db"].path
         assert path and os.path.exists(path)
         assert any(t.name.startswith("sqldb-db") for t in threading.enumerate())
