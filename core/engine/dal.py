@@ -91,8 +91,7 @@ class DataAccess:
 
     def primary(self) -> str:
         ids = self.db_ids()
-        replication = getattr(self.lab, "replication", None)
-        primary = replication.primary_for(ids[0]) if replication is not None else None
+        primary = self.lab.replication.primary_for(ids[0])
         return primary if primary in ids else ids[0]
 
     def read_order(self) -> list[str]:
@@ -107,8 +106,7 @@ class DataAccess:
         return [*replicas, primary]
 
     def _replicated(self) -> bool:
-        replication = getattr(self.lab, "replication", None)
-        return bool(replication is not None and replication.enabled)
+        return self.lab.replication.enabled
 
     def _pool(self, db_id: str) -> DbPool:
         pool = self._pools.get(db_id)

@@ -290,8 +290,7 @@ class Lab:
         kin = [n for n in self.topology.nodes if n.kind == spec.kind and n.id != node_id]
         if not kin and any(b == node_id for _, b in self.topology.edges):
             raise CommandError(f"remove: {node_id} is the last {spec.kind} and other nodes depend on it")
-        primary_for = getattr(self.replication, "primary_for", None)
-        primary = primary_for(node_id) if primary_for else getattr(self.replication, "primary_id", None)
+        primary = self.replication.primary_for(node_id)
         if spec.kind == "sqldb" and primary == node_id:
             raise CommandError(f"remove: {node_id} is the primary database: promote a replica first")
         for other in self.topology.nodes:  # e.g. a DNS node's target
@@ -359,9 +358,8 @@ class Lab:
             if self.nodes[node_id].spec.kind != "client":
                 raise CommandError(f"mix: {node_id} is not a client: only clients have a workload mix")
             clients = [self.nodes[node_id]]
-        clients = [c for c in clients if hasattr(c, "set_mix")]
         if not clients:
-            raise CommandError("mix: these clients have no workload mix")
+            raise CommandError("mix: this lab has no clients")
         for c in clients:
             c.set_mix(**mix)  # type: ignore[attr-defined]
         self.telemetry.event(time.time(), "mix_set", node=node_id, **mix)

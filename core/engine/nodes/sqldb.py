@@ -184,10 +184,10 @@ class SqlDbNode(Node):
                 if not line:
                     return
                 # A partition drops packets: the caller hears nothing and times out.
-                while self._cut_off(peer):
+                while self.cut_off(peer):
                     await asyncio.sleep(0.1)
                 answer = await self._answer(line)
-                while self._cut_off(peer):  # cut while it was answered (a long poll): the reply is lost too
+                while self.cut_off(peer):  # cut while it was answered (a long poll): the reply is lost too
                     await asyncio.sleep(0.1)
                 writer.write(answer)
                 await writer.drain()
@@ -198,10 +198,6 @@ class SqlDbNode(Node):
             if task is not None:
                 self._handlers.discard(task)
             writer.transport.abort()
-
-    def _cut_off(self, peer: str) -> bool:
-        cut_off = getattr(self, "cut_off", None)  # the partition fault (Node.cut_off)
-        return bool(cut_off and cut_off(peer))
 
     async def _answer(self, line: bytes) -> bytes:
         received = time.monotonic()
@@ -433,9 +429,8 @@ class SqlDbNode(Node):
             raise
         self.up = True
         if self.role == "replica":
-            replication = getattr(self.lab, "replication", None)
-            if replication is not None:  # a restarted replica follows whoever is primary now
-                self.following = replication.primary_for(self.id) or self.following
+            # A restarted replica follows whoever is primary now.
+            self.following = self.lab.replication.primary_for(self.id) or self.following
             self.received = self.lsn
             self._start_replication()
 
