@@ -29,7 +29,6 @@ import core.engine.nodes.lb
 import core.engine.nodes.sqldb
 import core.engine.nodes.web  # noqa: F401
 from core.engine import keys
-from core.engine.kinds import KINDS
 from core.engine.lab import Lab
 from core.engine.spec import parse_topology
 from core.engine.telemetry import Trace
@@ -53,7 +52,6 @@ BLOCK = 55000 + os.getpid() % 5000
 WEBS = ("web-1", "web-2", "web-3")
 DBS = ("db-1", "db-2", "db-3")
 # The realistic workload's parameters, if this checkout's client has them.
-HAS_MIX = {"write_ratio", "zipf_s"} <= set(KINDS["client"].params)
 _labs = 0
 
 
@@ -73,9 +71,7 @@ def topology(
     modelled capacity is far above what one process can carry, so the engine is the limit."""
     web_params = {"workers": 64, "service_ms": 0, "queue_limit": 10000}
     db_params = {"workers": 64, "service_ms": 0, "queue_limit": 10000, "users": users, "posts": posts}
-    client_params: dict[str, Any] = {"rate": rate / 2}
-    if HAS_MIX:
-        client_params |= {"write_ratio": write_ratio, "zipf_s": zipf_s}
+    client_params: dict[str, Any] = {"rate": rate / 2, "write_ratio": write_ratio, "zipf_s": zipf_s}
     return parse_topology(
         {
             "domain": "www.scalelab.test",
@@ -319,10 +315,8 @@ async def main() -> None:
     ap.add_argument("--only", choices=("sustained", "backend", "primary"), action="append")
     args = ap.parse_args()
     parts = set(args.only or ("sustained", "backend", "primary"))
-    out: dict[str, Any] = {"has_mix": HAS_MIX, "nproc": os.cpu_count()}
+    out: dict[str, Any] = {"nproc": os.cpu_count()}
     t_all = time.perf_counter()
-    if not HAS_MIX:
-        print("NOTE: this checkout's client has no write_ratio/zipf_s: the default workload is used")
 
     if "sustained" in parts:
         n = args.runs or 3
