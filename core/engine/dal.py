@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from core.engine import sqlwire
+from core.engine.lifecycle import detach
 from core.engine.nodes.kvdb import KvStore
 from core.engine.nodes.sqldb import DbError, DbPool
 from core.engine.telemetry import Hop
@@ -177,4 +178,14 @@ class DataAccess:
         stores, self._kv = list(self._kv.values()), {}
         for store in stores:
             await store.close()
+        self._down_until.clear()
+
+    def drop(self) -> None:
+        """Close at once (``Node.force``): SQL connections now; key-value pools as tasks of their own."""
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        stores, self._kv = list(self._kv.values()), {}
+        for store in stores:
+            detach(store.close())
         self._down_until.clear()

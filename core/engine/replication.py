@@ -22,7 +22,6 @@ The web tier's data-access layer (``core.engine.dal``) asks ``primary_for`` wher
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.engine.commands import CommandError
+from core.engine.lifecycle import Alive, Background
 
 if TYPE_CHECKING:
     from core.engine.lab import Lab
@@ -61,7 +61,7 @@ class Replication:
             for n in lab.topology.nodes
             if n.kind == "sqldb" and not n.params.get("replica_of")
         }
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background(f"replication of lab {lab.network}")
         self._quiet_until = 0.0
 
     # Who is who ------------------------------------------------------------------------------
@@ -109,21 +109,17 @@ class Replication:
     # Lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """After every node has started: begin watching the primaries (failover)."""
-        if self.enabled and self._task is None:
+        if self.enabled and not self._background.running:
             # The replicas may have tried their primary before it listened: give them a moment.
             self._quiet_until = time.monotonic() + QUIET_S
-            self._task = asyncio.create_task(self._watch(), name="replication-watch")
+            self._background.start(self._watch, "watch")
 
     async def stop(self) -> None:
-        """Before the nodes stop: end the watcher."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Before the nodes stop: end the watcher (bounded: a failover under way is abandoned)."""
+        await self._background.stop()
 
-    async def _watch(self) -> None:
-        while True:
+    async def _watch(self, alive: Alive) -> None:
+        while alive():
             await asyncio.sleep(WATCH_S)
             if time.monotonic() < self._quiet_until:
                 continue

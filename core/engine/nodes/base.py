@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from core.engine.lifecycle import Background
 from core.engine.spec import NodeSpec
 
 if TYPE_CHECKING:
@@ -20,6 +21,10 @@ class Node:
         self.address = lab.address(spec.id)
         self.port = spec.kind_info.port
         self.up = False
+        self.who = f"{spec.id} ({self.address})"  # how the log names this node
+        # Loops a node runs beside serving (health checks, a gauge refresher): they end when the
+        # node stops even if a cancellation is lost (see core.engine.lifecycle).
+        self.background = Background(self.who)
         # The "slow" fault: milliseconds added to every request this node serves (0: none). One
         # mechanism for every kind: a server awaits slowdown() (or adds slow_ms to its modelled
         # work) where it does its work. It survives restarts: it models the machine, not the process.
@@ -59,6 +64,13 @@ class Node:
 
     async def discard(self) -> None:
         """The lab is over (called after stop): free what outlives a crash, such as files on disk."""
+
+    def force(self) -> None:
+        """The lab's stop ran out of time for this node: release everything it holds now,
+        synchronously (listeners, connections, child processes, files), whatever its tasks are
+        doing; they find everything closed and end. Safe to call at any time, and twice."""
+        self.up = False
+        self.background.force()
 
     async def kill(self) -> None:
         """Crash: like stop, but abrupt (connections reset, in-flight work lost)."""

@@ -6,6 +6,7 @@ which user) comes from ``core.engine.workload``; replies' ``X-Data-Lsn`` reveal 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from typing import Any
@@ -18,7 +19,9 @@ import dns.rcode
 import dns.rdatatype
 
 from core.engine.kinds import KINDS
+from core.engine.lifecycle import Alive, wait_ended
 from core.engine.nodes.base import Node
+from core.engine.nodes.http import close_session_now
 from core.engine.telemetry import HOPS_HEADER, Hop, Trace, hops_from_header
 from core.engine.workload import DEFAULT_USERS, LastWrites, Request, Workload, is_stale_read
 
@@ -51,7 +54,6 @@ class ClientNode(Node):
         self._cache: tuple[str, float] | None = None  # (address, expires at, monotonic)
         self._resolving: asyncio.Future[tuple[str, Hop | None]] | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._loop_task: asyncio.Task[None] | None = None
         self._requests: set[asyncio.Task[None]] = set()
         self.dropped = 0
         self.sent = 0
@@ -67,22 +69,30 @@ class ClientNode(Node):
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(local_addr=(self.address, 0), limit=MAX_IN_FLIGHT, use_dns_cache=False)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
-        self._loop_task = asyncio.create_task(self._arrivals(), name=f"client-{self.id}")
+        self.background.start(self._arrivals, "arrivals")
         self.up = True
 
     async def stop(self) -> None:
         self.up = False
-        tasks = [t for t in (self._loop_task, *self._requests) if t is not None]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._loop_task = None
+        await self.background.stop()
+        # Requests in flight: each ends by its own timeout at the latest; wait a little for them.
+        await wait_ended(list(self._requests), who=self.who, what="its requests in flight")
         self._requests.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await session.close()
+            close_session_now(session)  # if the bound ran out
         self._cache = None
+
+    def force(self) -> None:
+        super().force()
+        for task in self._requests:
+            task.cancel()
+        self._requests.clear()
+        session, self._session = self._session, None
+        close_session_now(session)
 
     def set_rate(self, rate: float) -> None:
         self.rate = max(0.0, float(rate))
@@ -101,10 +111,10 @@ class ClientNode(Node):
             "zipf_s": self.workload.zipf_s,
         }
 
-    async def _arrivals(self) -> None:
+    async def _arrivals(self, alive: Alive) -> None:
         rng = self.lab.rng
         next_at = time.monotonic()
-        while True:
+        while alive():
             if self.rate <= 0:
                 await asyncio.sleep(0.1)
                 next_at = time.monotonic()
@@ -226,7 +236,8 @@ class ClientNode(Node):
 
     async def _http(self, address: str, request_id: str, req: Request) -> tuple[str, bool, str | None, int | None]:
         """(status, ok, the server's HOPS_HEADER if it sent one, its LSN_HEADER if an integer)."""
-        assert self._session is not None
+        if self._session is None:  # the client stopped while this request waited for DNS
+            return "client stopped", False, None, None
         url = f"http://{address}:{SITE_PORT}{req.target}"
         headers = {"Host": f"{self.lab.topology.domain}:{SITE_PORT}", "X-Request-Id": request_id}
         try:

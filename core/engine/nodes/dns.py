@@ -92,7 +92,10 @@ class DnsNode(Node):
         self.up = True
 
     async def stop(self) -> None:
+        self.force()
+
+    def force(self) -> None:
+        super().force()
         if self.transport is not None:
             self.transport.close()
             self.transport = None
-        self.up = False

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
+
+from core.engine.lifecycle import detach
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 CutOff = Callable[[str], bool]
@@ -52,3 +55,11 @@ class HttpListener:
                 if transport is not None:
                     transport.abort()
             self._server = None
+
+
+def close_session_now(session: aiohttp.ClientSession | None) -> None:
+    """Close an aiohttp client session's connections at once (for ``Node.force``): the connector
+    closes its transports synchronously; what is left to await runs as a task of its own."""
+    if session is None or session.closed or session.connector is None:
+        return
+    detach(session.connector.close())

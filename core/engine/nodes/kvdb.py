@@ -13,10 +13,12 @@ start to ``discard()``; a worker that dies cannot delete it, so every first star
 of dead workers (``core.engine.scratch.sweep_orphans``).
 
 No leaks: ``kill`` is SIGKILL, ``stop`` is SIGTERM then SIGKILL after STOP_GRACE_S, and the child
-is always waited for (PID 1 here does not reap zombies). If the worker process itself dies, the
-kernel kills redis-server too: the child asks for ``PR_SET_PDEATHSIG = SIGKILL`` (Linux ``prctl``)
-before it execs. The kernel sends that signal when the *thread* that forked the child exits, which
-is the event loop's thread: a lab's loop lives as long as its worker.
+is always waited for (PID 1 here does not reap zombies), bounded: if asyncio does not report it
+dead within ``lifecycle.REAP_S`` of the SIGKILL, it is reaped here and the log says so. If the
+worker process itself dies, the kernel kills redis-server too: the child asks for
+``PR_SET_PDEATHSIG = SIGKILL`` (Linux ``prctl``) before it execs. The kernel sends that signal
+when the *thread* that forked the child exits, which is the event loop's thread: a lab's loop
+lives as long as its worker.
 
 Capacity is not modelled: Redis is real and fast. redis-server itself cannot be slowed down, so the
 "slow" fault lives in the client: ``KvStore`` awaits the node's ``slowdown()`` before each round
@@ -29,6 +31,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import shutil
 import signal
@@ -46,12 +49,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from core.engine import kvwire, scratch
+from core.engine.lifecycle import REAP_S, Alive, reap, wait_child
 from core.engine.nodes.base import Node
 from core.engine.nodes.sqldb import DbError
 
+log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 5.0  # redis-server must answer PING within this after spawning
 STOP_GRACE_S = 1.5  # SIGTERM grace; below Lab.stop_timeout (2 s) so the SIGKILL is ours to send
 REFRESH_S = 1.0  # snapshot() is read 4x a second; DBSIZE and memory are refreshed at most this often
+SEED_TIMEOUT_S = 30.0  # a seeding round trip (a pipeline of SEED_BATCH commands) must answer within this
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -91,7 +97,6 @@ class KvDbNode(Node):
         self.used_memory_mb = 0.0
         self.seed_ms = 0.0
         self.start_ms = 0.0
-        self._refresher: asyncio.Task[None] | None = None
 
     # Lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -111,26 +116,35 @@ class KvDbNode(Node):
             if first:
                 await self.discard()
             raise
-        self._refresher = asyncio.create_task(self._refresh(), name=f"kvdb-{self.id}-refresh")
+        self.background.start(self._refresh, "refresh")
         self.up = True
         self.start_ms = (time.monotonic() - began) * 1000
 
     async def stop(self) -> None:
         """Orderly: SIGTERM (Redis flushes its AOF), SIGKILL after STOP_GRACE_S; the dir stays."""
         self.up = False
-        await self._cancel_refresher()
+        await self.background.stop()
         await self._end(grace_s=STOP_GRACE_S)
 
     async def kill(self) -> None:
         """Crash: SIGKILL; the AOF written so far stays on disk."""
         self.up = False
-        await self._cancel_refresher()
+        await self.background.stop()
         await self._end(grace_s=0)
 
     async def discard(self) -> None:
         """The lab is over: delete the data dir."""
         if self.proc is not None:
             await self.kill()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def force(self) -> None:
+        super().force()
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.returncode is None:
+            reap(proc.pid, who=self.who)
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
@@ -178,8 +192,9 @@ class KvDbNode(Node):
             if self.proc.returncode is not None:
                 raise OSError(f"redis-server exited with {self.proc.returncode}: {self._log_tail()}")
             with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
-                if await asyncio.wait_for(self._ping(), 1.0):
-                    return
+                async with asyncio.timeout(1.0):
+                    if await self._ping():
+                        return
             if time.monotonic() > deadline:
                 raise OSError(f"redis-server did not answer PING within {READY_TIMEOUT_S:g} s: {self._log_tail()}")
             await asyncio.sleep(0.02)
@@ -201,22 +216,30 @@ class KvDbNode(Node):
             if grace_s > 0 and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.wait(), grace_s)
+                await wait_child(proc, who=self.who, timeout=grace_s)
         finally:
             # Even when cancelled: SIGKILL what is left and reap it (nobody else will).
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            await proc.wait()
-            self.proc = None
+            try:
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    if not await wait_child(proc, who=self.who, timeout=REAP_S):
+                        log.warning("%s: redis-server %d not reported dead %.1f s after SIGKILL; reaping it here",
+                                    self.who, proc.pid, REAP_S)
+            finally:
+                if proc.returncode is None:
+                    reap(proc.pid, who=self.who)
+                self.proc = None
 
     # Seeding and gauges ----------------------------------------------------------------------
     async def _seed(self) -> None:
         began = time.monotonic()
         # Building the plan is ~0.2 s of CPU: off the event loop, as the SQL node seeds in a thread.
         plan = await asyncio.to_thread(list, kvwire.seed_plan(self.params["users"], self.params["posts"]))
-        client = aioredis.Redis(host=self.address, port=self.port, single_connection_client=True)
+        client = aioredis.Redis(
+            host=self.address, port=self.port, single_connection_client=True,
+            socket_timeout=SEED_TIMEOUT_S, socket_connect_timeout=READY_TIMEOUT_S,
+        )
         try:
             for i in range(0, len(plan), kvwire.SEED_BATCH):
                 pipe = client.pipeline(transaction=False)
@@ -227,12 +250,13 @@ class KvDbNode(Node):
             await client.aclose()
         self.seed_ms = (time.monotonic() - began) * 1000
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, alive: Alive) -> None:
         client = aioredis.Redis(
-            host=self.address, port=self.port, single_connection_client=True, socket_timeout=REFRESH_S
+            host=self.address, port=self.port, single_connection_client=True,
+            socket_timeout=REFRESH_S, socket_connect_timeout=REFRESH_S,
         )
         try:
-            while True:
+            while alive():  # not ``while True``: redis-py's wait_for may swallow our cancel
                 with contextlib.suppress(rexc.RedisError, OSError):
                     pipe = client.pipeline(transaction=False)
                     pipe.dbsize()
@@ -243,14 +267,8 @@ class KvDbNode(Node):
                 await asyncio.sleep(REFRESH_S)
         finally:
             with contextlib.suppress(Exception):
-                await client.aclose()
-
-    async def _cancel_refresher(self) -> None:
-        task, self._refresher = self._refresher, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+                async with asyncio.timeout(REFRESH_S):
+                    await client.aclose()
 
 
 # The client -------------------------------------------------------------------------------------

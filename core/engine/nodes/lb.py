@@ -25,8 +25,9 @@ import aiohttp
 from aiohttp import web
 
 from core.engine.balancing import Balancer
+from core.engine.lifecycle import Alive
 from core.engine.nodes.base import Node
-from core.engine.nodes.http import HttpListener
+from core.engine.nodes.http import HttpListener, close_session_now
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_from_header, hops_to_header
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -63,7 +64,6 @@ class LbNode(Node):
         )
         self._http = HttpListener(self.handle)
         self._session: aiohttp.ClientSession | None = None
-        self._health_task: asyncio.Task[None] | None = None
         self.forwarded = 0
         self.retried = 0
         self.unavailable = 0  # answered 503: no healthy backend
@@ -142,7 +142,8 @@ class LbNode(Node):
             self.balancer.begin(backend)
             self._pending[backend] += 1
             try:
-                assert self._session is not None
+                if self._session is None:  # stopped while this request was under way
+                    raise aiohttp.ClientConnectionError("the balancer stopped")
                 async with self._session.request(request.method, url, headers=headers, data=body or None) as resp:
                     data = await resp.read()
                     downstream = hops_from_header(resp.headers.get(HOPS_HEADER), at_ms)
@@ -188,10 +189,10 @@ class LbNode(Node):
         return web.Response(status=status, text=text, headers=headers)
 
     # Health checks --------------------------------------------------------------------------
-    async def _health_loop(self) -> None:
+    async def _health_loop(self, alive: Alive) -> None:
         interval = self.params["health_interval_s"]
         timeout = aiohttp.ClientTimeout(total=min(interval, 2.0))
-        while True:
+        while alive():
             await asyncio.sleep(interval)
             # Backends may come and go, so read the list every round.
             ids = list(self.balancer.backends)
@@ -225,21 +226,26 @@ class LbNode(Node):
             await self._session.close()
             self._session = None
             raise
-        self._health_task = asyncio.create_task(self._health_loop(), name=f"lb-health-{self.id}")
+        self.background.start(self._health_loop, "health")
         self.up = True
 
     async def stop(self) -> None:
         """Crash-like, as for a web node: stop listening and reset every open connection."""
         self.up = False
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
-            self._health_task = None
+        await self.background.stop()
         self._http.crash()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await session.close()
+            close_session_now(session)  # if the bound ran out
+
+    def force(self) -> None:
+        super().force()
+        self._http.crash()
+        session, self._session = self._session, None
+        close_session_now(session)
 
     def snapshot(self) -> dict[str, Any]:
         backends = self.balancer.backends.values()

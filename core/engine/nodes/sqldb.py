@@ -7,7 +7,8 @@ real crash keeps the disk, and the lab's end (``discard``) deletes it.
 
 SQLite runs in one thread the node owns (a one-thread executor holding the only connection), so
 the event loop never blocks on the disk and every SQLite call comes from the same thread. The
-connection is closed and the thread joined on stop and on kill: nothing is left running.
+connection is closed on stop and on kill, and the thread ends after it (the loop never blocks on
+joining it: a thread busy with a long query must not hold up the lab's stop).
 
 Capacity is modelled as for a web server (``core.engine.capacity.Capacity``): ``workers``
 connection slots serve a query at once, each for a random modelled service time plus the real
@@ -42,6 +43,7 @@ from typing import Any
 
 from core.engine import scratch, sqlwire
 from core.engine.capacity import Capacity, Overloaded
+from core.engine.lifecycle import wait_ended
 from core.engine.nodes.base import Node
 
 log = logging.getLogger(__name__)
@@ -252,7 +254,8 @@ class SqlDbNode(Node):
         first = msg["log_from"]
         if first > self.lsn and msg.get("wait_ms"):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._log_event.wait(), msg["wait_ms"] / 1000)
+                async with asyncio.timeout(msg["wait_ms"] / 1000):
+                    await self._log_event.wait()
         executor = self._executor
         if executor is None:
             raise ConnectionError("database stopped")
@@ -354,11 +357,9 @@ class SqlDbNode(Node):
             task.cancel()
         return tasks
 
-    @staticmethod
-    async def _ended(tasks: list[asyncio.Task[Any]]) -> None:
+    async def _ended(self, tasks: list[asyncio.Task[Any]]) -> None:
         """Wait for stopped tasks, bounded: a task that lost its cancellation ends by its generation."""
-        if tasks:
-            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+        await wait_ended(tasks, who=self.who, what="its replication tasks", timeout=STOP_WAIT_S)
 
     async def promote(self) -> int:
         """Become the primary: stop following, apply everything received at once; the new head."""
@@ -441,21 +442,42 @@ class SqlDbNode(Node):
         self.up = False
         await self._ended(self._stop_replication_tasks())
         self._pending.clear()
+        self._close_sockets()
+        await wait_ended(list(self._handlers), who=self.who, what="its connections' handlers", timeout=STOP_WAIT_S)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            try:
+                async with asyncio.timeout(STOP_WAIT_S):
+                    await asyncio.wrap_future(executor.submit(self._close))
+            except TimeoutError:
+                log.warning("%s: SQLite did not close within %.1f s; its thread closes it later", self.who, STOP_WAIT_S)
+            except Exception as exc:
+                log.warning("%s: closing SQLite failed: %r", self.who, exc)
+            # Not wait=True: that would block the event loop on a thread still busy with a query.
+            executor.shutdown(wait=False)
+
+    def _close_sockets(self) -> None:
+        """Stop listening and reset every connection; their handlers are cancelled."""
         if self._server is not None:
             self._server.close()
             self._server = None
         for writer in list(self._writers):
             writer.transport.abort()
-        handlers = list(self._handlers)
-        for task in handlers:
+        for task in list(self._handlers):
             task.cancel()
-        if handlers:
-            await asyncio.gather(*handlers, return_exceptions=True)
+
+    def force(self) -> None:
+        super().force()
+        self._stop_replication_tasks()
+        self._pending.clear()
+        self._close_sockets()
         executor, self._executor = self._executor, None
         if executor is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(executor.submit(self._close))
-            executor.shutdown(wait=True)
+            executor.submit(self._close)  # SQLite is closed from its own thread, after any running query
+            executor.shutdown(wait=False)
+        if self.path is not None:
+            shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+            self.path = None
 
     async def discard(self) -> None:
         """The lab is over: delete the database file (and SQLite's WAL files)."""
@@ -526,12 +548,10 @@ class DbPool:
                 continue
             try:
                 if conn is None:
-                    conn = await asyncio.wait_for(
-                        asyncio.open_connection(
+                    async with asyncio.timeout(self.timeout_s):
+                        conn = await asyncio.open_connection(
                             self.address, self.port, local_addr=(self.source, 0), limit=sqlwire.MAX_LINE
-                        ),
-                        self.timeout_s,
-                    )
+                        )
             except ConnectionRefusedError:
                 raise DbError("connection refused", unavailable=True) from None
             except TimeoutError:
@@ -543,7 +563,8 @@ class DbPool:
             try:
                 writer.write(sqlwire.encode_request(req_id, sql, params))
                 await writer.drain()
-                line = await asyncio.wait_for(reader.readline(), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    line = await reader.readline()
                 if not line:
                     raise ConnectionResetError
                 reply = sqlwire.decode_reply(line)

@@ -10,8 +10,10 @@ reached gives 503, a failed query 500. Without a database edge it answers as in 
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
+import logging
 import time
 from typing import Any
 
@@ -26,6 +28,8 @@ from core.engine.nodes.http import HttpListener
 from core.engine.nodes.sqldb import DbError
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_to_header
 
+log = logging.getLogger(__name__)
+STOP_S = 1.0  # closing the connections to the data tier on stop
 LSN_HEADER = "X-Data-Lsn"  # the change-log position the data in a response reflects
 PAGE = """<!doctype html><html><head><title>Scale Lab site</title></head>
 <body><h1>Hello from {node}</h1><p>Served by {address}:{port}</p></body></html>"""
@@ -187,7 +191,17 @@ class WebNode(Node):
         """Crash-like: stop listening and reset every open connection at once."""
         self.up = False
         self._http.crash()
-        await self.dal.close()
+        try:
+            async with asyncio.timeout(STOP_S):
+                await self.dal.close()
+        except TimeoutError:
+            log.warning("%s: closing its database connections took over %.1f s; dropped them", self.who, STOP_S)
+            self.dal.drop()
+
+    def force(self) -> None:
+        super().force()
+        self._http.crash()
+        self.dal.drop()
 
     def snapshot(self) -> dict[str, Any]:
         return {
