@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -18,12 +19,18 @@ from core.engine.replication import Replication
 from core.engine.spec import NodeSpec, Topology
 from core.engine.telemetry import Telemetry, Trace
 
+log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
 # Horizontal scaling: the kinds a student may add and remove live (servers behind a balancer,
 # database replicas). Clients, DNS and balancers are the lesson's fixed frame.
 SCALABLE_KINDS = frozenset({"web", "sqldb"})
 MAX_NODES = 32  # per lab: every node is real sockets in one worker process
 DRAIN_TIMEOUT_S = 5.0  # how long a removed node may finish the requests it was sent
+START_TIMEOUT_S = 30.0  # a node that is not serving by then failed to start
+STOP_DEADLINE_S = 5.0  # a lab's stop: every node stopped, or forced, within this
+# The longest any one command may take (an add starts a node; a remove drains for DRAIN_TIMEOUT_S,
+# then stops it): past it the command fails with a message and the lab goes on.
+COMMAND_TIMEOUT_S = 15.0
 
 
 class LabStartError(Exception):
@@ -64,12 +71,17 @@ class Lab:
         frame_interval: float = 0.25,
         seed: int | None = None,
         stop_timeout: float = 2.0,
+        stop_deadline: float = STOP_DEADLINE_S,
+        command_timeout: float = COMMAND_TIMEOUT_S,
     ) -> None:
         self.topology = topology
         self.network = network
         self.emit = emit or (lambda message: None)
         self.rng = random.Random(seed)
-        self.stop_timeout = stop_timeout
+        self.stop_timeout = stop_timeout  # the clients' share of the stop; servers have the rest
+        self.stop_deadline = max(stop_deadline, stop_timeout)
+        self.command_timeout = command_timeout
+        self.forced: list[str] = []  # the nodes the last stop had to force
         self.telemetry = Telemetry(frame_interval=frame_interval, rng=self.rng)
         self.state = "stopped"
         self._initial_topology = topology
@@ -105,7 +117,7 @@ class Lab:
             for node in group:
                 self._node_state[node.id] = "starting"
             self._publish_status()
-            results = await asyncio.gather(*(n.start() for n in group), return_exceptions=True)
+            results = await self._start_all(group)
             failed = [(n, r) for n, r in zip(group, results, strict=True) if isinstance(r, BaseException)]
             for node, result in zip(group, results, strict=True):
                 self._node_state[node.id] = "down" if isinstance(result, BaseException) else "up"
@@ -119,23 +131,92 @@ class Lab:
         self.telemetry.event(time.time(), "lab_started")
         self._set_state("running")
 
+    async def _start_all(self, nodes: list[Node]) -> list[BaseException | None]:
+        """Start ``nodes`` concurrently; per node None, or why it did not start within START_TIMEOUT_S."""
+        if not nodes:
+            return []
+        tasks = [asyncio.create_task(n.start(), name=f"start {n.id}") for n in nodes]
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=START_TIMEOUT_S)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        results: list[BaseException | None] = []
+        for task, node in zip(tasks, nodes, strict=True):
+            if task in pending:
+                task.cancel()
+                log.warning("lab %s: %s did not start within %.0f s", self.network, node.who, START_TIMEOUT_S)
+                results.append(TimeoutError(f"did not start within {START_TIMEOUT_S:g} s"))
+            else:
+                results.append(asyncio.CancelledError() if task.cancelled() else task.exception())
+        return results
+
     async def stop(self) -> None:
-        """Stop clients first (no new traffic), then servers; every node gets stop_timeout."""
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.replication.stop(), self.stop_timeout)
-        await self.loop_lag.stop()
+        """Stop within ``stop_deadline`` seconds, whatever the nodes do.
+
+        Clients first (no new traffic; they get ``stop_timeout``), then every server at once. A
+        node that has not stopped and discarded its files by then is forced (``Node.force``: its
+        sockets closed, children killed and reaped, files removed) and the log names it. If this
+        stop is itself cancelled, every node is forced before the cancellation goes on."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        deadline = began + self.stop_deadline
         if self.state not in ("stopped", "failed"):
             self._set_state("stopping")
-        order = sorted(self.nodes.values(), key=lambda n: n.spec.kind_info.role != "client")
-        for node in order:
-            # One stuck node must not keep the others' sockets.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(node.stop(), self.stop_timeout)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(node.discard(), self.stop_timeout)
-            self._node_state[node.id] = "stopped"
+        self.forced = []
+        try:
+            await self.replication.stop()
+            await self.loop_lag.stop()
+            nodes = list(self.nodes.values())
+            clients = [n for n in nodes if n.spec.kind_info.role == "client"]
+            servers = [n for n in nodes if n.spec.kind_info.role != "client"]
+            self.forced += await self._retire(clients, min(deadline, loop.time() + self.stop_timeout))
+            self.forced += await self._retire(servers, deadline)
+        except BaseException:
+            for node in self.nodes.values():
+                node.force()
+            raise
+        finally:
+            for node_id in self._node_state:
+                self._node_state[node_id] = "stopped"
+        if self.forced:
+            took = loop.time() - began
+            log.warning("lab %s: stopped in %.1f s; forced %s", self.network, took, ", ".join(self.forced))
         if self.state != "failed":
             self._set_state("stopped")
+
+    async def _retire(self, nodes: list[Node], deadline: float) -> list[str]:
+        """Stop and discard ``nodes`` concurrently, forcing those not done by ``deadline`` (loop
+        time); the ids of the forced ones. One stuck node never keeps the others' sockets."""
+        if not nodes:
+            return []
+
+        async def retire(node: Node) -> None:
+            await node.stop()
+            await node.discard()
+
+        tasks = {asyncio.create_task(retire(n), name=f"stop {n.id}"): n for n in nodes}
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        forced = []
+        for task, node in tasks.items():
+            if task in pending:
+                task.cancel()
+                log.warning("lab %s: %s did not stop within %.1f s; forcing it", self.network, node.who, timeout)
+            elif task.cancelled() or task.exception() is not None:
+                why = "cancelled" if task.cancelled() else repr(task.exception())
+                log.warning("lab %s: %s failed to stop (%s); forcing it", self.network, node.who, why)
+            else:
+                continue
+            node.force()
+            forced.append(node.id)
+        return forced
 
     async def __aenter__(self) -> Lab:
         await self.start()
@@ -146,8 +227,18 @@ class Lab:
 
     # Commands ------------------------------------------------------------------------------
     async def command(self, raw: Any) -> None:
-        """Apply one command; raises CommandError (and changes nothing) if it is invalid."""
+        """Apply one command; raises CommandError (and changes nothing) if it is invalid, and
+        CommandError if it did not finish within ``command_timeout`` (the lab goes on)."""
         cmd = validate_command(raw, node_ids=self._node_ids)
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                await self._command(cmd)
+        except TimeoutError:
+            what = " ".join(str(v) for v in cmd.values())
+            log.warning("lab %s: command %r did not finish within %.0f s", self.network, cmd, self.command_timeout)
+            raise CommandError(f"{what}: did not finish within {self.command_timeout:g} s") from None
+
+    async def _command(self, cmd: dict[str, Any]) -> None:
         action, node_id = cmd["action"], cmd.get("node")
         now = time.time()
         if action == "traffic":
@@ -269,10 +360,9 @@ class Lab:
             while time.monotonic() < deadline and any(n.in_flight_to(node_id) for n in self.nodes.values()):
                 await asyncio.sleep(0.02)
             node = self.nodes[node_id]
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(node.stop(), self.stop_timeout)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(node.discard(), self.stop_timeout)
+            forced = await self._retire([node], asyncio.get_running_loop().time() + self.stop_deadline)
+            if forced:
+                log.warning("lab %s: removing %s had to force it", self.network, node.who)
             self._uninstall(node_id)
             self.telemetry.event(time.time(), "node_removed", node=node_id)
             self._publish_status(f"{node_id} removed")
