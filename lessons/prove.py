@@ -20,6 +20,7 @@ from typing import Any
 from core.engine import keys
 from core.engine.commands import CommandError
 from core.engine.lab import Lab
+from core.engine.lifecycle import wait_ended
 from core.engine.spec import topology_from_dict
 
 FRAME_INTERVAL = 0.25
@@ -87,7 +88,8 @@ async def prove_steps(
                 while step_id not in passed and time.monotonic() < deadline and not ticker.done():
                     changed.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), max(0.0, deadline - time.monotonic()))
+                        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                            await changed.wait()
                 if ticker.done() and ticker.exception() is not None:
                     raise ticker.exception()  # type: ignore[misc]
                 if step_id in passed:
@@ -101,9 +103,8 @@ async def prove_steps(
             results.append(result)
             report(result)
     finally:
-        ticker.cancel()
-        await asyncio.gather(ticker, return_exceptions=True)
-        await lab.stop()
+        await wait_ended([ticker], who=f"prove {lab.network}", what="the frame ticker")
+        await lab.stop()  # bounded: Lab.stop_deadline
     return results
 
 

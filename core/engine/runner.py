@@ -19,10 +19,14 @@ import redis.asyncio as aioredis
 from core.engine import keys
 from core.engine.commands import CommandError, validate_command
 from core.engine.lab import Lab, LabStartError
+from core.engine.lifecycle import Alive, Background, wait_ended
 from core.engine.spec import topology_from_dict
 
 log = logging.getLogger(__name__)
 IDLE_CHECK_S = 2.0
+REDIS_TIMEOUT_S = 5.0  # every round trip to Redis (a stalled Redis must not hold up a stop)
+POLL_S = 1.0  # the command reader's longest wait for a message before it looks whether to end
+MAX_WAITING_COMMANDS = 100  # commands received and not yet applied; beyond this they are refused
 
 
 class _Publisher:
@@ -58,8 +62,14 @@ class _Publisher:
             except aioredis.RedisError as exc:
                 log.warning("lab %s: publish failed: %s", self.lab_id, exc)
 
-    async def close(self) -> None:
-        await self.queue.put(None)
+    def close(self) -> None:
+        """Publish what is queued, then end (a full queue loses its oldest message, never the last)."""
+        while True:
+            try:
+                self.queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self.queue.get_nowait()
 
 
 class LiveChecks:
@@ -151,14 +161,15 @@ async def run_lab(
     ``{"action": "check", "step": ID}`` command answers with the step's current verdict.
     ``measures`` (step id -> metric name) adds the metric's value at the pass as ``measured``.
     """
-    r = aioredis.from_url(redis_url)
+    r = aioredis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
     pubsub = r.pubsub()
     publisher = _Publisher(r, lab_id)
-    publish_task = asyncio.create_task(publisher.run())
+    publish_task = asyncio.create_task(publisher.run(), name=f"lab {lab_id}: publish")
     lab = Lab(topology_from_dict(topology), network=network, emit=publisher.emit, frame_interval=frame_interval)
     stop = asyncio.Event()
     reason = "stopped"
-    tasks: list[asyncio.Task[Any]] = []
+    background = Background(f"lab {lab_id}")
+    waiting: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=MAX_WAITING_COMMANDS)
     try:
         await pubsub.subscribe(keys.in_channel(lab_id))
         try:
@@ -167,9 +178,11 @@ async def run_lab(
             return "failed"
         live = LiveChecks(checks, started=time.time(), measures=measures)
 
-        async def commands() -> None:
-            async for item in pubsub.listen():
-                if item["type"] != "message":
+        async def commands(alive: Alive) -> None:
+            # Only reads: a command runs in apply(), so a stop takes effect even behind a slow one.
+            while alive():
+                item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
+                if item is None or item["type"] != "message":
                     continue
                 try:
                     command = json.loads(item["data"])
@@ -188,14 +201,23 @@ async def run_lab(
                     publisher.emit(live.verdict(step))
                     continue
                 try:
-                    await lab.command(command)
+                    waiting.put_nowait(command)
+                except asyncio.QueueFull:
+                    publisher.emit({"type": "error", "command": command,
+                                    "message": "too many commands are waiting: this one was dropped"})
+
+        async def apply(alive: Alive) -> None:
+            while alive():
+                command = await waiting.get()
+                try:
+                    await lab.command(command)  # bounded: Lab.command_timeout
                 except CommandError as exc:
                     publisher.emit({"type": "error", "message": str(exc), "command": command})
 
-        async def frames() -> None:
+        async def frames(alive: Alive) -> None:
             next_at = time.monotonic()
             last_second = 0.0
-            while True:
+            while alive():
                 next_at += frame_interval
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 frame = lab.frame()
@@ -211,13 +233,16 @@ async def run_lab(
                     pipe.rpush(keys.history_key(lab_id), json.dumps(point))
                     pipe.ltrim(keys.history_key(lab_id), -keys.HISTORY_POINTS, -1)
                     pipe.expire(keys.history_key(lab_id), 3600)
-                    await pipe.execute()
+                    try:
+                        await pipe.execute()
+                    except aioredis.RedisError as exc:  # a point of history is not worth the lab
+                        log.warning("lab %s: history not saved: %s", lab_id, exc)
 
-        async def idle_watch() -> None:
+        async def idle_watch(alive: Alive) -> None:
             nonlocal reason
             idle_since = time.monotonic()
             channel = keys.out_channel(lab_id)
-            while True:
+            while alive():
                 await asyncio.sleep(min(IDLE_CHECK_S, idle_seconds))
                 [(_, viewers)] = await r.pubsub_numsub(channel)
                 if viewers:
@@ -227,25 +252,28 @@ async def run_lab(
                     stop.set()
                     return
 
-        tasks = [asyncio.create_task(c()) for c in (commands, frames, idle_watch)]
+        tasks = [background.start(fn, fn.__name__) for fn in (commands, apply, frames, idle_watch)]
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         for t in done:
-            if t is not waiter and t.exception() is not None:
+            if t is not waiter and not t.cancelled() and t.exception() is not None:
                 log.error("lab %s: %r", lab_id, t.exception())
                 reason = "failed"
         return reason
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Every step is bounded, so the lab's sockets, children and files are gone within seconds
+        # whatever a node, a command in progress or Redis does.
+        await background.stop()
         await lab.stop()
         if reason == "idle":
             publisher.emit(lab.status("stopped: nobody watched it for a while"))
-        await publisher.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(publish_task, 2.0)
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()
-        await r.aclose()
+        publisher.close()
+        await wait_ended([publish_task], who=f"lab {lab_id}", what="its last messages to be published",
+                         timeout=REDIS_TIMEOUT_S, cancel=False)
+        for closing in (pubsub.aclose(), r.aclose()):
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_S):
+                    await closing
+            except Exception as exc:
+                log.warning("lab %s: closing its Redis connection: %r", lab_id, exc)
