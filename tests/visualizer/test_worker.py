@@ -7,6 +7,8 @@ because the worker cannot see pytest-django's test database.
 from __future__ import annotations
 
 import ipaddress
+import json
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.stack import Stack, run_stack, wait_for
+from core.engine import keys, scratch
+from tests.stack import CONTENT, Stack, run_stack, wait_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 FIXTURE = BASE_DIR / "tests" / "lessons" / "fixtures" / "valid.md"
@@ -44,11 +47,11 @@ def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
         yield stack
 
 
-def lab_start(stack: Stack, session_key: str = "worker-test") -> tuple[str, str]:
+def lab_start(stack: Stack, session_key: str = "worker-test", slug: str = "fixture-single") -> tuple[str, str]:
     lab_id, network = stack.shell(
         "from lessons.models import Lesson\n"
         "from visualizer.services import lab_start\n"
-        f"lab = lab_start(session_key='{session_key}', lesson=Lesson.objects.get(slug='fixture-single'))\n"
+        f"lab = lab_start(session_key='{session_key}', lesson=Lesson.objects.get(slug='{slug}'))\n"
         "print('LAB', lab.id, lab.network)"
     ).splitlines()[-1].split()[1:]
     return lab_id, network
@@ -62,9 +65,9 @@ def lab_stop(stack: Stack, lab_id: str) -> None:
     )
 
 
-def lab_start_running(stack: Stack, session_key: str = "worker-test") -> tuple[str, str]:
+def lab_start_running(stack: Stack, session_key: str = "worker-test", slug: str = "fixture-single") -> tuple[str, str]:
     """Start a lab through the services, as the consumer does; wait until it runs."""
-    lab_id, network = lab_start(stack, session_key)
+    lab_id, network = lab_start(stack, session_key, slug)
 
     def running() -> bool:
         status = stack.status(lab_id)
@@ -112,3 +115,38 @@ def test_a_lab_waits_in_the_queue_while_every_slot_is_busy(stack: Stack) -> None
     lab_stop(stack, first)
     wait_for(lambda: stack.status(second).get("state") == "running", 30, "the queued lab to run")
     lab_stop(stack, second)
+
+
+@pytest.fixture
+def stage2_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
+    with run_stack(tmp_path, redis_url, lessons=[CONTENT / "02-web-and-data-tiers.md"]) as stack:
+        yield stack
+
+
+def test_one_pool_process_hosts_lab_after_lab_and_each_stop_frees_everything(stage2_stack: Stack) -> None:
+    # Each lab runs in its own asyncio.run in the same pool process, with a redis-server child
+    # that is killed, restarted and stopped: what `lessons prove` hung on, through Celery.
+    stack = stage2_stack
+    [pool] = stack.pool()
+
+    def redis_children() -> list[psutil.Process]:
+        return [c for c in pool.children() if c.name().startswith("redis-server")]
+
+    def node_dirs() -> list[Path]:
+        return list(Path(tempfile.gettempdir()).glob(f"{scratch.PREFIX}{pool.pid}-*"))
+
+    for i in range(3):
+        lab_id, network = lab_start_running(stack, f"student-{i}", "web-and-data-tiers")
+        assert len(redis_children()) == 1 and node_dirs()
+        for command in ({"action": "traffic", "rate": 30}, {"action": "kill", "node": "kv"},
+                        {"action": "restart", "node": "kv"}, {"action": "add", "like": "web"},
+                        {"action": "kill", "node": "db"}, {"action": "restart", "node": "db"},
+                        {"action": "remove", "node": "web-2"}):
+            stack.redis.publish(keys.in_channel(lab_id), json.dumps(command))
+            time.sleep(0.4)
+        lab_stop(stack, lab_id)
+        wait_for(lambda network=network: not on_network(network), 10, f"every socket on {network} to close")
+        wait_for(lambda: not redis_children(), 10, "the lab's redis-server to be reaped")
+        wait_for(lambda: not node_dirs(), 10, "the lab's node directories to be removed")
+        wait_for(lambda lab_id=lab_id: stack.lab_state(lab_id) == "stopped", 15, "the lab row to say stopped")
+    assert [p.pid for p in stack.pool()] == [pool.pid]  # the same process hosted all three
