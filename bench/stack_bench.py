@@ -232,13 +232,13 @@ async def bench_latency(c: Client, rates: list[float], seconds: float, warmup: f
     return out
 
 
-async def connect(http: aiohttp.ClientSession, base: str) -> tuple[Client, str]:
-    async with http.get(f"{base}/stage/{SLUG}/") as resp:
+async def connect(http: aiohttp.ClientSession, base: str, slug: str = SLUG) -> tuple[Client, str]:
+    async with http.get(f"{base}/stage/{slug}/") as resp:
         assert resp.status == 200, resp.status
     session = {c.key: c.value for c in http.cookie_jar}.get("sessionid")
     if not session:
         raise RuntimeError("the stage page set no sessionid cookie")
-    ws_url = base.replace("http://", "ws://") + f"/ws/lab/{SLUG}/"
+    ws_url = base.replace("http://", "ws://") + f"/ws/lab/{slug}/"
     ws = await http.ws_connect(ws_url, headers={"Origin": base}, max_msg_size=0)
     client = Client(ws)
     client.start()
