@@ -7,7 +7,12 @@ that did not end within --hang-s: the asyncio tasks and thread stacks are dumped
 run ends), the slowest stop, and what was left over after each stop: listeners on the lab's
 network, child processes, node directories.
 
+With --kv-kills N it does the targeted race instead: one stage-2 lab at 200 req/s, its key-value
+node killed and restarted N times at random moments (the hang `lessons prove` once had: a kill whose
+cancel of the node's gauge refresher is lost inside redis-py). Reports the slowest kill.
+
 Run: .venv/bin/python -m bench.stress_bench [--cycles 200] [--seed 1] [--json FILE]
+     .venv/bin/python -m bench.stress_bench --kv-kills 1000
 """
 
 from __future__ import annotations
@@ -149,18 +154,47 @@ class Watchdog:
         os._exit(2)
 
 
+async def kv_kills(topology: dict[str, Any], network: str, rng: random.Random, kills: int,
+                   dog: Watchdog) -> dict[str, Any]:
+    dog.loop = asyncio.get_running_loop()
+    times = []
+    async with Lab(topology_from_dict(topology), network=network) as lab:
+        await lab.command({"action": "traffic", "rate": 200})
+        for i in range(kills):
+            await asyncio.sleep(rng.uniform(0.05, 1.05))  # anywhere in the refresher's 1 s cycle
+            dog.arm(f"kill {i}")
+            began = time.monotonic()
+            await lab.command({"action": "kill", "node": "kv"})
+            times.append(time.monotonic() - began)
+            dog.disarm()
+            await lab.command({"action": "restart", "node": "kv"})
+            if i % 100 == 0:
+                print(f"{i:5d} kills, slowest {max(times):.3f} s", flush=True)
+    return {"kills": kills, "hangs": 0, "kill_s": {"median": round(statistics.median(times), 3),
+                                                    "max": round(max(times), 3)}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cycles", type=int, default=200)
     ap.add_argument("--commands", type=int, default=8, help="random commands per cycle")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--hang-s", type=float, default=60.0)
+    ap.add_argument("--kv-kills", type=int, default=0, help="the targeted key-value kill race instead")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
     lessons = shipped_topologies()
     rng = random.Random(args.seed)
     dog = Watchdog(args.hang_s, Path(tempfile.gettempdir()) / f"stress-hang-{os.getpid()}.txt")
+    if args.kv_kills:
+        network = keys.network_for(40_000 + os.getpid() % 20_000)
+        summary = asyncio.run(kv_kills(dict(lessons)["web-and-data-tiers"], network, rng, args.kv_kills, dog))
+        summary["left"] = leftovers(network)
+        print(json.dumps(summary, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=2))
+        return
     stops: list[float] = []
     worst: dict[str, int] = {"listeners": 0, "children": 0, "dirs": 0}
     leaked_cycles = 0

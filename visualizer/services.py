@@ -14,6 +14,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
@@ -200,7 +201,10 @@ async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str,
         if await asyncio.to_thread(_lab_stopped, lab_id):
             r = core_redis.async_client()
             try:
-                await r.publish(keys.in_channel(lab_id), json.dumps({"action": "stop"}))
+                async with asyncio.timeout(core_redis.TIMEOUT_S):  # the next poll tries again
+                    await r.publish(keys.in_channel(lab_id), json.dumps({"action": "stop"}))
+            except (TimeoutError, redis.RedisError) as exc:
+                log.warning("lab %s: could not repeat the stop: %r", lab_id, exc)
             finally:
                 await r.aclose()
 

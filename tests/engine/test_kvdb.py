@@ -186,6 +186,11 @@ async def test_a_restart_after_a_kill_replays_the_append_only_file(network):
         store = KvStore(lab.address("kv"), kvwire.PORT, lab.nodes["kv"])
         try:
             pid, _, lsn, _ = await store.post(3, "survives")
+            # everysec: Redis may acknowledge a write before writing it out (it postpones the
+            # write while the previous fsync is still running, up to 2 s): what is in the file
+            # survives a SIGKILL, so kill once the write is there.
+            aof = Path(lab.nodes["kv"].dir) / "appendonly.aof"
+            assert await until(lambda: aof.exists() and b"survives" in aof.read_bytes(), 3.0)
             await lab.command({"action": "kill", "node": "kv"})
             await lab.command({"action": "restart", "node": "kv"})
             profile, _, read_lsn, _ = await store.profile(3)  # the pooled connection died: a fresh one

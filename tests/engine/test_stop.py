@@ -82,6 +82,23 @@ async def test_a_node_that_will_not_stop_is_forced_within_the_deadline(network, 
     assert any("kv" in r.getMessage() and "forcing it" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_stop_that_is_itself_cancelled_still_releases_everything(network):
+    # As when the worker shuts down while a lab is stopping: nothing may outlive the cancel.
+    lab = Lab(kv_topology(), network=network)
+    await lab.start()
+    node = lab.nodes["kv"]
+    pid, data_dir = node.proc.pid, Path(node.dir)
+    node.stop = stuck
+    stopping = asyncio.create_task(lab.stop())
+    await asyncio.sleep(0.3)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert await refused(node.address)
+    assert not running(pid) and not redis_children(network)
+    assert not data_dir.exists()
+
+
 async def test_a_command_that_hangs_fails_with_a_message_and_the_lab_goes_on(network, monkeypatch):
     async def hang(self) -> None:
         await asyncio.sleep(60)
