@@ -6,7 +6,6 @@ which user) comes from ``core.engine.workload``; replies' ``X-Data-Lsn`` reveal 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from typing import Any
@@ -21,7 +20,7 @@ import dns.rdatatype
 from core.engine.kinds import KINDS
 from core.engine.lifecycle import Alive, wait_ended
 from core.engine.nodes.base import Node
-from core.engine.nodes.http import close_session_now
+from core.engine.nodes.http import close_session, close_session_now
 from core.engine.telemetry import HOPS_HEADER, Hop, Trace, hops_from_header
 from core.engine.workload import DEFAULT_USERS, LastWrites, Request, Workload, is_stale_read
 
@@ -79,11 +78,7 @@ class ClientNode(Node):
         await wait_ended(list(self._requests), who=self.who, what="its requests in flight")
         self._requests.clear()
         session, self._session = self._session, None
-        if session is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await session.close()
-            close_session_now(session)  # if the bound ran out
+        await close_session(session)
         self._cache = None
 
     def force(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -55,6 +56,16 @@ class HttpListener:
                 if transport is not None:
                     transport.abort()
             self._server = None
+
+
+async def close_session(session: aiohttp.ClientSession | None, *, timeout: float = 1.0) -> None:
+    """Close an aiohttp client session on stop: orderly within ``timeout``, else at once."""
+    if session is None:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await session.close()
+    close_session_now(session)  # a no-op once closed; closes what is left if the bound ran out
 
 
 def close_session_now(session: aiohttp.ClientSession | None) -> None:

@@ -16,7 +16,6 @@ show on the diagram and in the per-node and per-edge numbers with no second tele
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from typing import Any
@@ -27,7 +26,7 @@ from aiohttp import web
 from core.engine.balancing import Balancer
 from core.engine.lifecycle import Alive
 from core.engine.nodes.base import Node
-from core.engine.nodes.http import HttpListener, close_session_now
+from core.engine.nodes.http import HttpListener, close_session, close_session_now
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_from_header, hops_to_header
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -235,11 +234,7 @@ class LbNode(Node):
         await self.background.stop()
         self._http.crash()
         session, self._session = self._session, None
-        if session is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await session.close()
-            close_session_now(session)  # if the bound ran out
+        await close_session(session)
 
     def force(self) -> None:
         super().force()
