@@ -51,6 +51,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.engine.kinds import KINDS
 from core.engine.telemetry import EVENT_KINDS
 
 MAX_GAP_S = 2.0  # frames come 4 a second; a longer silence (lab restarted) breaks a `for` run
@@ -58,24 +59,12 @@ OPS = (">=", "<=", "==", "!=", ">", "<")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 KEYWORDS = frozenset({"metric", "event", "for", "within", "after", "and", "or", "when", "say"})
 
-# Metric keys a check may read. Every node has the request statistics; some kinds add numeric
-# gauges (their runtime's snapshot()): a new kind with gauges adds its entry here, or checks that
-# read them fail `lessons check`. Edges carry only rates; totals add ok_rps.
+# Metric keys a check may read. Every node has the request statistics; each kind adds the numeric
+# gauges it declares (``Kind.gauges`` in core.engine.kinds). Edges carry only rates; totals add ok_rps.
 NODE_KEYS = ("rps", "err_rps", "p50_ms", "p95_ms", "up")
 # `slow_ms` (the "slow" fault, every server kind) is in a frame only while the node is slowed:
-# null otherwise, so write `metric(web-3.slow_ms) > 0`, never `== 0`. An lb's `conns` and `backends`
-# are per-backend maps, not numbers; `in_flight` is their total. A web server's `workers` and
-# `service_ms` are its current modelled CPU (a resize changes them; its `size` name is a string).
-KIND_GAUGES: dict[str, tuple[str, ...]] = {
-    "web": ("in_flight", "queued", "util", "slow_ms", "workers", "service_ms"),
-    "client": ("rate", "in_flight", "dropped"),
-    "dns": ("slow_ms",),
-    "lb": ("in_flight", "slow_ms"),
-    # lag, lag_ms, received and delay_ms are in a frame only for a replica; lost_writes only once > 0.
-    "sqldb": ("in_flight", "queued", "util", "queries", "slow_ms", "lsn", "received", "lag", "lag_ms", "delay_ms",
-              "lost_writes"),
-    "kvdb": ("keys", "ops", "used_memory_mb", "slow_ms"),
-}
+# null otherwise, so write `metric(web-3.slow_ms) > 0`, never `== 0`.
+KIND_GAUGES: dict[str, tuple[str, ...]] = {name: kind.gauges for name, kind in KINDS.items()}
 # writes_rps/stale_rps cover the window like rps; writes_total/stale_total count since the lab started.
 TOTALS_KEYS = (
     "rps", "ok_rps", "err_rps", "p50_ms", "p95_ms", "writes_rps", "stale_rps", "writes_total", "stale_total"

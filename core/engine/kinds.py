@@ -1,8 +1,9 @@
 """Node kinds: what each kind of node is, declared once.
 
 The spec parser validates parameters against these declarations, the engine picks the runtime
-class by ``runtime``, and the diagram reads title, tier, port and the modelled flag from
-``Topology.to_dict()``. A new kind is one entry here plus its runtime class.
+class by ``runtime``, the checks' metric catalog reads ``gauges``, ``add``/``remove`` read
+``scalable``, and the diagram reads title, tier, port, scalable and the modelled flag from
+``Topology.to_dict()``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ class Kind:
     params: dict[str, Param] = field(default_factory=dict)
     # Vertical scaling: the ``resize`` command may set this kind's workers/service_ms to one of SIZES.
     resizable: bool = False
+    # Horizontal scaling: a node of this kind may be added (a copy, with its edges) and removed live.
+    scalable: bool = False
+    # The numeric gauges its runtime's snapshot() adds to the frame, beyond every node's request
+    # statistics: what a check may read as metric(NODE.GAUGE). A gauge absent from a frame reads null.
+    gauges: tuple[str, ...] = ()
 
 
 KINDS: dict[str, Kind] = {
@@ -98,6 +104,7 @@ KINDS: dict[str, Kind] = {
         tier=0,
         role="client",
         runtime="core.engine.nodes.client:ClientNode",
+        gauges=("rate", "in_flight", "dropped", "write_ratio", "zipf_s"),
         params={
             "flavor": Param(
                 str,
@@ -123,6 +130,7 @@ KINDS: dict[str, Kind] = {
         tier=1,
         role="server",
         runtime="core.engine.nodes.dns:DnsNode",
+        gauges=("slow_ms",),
         port=8053,
         proto="udp",
         params={
@@ -136,6 +144,8 @@ KINDS: dict[str, Kind] = {
         tier=1,
         role="server",
         runtime="core.engine.nodes.lb:LbNode",
+        # `conns` and `backends` are per-backend maps, not numbers; `in_flight` is their total.
+        gauges=("in_flight", "slow_ms"),
         port=8080,  # the site's port: clients call http://<domain>:8080/ whoever answers
         proto="tcp",
         params={
@@ -164,6 +174,9 @@ KINDS: dict[str, Kind] = {
         port=8080,
         proto="tcp",
         resizable=True,
+        scalable=True,
+        # `workers` and `service_ms`: the current modelled CPU (a resize changes them; `size` is its name).
+        gauges=("in_flight", "queued", "util", "slow_ms", "workers", "service_ms"),
         params={
             "workers": Param(int, 4, "requests served at once (modelled CPU cores)", min=1, max=64, modelled=True),
             "service_ms": Param(
@@ -185,6 +198,10 @@ KINDS: dict[str, Kind] = {
         runtime="core.engine.nodes.sqldb:SqlDbNode",
         port=SQL_PORT,
         proto="tcp",
+        scalable=True,  # a copy is a replica of its cluster's primary
+        # lag, lag_ms, received and delay_ms are in a frame only for a replica; lost_writes only once > 0.
+        gauges=("in_flight", "queued", "util", "queries", "slow_ms", "lsn", "received", "lag", "lag_ms",
+                "delay_ms", "lost_writes"),
         params={
             "workers": Param(
                 int, 8, "queries served at once (modelled connection slots)", min=1, max=256, modelled=True
@@ -221,6 +238,7 @@ KINDS: dict[str, Kind] = {
         runtime="core.engine.nodes.kvdb:KvDbNode",
         port=KV_PORT,
         proto="tcp",
+        gauges=("keys", "ops", "used_memory_mb", "slow_ms"),
         params={
             "users": Param(int, 2000, "users seeded (the same data as the SQL database)", min=10, max=50000),
             "posts": Param(int, 20000, "posts seeded, spread over the users", min=0, max=500000),

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.engine.commands import CommandError, validate_command
-from core.engine.kinds import SIZES
+from core.engine.kinds import KINDS, SIZES
 from core.engine.looplag import LoopLag
 from core.engine.nodes.base import Node
 from core.engine.replication import Replication
@@ -21,9 +21,10 @@ from core.engine.telemetry import Telemetry, Trace
 
 log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
-# Horizontal scaling: the kinds a student may add and remove live (servers behind a balancer,
-# database replicas). Clients, DNS and balancers are the lesson's fixed frame.
-SCALABLE_KINDS = frozenset({"web", "sqldb"})
+# Horizontal scaling: the kinds a student may add and remove live (``Kind.scalable``: servers behind
+# a balancer, database replicas). Clients, DNS and balancers are the lesson's fixed frame.
+SCALABLE_KINDS = frozenset(name for name, kind in KINDS.items() if kind.scalable)
+_SCALABLE_TITLES = " and ".join(name for name in KINDS if name in SCALABLE_KINDS) + " nodes"
 MAX_NODES = 32  # per lab: every node is real sockets in one worker process
 DRAIN_TIMEOUT_S = 5.0  # how long a removed node may finish the requests it was sent
 START_TIMEOUT_S = 30.0  # a node that is not serving by then failed to start
@@ -318,7 +319,7 @@ class Lab:
         async with self._reshaping:
             base = self._spec("add", like)
             if base.kind not in SCALABLE_KINDS:
-                raise CommandError(f"add: {like} is a {base.kind}: only web servers and databases can be added")
+                raise CommandError(f"add: {like} is a {base.kind}: only {_SCALABLE_TITLES} can be added")
             if len(self.nodes) >= MAX_NODES:
                 raise CommandError(f"add: a lab holds at most {MAX_NODES} nodes")
             # A copy of a database is a replica of its cluster's primary, not a second primary.
@@ -376,7 +377,7 @@ class Lab:
     def _check_removable(self, spec: NodeSpec) -> None:
         node_id = spec.id
         if spec.kind not in SCALABLE_KINDS:
-            raise CommandError(f"remove: {node_id} is a {spec.kind}: only web servers and databases can be removed")
+            raise CommandError(f"remove: {node_id} is a {spec.kind}: only {_SCALABLE_TITLES} can be removed")
         kin = [n for n in self.topology.nodes if n.kind == spec.kind and n.id != node_id]
         if not kin and any(b == node_id for _, b in self.topology.edges):
             raise CommandError(f"remove: {node_id} is the last {spec.kind} and other nodes depend on it")

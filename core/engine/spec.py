@@ -116,6 +116,7 @@ class Topology:
                     "port": n.kind_info.port,
                     "proto": n.kind_info.proto,
                     "modelled": sorted(k for k, p in n.kind_info.params.items() if p.modelled),
+                    "scalable": n.kind_info.scalable,
                     **({"sizes": sizes_list()} if n.kind_info.resizable else {}),
                 }
                 for n in self.nodes
@@ -265,7 +266,7 @@ def _parse_params(raw: Any, kind: Kind, path: Path, err, refs: list) -> dict[str
     return out
 
 
-_DERIVED = frozenset({"title", "tier", "role", "port", "proto", "modelled", "sizes"})
+_DERIVED = frozenset({"title", "tier", "role", "port", "proto", "modelled", "sizes", "scalable"})
 
 
 def topology_from_dict(data: dict[str, Any]) -> Topology:

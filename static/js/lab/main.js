@@ -16,7 +16,6 @@ const BUSY_AFTER_MS = 1000; // queued longer than this → every slot is taken
 const TRAFFIC_DEBOUNCE_MS = 300;
 const ENGINE_LAG_WARN_MS = 200; // the lab's event loop this late: the machine, not the model, sets the pace
 const ACTIVE = new Set(["queued", "starting", "running", "stopping"]);
-const SCALABLE_KINDS = new Set(["web", "sqldb"]); // what "Add a server like this" copies (core/engine/lab.py)
 
 const $ = (id) => document.getElementById(id);
 
@@ -87,7 +86,7 @@ export function startLab(root) {
         gauges: (store.frame && store.frame.nodes && store.frame.nodes[id]) || {},
         peers,
         partitioned,
-        scalable: SCALABLE_KINDS.has(n.spec.kind),
+        scalable: Boolean(n.spec.scalable), // the kind's declaration (core/engine/kinds.py)
         dataTier: diagram.ctx.dataTier,
       });
     },
