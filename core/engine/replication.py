@@ -25,10 +25,11 @@ import asyncio
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.engine.commands import CommandError
+from core.engine.failover import Detector, choose_promotion, lost_writes
 from core.engine.lifecycle import Alive, Background
 
 if TYPE_CHECKING:
@@ -49,8 +50,16 @@ class Cluster:
     failover_after_s: float
     promotions: int = 0
     lost_writes: int = 0
-    lost_since: float | None = None  # when every replica had lost the primary
     promoting: bool = False
+    detector: Detector = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.detector = Detector(self.failover_after_s)
+
+    @property
+    def lost_since(self) -> float | None:
+        """When every replica had lost the primary (None while one still reaches it)."""
+        return self.detector.lost_since
 
 
 class Replication:
@@ -127,16 +136,12 @@ class Replication:
                 if cluster.promoting:
                     continue
                 replicas = self._following(cluster)
-                lost = [r.primary_down_since for r in replicas]
-                if not replicas or any(t is None for t in lost):
-                    cluster.lost_since = None
-                    continue
-                if cluster.lost_since is None:
-                    cluster.lost_since = max(t for t in lost if t is not None)
+                newly_lost, due = cluster.detector.observe(time.monotonic(), [r.primary_down_since for r in replicas])
+                if newly_lost:
                     self.lab.telemetry.event(
                         time.time(), "primary_lost", node=cluster.primary, after_s=cluster.failover_after_s
                     )
-                if cluster.failover_after_s > 0 and time.monotonic() - cluster.lost_since >= cluster.failover_after_s:
+                if due:
                     try:
                         await self.failover(cluster, reason="auto")
                     except Exception as exc:  # e.g. the replicas went down meanwhile: try again next round
@@ -154,8 +159,8 @@ class Replication:
         if target is None:
             if not replicas:
                 raise CommandError(f"no running replica of {old_id} to promote")
-            order = self.members(cluster)
-            chosen = max(replicas, key=lambda r: (r.received, -order.index(r.id)))
+            best = choose_promotion([(r.id, r.received) for r in replicas], self.members(cluster))
+            chosen = next(r for r in replicas if r.id == best)
         else:
             chosen = next((r for r in replicas if r.id == target), None)  # type: ignore[assignment]
             if chosen is None:
@@ -173,7 +178,7 @@ class Replication:
             head = await chosen.promote()
             cluster.primary = chosen.id
             cluster.promotions += 1
-            cluster.lost_since = None
+            cluster.detector.reset()
             lost = await self._count_after(old, head) if old is not None else 0
             if old is not None:
                 old.lost_writes += lost
@@ -195,7 +200,7 @@ class Replication:
     async def _count_after(old: SqlDbNode, head: int) -> int:
         """Writes in the old primary's change log past ``head``: accepted, never shipped."""
         if old.up:
-            return max(0, old.lsn - head)
+            return lost_writes(old.lsn, head)
         path = old.path
         if path is None:
             return 0
@@ -210,7 +215,7 @@ class Replication:
         try:
             return await asyncio.to_thread(count)
         except sqlite3.Error:
-            return max(0, old.lsn - head)  # the file could not be read: the last position it reported
+            return lost_writes(old.lsn, head)  # the file could not be read: the last position it reported
 
     # Commands --------------------------------------------------------------------------------
     async def command(self, cmd: dict[str, Any]) -> None:
