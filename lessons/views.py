@@ -14,6 +14,7 @@ from lessons.models import Lesson
 from lessons.services import lesson_source_parse, lesson_source_save
 from lessons.steps import steps_for_page
 from visualizer.services import progress_for
+from visualizer.texts import event_texts
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -33,6 +34,7 @@ def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "lesson": lesson,
             "topology_json": json.dumps(lesson.topology),
             "ws_path": f"/ws/lab/{lesson.slug}/",
+            "event_texts": event_texts(),  # the event log's words, declared by the engine's kinds
             # The steps panel: text in the page's language; progress as the server recorded it.
             # Instructor notes go into the HTML for staff only, and never into the steps' JSON.
             "steps": steps_for_page(lesson, instructor=request.user.is_staff),

@@ -78,6 +78,46 @@ class Param:
         return d
 
 
+def gettext_noop(text: str) -> str:
+    """Marks an English text for the project's i18n (``makemessages`` collects it by this name);
+    the web side translates it for the page. The engine itself never translates."""
+    return text
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """How the event log words an event: ``text`` with %(field)s from the event's fields, or,
+    when the event's ``otherwise[0]`` field is empty or 0, ``otherwise[1]``."""
+
+    text: str
+    otherwise: tuple[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, **({"otherwise": list(self.otherwise)} if self.otherwise else {})}
+
+
+# Events the lab itself emits, for any node (commands and faults); a kind adds its own in ``events``.
+LAB_EVENTS: dict[str, EventKind] = {
+    "lab_started": EventKind(gettext_noop("lab started")),
+    "traffic_set": EventKind(gettext_noop("traffic for %(node)s set to %(rate)s req/s"),
+                             ("node", gettext_noop("traffic set to %(rate)s req/s total"))),
+    "mix_set": EventKind(
+        gettext_noop("%(node)s now sends %(write_ratio)s of its requests as writes, popularity skew %(zipf_s)s"),
+        ("node", gettext_noop("every client now sends %(write_ratio)s of its requests as writes,"
+                              " popularity skew %(zipf_s)s"))),
+    "node_killed": EventKind(gettext_noop("%(node)s killed")),
+    "node_restarted": EventKind(gettext_noop("%(node)s restarted")),
+    "node_slowed": EventKind(gettext_noop("%(node)s slowed down by %(ms)s ms"),
+                             ("ms", gettext_noop("%(node)s back to normal speed"))),
+    "node_resized": EventKind(
+        gettext_noop("%(node)s resized to %(size)s (modelled CPU: %(workers)s × %(service_ms)s ms)")),
+    "node_added": EventKind(gettext_noop("%(node)s added, a copy of %(like)s")),
+    "node_removed": EventKind(gettext_noop("%(node)s removed (its requests in flight finished first)")),
+    "partitioned": EventKind(gettext_noop("%(node)s cut off from %(peer)s: traffic between them is dropped")),
+    "healed": EventKind(gettext_noop("%(node)s reconnected to %(peer)s")),
+}
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
@@ -95,6 +135,8 @@ class Kind:
     # The numeric gauges its runtime's snapshot() adds to the frame, beyond every node's request
     # statistics: what a check may read as metric(NODE.GAUGE). A gauge absent from a frame reads null.
     gauges: tuple[str, ...] = ()
+    # The events its nodes (or the code that manages them) emit, beyond LAB_EVENTS.
+    events: dict[str, EventKind] = field(default_factory=dict)
 
 
 KINDS: dict[str, Kind] = {
@@ -105,6 +147,10 @@ KINDS: dict[str, Kind] = {
         role="client",
         runtime="core.engine.nodes.client:ClientNode",
         gauges=("rate", "in_flight", "dropped", "write_ratio", "zipf_s"),
+        events={
+            "stale_read": EventKind(gettext_noop(
+                "%(node)s read stale data for user %(user)s (position %(read_lsn)s, its own write was %(write_lsn)s)")),
+        },
         params={
             "flavor": Param(
                 str,
@@ -146,6 +192,11 @@ KINDS: dict[str, Kind] = {
         runtime="core.engine.nodes.lb:LbNode",
         # `conns` and `backends` are per-backend maps, not numbers; `in_flight` is their total.
         gauges=("in_flight", "slow_ms"),
+        events={
+            "algorithm_set": EventKind(gettext_noop("%(node)s now balances by %(value)s")),
+            "backend_down": EventKind(gettext_noop("%(node)s took %(backend)s out of rotation (%(reason)s)")),
+            "backend_up": EventKind(gettext_noop("%(node)s put %(backend)s back in rotation")),
+        },
         port=8080,  # the site's port: clients call http://<domain>:8080/ whoever answers
         proto="tcp",
         params={
@@ -202,6 +253,18 @@ KINDS: dict[str, Kind] = {
         # lag, lag_ms, received and delay_ms are in a frame only for a replica; lost_writes only once > 0.
         gauges=("in_flight", "queued", "util", "queries", "slow_ms", "lsn", "received", "lag", "lag_ms",
                 "delay_ms", "lost_writes"),
+        # Emitted by core.engine.replication, which manages the SQL databases' roles.
+        events={
+            "primary_lost": EventKind(
+                gettext_noop("%(node)s lost: no replica can reach the primary (failover after %(after_s)s s)"),
+                ("after_s", gettext_noop("%(node)s lost: no replica can reach the primary"
+                                         " (automatic failover is off)"))),
+            "promoted": EventKind(gettext_noop("%(node)s promoted to primary in place of %(old)s"
+                                               " (%(lost)s writes lost)")),
+            "failover_failed": EventKind(gettext_noop("failover of %(node)s failed: %(reason)s")),
+            "delay_set": EventKind(gettext_noop("%(node)s now applies changes %(ms)s ms after the primary"),
+                                   ("ms", gettext_noop("%(node)s applies changes as soon as they arrive"))),
+        },
         params={
             "workers": Param(
                 int, 8, "queries served at once (modelled connection slots)", min=1, max=256, modelled=True
@@ -251,4 +314,11 @@ KINDS: dict[str, Kind] = {
             ),
         },
     ),
+}
+
+
+# Every kind of event the engine emits (Telemetry.event), with its wording: lesson checks may only
+# name these, and the page's event log words them from here (translated by the web side).
+EVENTS: dict[str, EventKind] = {
+    **LAB_EVENTS, **{name: event for kind in KINDS.values() for name, event in kind.events.items()}
 }

@@ -453,7 +453,8 @@ class Lab:
             raise CommandError("mix: this lab has no clients")
         for c in clients:
             c.set_mix(**mix)  # type: ignore[attr-defined]
-        self.telemetry.event(time.time(), "mix_set", node=node_id, **mix)
+        now = clients[0].workload  # the event says the whole mix, also the part left as it was
+        self.telemetry.event(time.time(), "mix_set", node=node_id, write_ratio=now.write_ratio, zipf_s=now.zipf_s)
 
     # Telemetry -----------------------------------------------------------------------------
     def record(self, trace: Trace) -> None:

@@ -14,18 +14,12 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Every kind of event the engine emits (Telemetry.event): lesson checks may only name these, so a
-# typo in `event(node_kiled)` fails `lessons check` instead of never passing.
-EVENT_KINDS = frozenset(
-    {
-        "lab_started", "traffic_set", "mix_set",  # the lab and its clients
-        "node_killed", "node_restarted", "node_slowed", "node_resized",  # faults and sizes, any node
-        "node_added", "node_removed", "partitioned", "healed",  # scaling out and partitions
-        "algorithm_set", "backend_down", "backend_up",  # a load balancer
-        "primary_lost", "promoted", "failover_failed", "delay_set",  # replication
-        "stale_read",  # a client read older data than its own last write
-    }
-)
+from core.engine.kinds import EVENTS
+
+# Every kind of event the engine emits (Telemetry.event), declared with its wording in
+# core.engine.kinds: lesson checks may only name these, so a typo in `event(node_kiled)` fails
+# `lessons check` instead of never passing.
+EVENT_KINDS = frozenset(EVENTS)
 RESERVOIR = 256  # latency samples kept per key per bucket (reservoir sampling beyond that)
 MAX_EVENTS = 20
 # A server that calls other servers (a load balancer, later a web node calling its database)
@@ -189,6 +183,10 @@ class Telemetry:
                 self._samples[j] = trace
 
     def event(self, t: float, kind: str, **fields: Any) -> None:
+        """Put an event in the next frame; ``kind`` must be declared (core.engine.kinds.EVENTS),
+        or the page could not word it and no check could name it."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"event kind {kind!r} is not declared in core.engine.kinds")
         if len(self._events) >= MAX_EVENTS:
             self._events_dropped += 1
             return

@@ -53,7 +53,7 @@ def test_frames_stay_bounded_at_1000_requests_per_second():
         for _ in range(250):
             tel.record(trace(n, ok=n % 7 != 0, ms=float(n % 300)))
             n += 1
-        tel.event(tick * 0.25, "tick")
+        tel.event(tick * 0.25, "traffic_set", rate=tick)
         sizes.append(len(json.dumps(tel.frame(tick * 0.25, NODES, EDGES))))
         frames += 1
     assert frames / 10 == 4  # frames per simulated second

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import gettext
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from django.conf import settings
 from django.test import Client
 from django.utils import translation
 
+from core.engine.kinds import EVENTS
+from core.engine.telemetry import EVENT_KINDS
 from lessons.loader import lessons_check
 from lessons.models import Lesson
 from lessons.services import lessons_load
@@ -61,6 +64,39 @@ def test_the_stage_page_speaks_bulgarian_with_the_cookie(client: Client, lessons
     assert "Пропускателна способност и латентност" in html
     # The JavaScript catalog comes before the lab's modules, which call gettext() as they load.
     assert html.index('src="/jsi18n/"') < html.index("js/lab/main.js")
+
+
+def event_texts(html: str) -> dict:
+    data = re.search(r'<script id="event-texts" type="application/json">(.*?)</script>', html, re.S)
+    assert data, "the stage page carries no event texts"
+    return json.loads(data.group(1))
+
+
+def test_the_event_log_words_every_engine_event_in_the_page_language(client: Client, lessons: list[Lesson]) -> None:
+    english = event_texts(client.get("/stage/fixture-single/").content.decode())
+    bulgarian_ = event_texts(bulgarian(client).get("/stage/fixture-single/").content.decode())
+    assert set(english) == set(bulgarian_) == EVENT_KINDS  # exactly what the engine emits
+    assert english["node_killed"] == {"text": "%(node)s killed"}
+    assert bulgarian_["node_killed"] == {"text": "%(node)s е убит"}
+    assert bulgarian_["node_slowed"]["otherwise"] == ["ms", "%(node)s отново работи с нормална скорост"]
+    for kind in EVENT_KINDS:  # every text and its alternative is translated
+        assert bulgarian_[kind]["text"] != english[kind]["text"], kind
+        if "otherwise" in english[kind]:
+            assert bulgarian_[kind]["otherwise"][1] != english[kind]["otherwise"][1], kind
+
+
+def test_the_front_end_names_no_event_kind_of_its_own() -> None:
+    # The event log is built from the engine's declarations: no list of event kinds to drift.
+    panel = (ROOT / "static" / "js" / "lab" / "panel.js").read_text()
+    named = {kind for kind in EVENT_KINDS | {"node_down", "node_up", "lab_stopped"} if f'"{kind}"' in panel}
+    assert not named
+
+
+def test_every_engine_text_is_in_the_catalog() -> None:
+    known = {e.msgid for e in messages("django")}
+    texts = [t for e in EVENTS.values() for t in (e.text, *(e.otherwise[1:] if e.otherwise else ()))]
+    missing = [t for t in texts if t not in known]
+    assert not missing, "add them to the django.po, translate, compilemessages:\n" + "\n".join(missing)
 
 
 def test_the_switcher_shows_both_languages_and_marks_the_current_one(client: Client, lessons: list[Lesson]) -> None:

@@ -133,43 +133,29 @@ export function renderDetail(container, sample) {
     ...notes);
 }
 
+// How each event is worded: declared once by the engine's kinds (core/engine/kinds.py), translated
+// by the page (visualizer/texts.py). Only the way a field's value is shown is decided here.
+let eventTexts = null;
+const FIELD_FORMAT = {
+  size: (v) => sizeLabel(v),
+  value: (v) => String(v).replaceAll("_", " "),
+};
+
 function eventText(e) {
-  const about = { node: e.node || "", rate: e.rate };
-  const say = (fmt) => interpolate(fmt, about, true).trim();
-  switch (e.kind) {
-    case "node_killed": return say(gettext("%(node)s killed"));
-    case "node_restarted": return say(gettext("%(node)s restarted"));
-    case "node_down": return say(gettext("%(node)s down"));
-    case "node_up": return say(gettext("%(node)s up"));
-    case "node_slowed":
-      return e.ms ? interpolate(gettext("%(node)s slowed down by %(ms)s ms"), { node: e.node, ms: e.ms }, true)
-        : say(gettext("%(node)s back to normal speed"));
-    case "node_resized":
-      return interpolate(gettext("%(node)s resized to %(size)s (modelled CPU: %(workers)s × %(ms)s ms)"),
-        { node: e.node, size: sizeLabel(e.size), workers: e.workers, ms: e.service_ms }, true);
-    case "algorithm_set":
-      return interpolate(gettext("%(node)s now balances by %(value)s"),
-        { node: e.node, value: String(e.value || "").replaceAll("_", " ") }, true);
-    case "backend_down":
-      return interpolate(gettext("%(node)s took %(backend)s out of rotation (%(reason)s)"), e, true);
-    case "backend_up":
-      return interpolate(gettext("%(node)s put %(backend)s back in rotation"), e, true);
-    case "traffic_set":
-      return e.node ? say(gettext("traffic for %(node)s set to %(rate)s req/s"))
-        : say(gettext("traffic set to %(rate)s req/s total"));
-    case "node_added":
-      return interpolate(gettext("%(node)s added, a copy of %(like)s"), { node: e.node, like: e.like }, true);
-    case "node_removed": return say(gettext("%(node)s removed (its requests in flight finished first)"));
-    case "partitioned":
-      return interpolate(gettext("%(node)s cut off from %(peer)s: traffic between them is dropped"), e, true);
-    case "healed": return interpolate(gettext("%(node)s reconnected to %(peer)s"), e, true);
-    case "lab_started": return gettext("lab started");
-    case "lab_stopped": return gettext("lab stopped");
-    default: {
-      const extra = e.message || e.detail || "";
-      return `${(e.kind || gettext("event")).replace(/_/g, " ")}${e.node ? ` (${e.node})` : ""}${extra ? `: ${extra}` : ""}`;
-    }
+  if (eventTexts === null) {
+    const el = document.getElementById("event-texts");
+    eventTexts = el ? JSON.parse(el.textContent) : {};
   }
+  const declared = eventTexts[e.kind];
+  if (!declared) { // an event this page does not know (a newer engine): say what it can
+    const extra = e.message || e.detail || "";
+    return `${(e.kind || gettext("event")).replace(/_/g, " ")}${e.node ? ` (${e.node})` : ""}${extra ? `: ${extra}` : ""}`;
+  }
+  const [field, other] = declared.otherwise || [];
+  const text = field && !e[field] ? other : declared.text;
+  const values = {};
+  for (const [k, v] of Object.entries(e)) values[k] = FIELD_FORMAT[k] && v != null ? FIELD_FORMAT[k](v) : v;
+  return interpolate(text, values, true).trim();
 }
 
 /** A small log of what happened (frame.events plus the lab's state changes). */
