@@ -2,7 +2,8 @@
 
 For each step in order its `solution` actions are applied to a real lab (the same commands the
 diagram sends; `{"action": "wait", "seconds": N}` sleeps), while frames are taken every
-FRAME_INTERVAL seconds and fed to the check evaluator, exactly as the runner does for a student.
+FRAME_INTERVAL seconds and fed to the lesson's checks by ``core.engine.host``: the same ticker and
+the same live checks that judge a student's lab in the runner.
 A step passes when its check passes before `step_timeout`; a step without a check is skipped.
 No Redis, Celery or database: the lab runs on a random 127.A.B network inside asyncio.run().
 """
@@ -19,8 +20,9 @@ from typing import Any
 
 from core.engine import keys
 from core.engine.commands import CommandError
+from core.engine.host import LiveChecks, tick
 from core.engine.lab import Lab
-from core.engine.lifecycle import wait_ended
+from core.engine.lifecycle import Background
 from core.engine.spec import topology_from_dict
 
 FRAME_INTERVAL = 0.25
@@ -54,26 +56,21 @@ async def prove_steps(
     report: Callable[[StepResult], None] = lambda result: None,
 ) -> list[StepResult]:
     """Start the lab, play each step's solution, wait for its check; one result per step."""
-    from core.engine.checks import Evaluator, parse_check
-
-    checks = {s["id"]: parse_check(s["check"]) for s in steps if s.get("check")}
-    evaluator = Evaluator(checks)
+    checks = {s["id"]: s["check"] for s in steps if s.get("check")}
     passed: dict[str, float] = {}
     changed = asyncio.Event()
     lab = Lab(topology_from_dict(topology), network=network or random_network(), frame_interval=FRAME_INTERVAL)
 
-    async def frames() -> None:
-        next_at = time.monotonic()
-        while True:
-            next_at += FRAME_INTERVAL
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            for step in evaluator.feed(lab.frame()):
-                passed.setdefault(step, time.monotonic())
-                changed.set()
+    def emit(message: dict[str, Any]) -> None:  # the frames and verdicts a student's page would get
+        if message.get("type") == "check" and message.get("passed"):
+            passed.setdefault(message["step"], time.monotonic())
+            changed.set()
 
     results: list[StepResult] = []
     await lab.start()
-    ticker = asyncio.create_task(frames())
+    live = LiveChecks(checks, started=time.time())
+    background = Background(f"prove {lab.network}")
+    ticker = background.start(lambda alive: tick(lab, live, emit, interval=FRAME_INTERVAL, alive=alive), "frames")
     try:
         for step in steps:
             step_id = step["id"]
@@ -97,13 +94,13 @@ async def prove_steps(
                     result = StepResult(step_id, "PASS", max(0.0, passed[step_id] - began),
                                         "already passed during an earlier step" if early else "")
                 else:
-                    detail = evaluator.verdict(step_id).detail
+                    detail = live.verdict(step_id).get("detail", "")
                     result = StepResult(step_id, "FAIL", time.monotonic() - began,
                                         f"check did not pass within {step_timeout:g} s: {detail}")
             results.append(result)
             report(result)
     finally:
-        await wait_ended([ticker], who=f"prove {lab.network}", what="the frame ticker")
+        await background.stop()
         await lab.stop()  # bounded: Lab.stop_deadline
     return results
 

@@ -46,7 +46,7 @@ class Progress(models.Model):
     Written only by the server when the session's own lab reports the step passed (never on the
     browser's word), keyed by the step's stable id so it survives lesson edits that keep the id.
     ``seconds``: from the step being unlocked in that lab (the lab's start, or its predecessor
-    passing in the same lab) to passing; see core.engine.runner.LiveChecks.
+    passing in the same lab) to passing; see core.engine.host.LiveChecks.
     """
 
     session_key = models.CharField(max_length=40, db_index=True)

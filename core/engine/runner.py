@@ -1,5 +1,7 @@
 """Run one lab wired to Redis: commands in on a pub/sub channel, frames and status out.
 
+The frames and the lesson's live checks come from ``core.engine.host``, as for ``lessons prove``.
+
 This is the only engine module that knows about Redis; a Celery task calls ``run_lab`` inside
 ``asyncio.run``. It returns when the lab is told to stop or has had no viewer for idle_seconds,
 and always releases every socket before it returns.
@@ -18,6 +20,7 @@ import redis.asyncio as aioredis
 
 from core.engine import keys
 from core.engine.commands import CommandError, validate_command
+from core.engine.host import LiveChecks, tick
 from core.engine.lab import Lab, LabStartError
 from core.engine.lifecycle import Alive, Background, wait_ended
 from core.engine.spec import topology_from_dict
@@ -70,77 +73,6 @@ class _Publisher:
                 return
             except asyncio.QueueFull:
                 self.queue.get_nowait()
-
-
-class LiveChecks:
-    """A lesson's step checks evaluated against every frame the lab publishes.
-
-    ``seconds`` (how long a step took) is measured from when the step was unlocked *in this lab*:
-    from the lab's start for the first step, or for any step whose predecessor has not passed in
-    this lab (it may have passed in an earlier run); otherwise from the moment its predecessor
-    passed. The engine alone knows both instants, so the browser's clock plays no part.
-    """
-
-    def __init__(self, checks: dict[str, str] | None, *, started: float,
-                 measures: dict[str, str] | None = None) -> None:
-        self.order: list[str] = []
-        self.evaluator: Any = None
-        self.started = started
-        self.passed_at: dict[str, float] = {}
-        self.measures: dict[str, str] = {}
-        if not checks:
-            return
-        from core.engine.checks import Evaluator, parse_check, parse_metric
-
-        for step, text in (measures or {}).items():  # a prediction's measure: metric(NAME) or NAME
-            try:
-                self.measures[step] = parse_metric(text)[0] if text.lstrip().startswith("metric") else text.strip()
-            except Exception as exc:
-                log.warning("step %s: measure does not parse: %s", step, exc)
-
-        parsed = {}
-        for step, source in (checks or {}).items():
-            try:
-                parsed[step] = parse_check(source)
-            except Exception as exc:  # the loader validated it; a bad one must not kill the lab
-                log.warning("step %s: check does not parse: %s", step, exc)
-                continue
-            self.order.append(step)
-        self.evaluator = Evaluator(parsed) if parsed else None
-
-    def feed(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
-        """Messages for the steps this frame newly passed."""
-        if self.evaluator is None:
-            return []
-        out = []
-        for step in self.evaluator.feed(frame):
-            t = float(frame.get("t") or time.time())
-            self.passed_at[step] = t
-            message = {"type": "check", "step": step, "passed": True, "t": t,
-                       "seconds": round(max(0.0, t - self.unlocked_at(step)), 2),
-                       "detail": self.evaluator.verdict(step).detail}
-            if step in self.measures:  # the value the student's prediction is compared with
-                from core.engine.checks import _read
-
-                message["measured"] = _read(frame, self.measures[step])
-            out.append(message)
-        return out
-
-    def unlocked_at(self, step: str) -> float:
-        i = self.order.index(step)
-        if i > 0 and self.order[i - 1] in self.passed_at:
-            return max(self.started, self.passed_at[self.order[i - 1]])
-        return self.started
-
-    def verdict(self, step: str) -> dict[str, Any]:
-        """The answer to "check now" for one step (unknown step: an error message)."""
-        if self.evaluator is None or step not in self.order:
-            return {"type": "error", "message": f"check: step {step!r} has no check in this lesson",
-                    "command": {"action": "check", "step": step}}
-        verdict = self.evaluator.verdict(step)
-        passed = bool(verdict.passed) or step in self.passed_at
-        return {"type": "check", "step": step, "passed": passed, "hint": None if passed else verdict.hint,
-                "detail": verdict.detail, "t": time.time(), "now": True}
 
 
 async def run_lab(
@@ -214,29 +146,21 @@ async def run_lab(
                 except CommandError as exc:
                     publisher.emit({"type": "error", "message": str(exc), "command": command})
 
+        async def each_second(frame: dict[str, Any]) -> None:  # keep-alive and history
+            publisher.emit(lab.status())
+            tot = frame["totals"]
+            point = [frame["t"], tot["rps"], tot["p50_ms"], tot["p95_ms"], tot["err_rps"]]
+            pipe = r.pipeline(transaction=False)
+            pipe.rpush(keys.history_key(lab_id), json.dumps(point))
+            pipe.ltrim(keys.history_key(lab_id), -keys.HISTORY_POINTS, -1)
+            pipe.expire(keys.history_key(lab_id), 3600)
+            try:
+                await pipe.execute()
+            except aioredis.RedisError as exc:  # a point of history is not worth the lab
+                log.warning("lab %s: history not saved: %s", lab_id, exc)
+
         async def frames(alive: Alive) -> None:
-            next_at = time.monotonic()
-            last_second = 0.0
-            while alive():
-                next_at += frame_interval
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-                frame = lab.frame()
-                publisher.emit(frame)
-                for message in live.feed(frame):
-                    publisher.emit(message)
-                if frame["t"] - last_second >= 1.0:  # once a second: keep-alive and history
-                    last_second = frame["t"]
-                    publisher.emit(lab.status())
-                    tot = frame["totals"]
-                    point = [frame["t"], tot["rps"], tot["p50_ms"], tot["p95_ms"], tot["err_rps"]]
-                    pipe = r.pipeline(transaction=False)
-                    pipe.rpush(keys.history_key(lab_id), json.dumps(point))
-                    pipe.ltrim(keys.history_key(lab_id), -keys.HISTORY_POINTS, -1)
-                    pipe.expire(keys.history_key(lab_id), 3600)
-                    try:
-                        await pipe.execute()
-                    except aioredis.RedisError as exc:  # a point of history is not worth the lab
-                        log.warning("lab %s: history not saved: %s", lab_id, exc)
+            await tick(lab, live, publisher.emit, interval=frame_interval, alive=alive, each_second=each_second)
 
         async def idle_watch(alive: Alive) -> None:
             nonlocal reason

@@ -6,7 +6,8 @@ import json
 import redis.asyncio as aioredis
 
 from core.engine import keys
-from core.engine.runner import LiveChecks, run_lab
+from core.engine.host import LiveChecks
+from core.engine.runner import run_lab
 from tests.engine.test_runner import next_message
 from tests.engine.topologies import stage1
 
