@@ -62,7 +62,9 @@ async def test_resizing_up_raises_the_throughput_ceiling_without_dropping_reques
         assert statuses == [200] * n
         # Resize while a burst is queued: every request in flight or waiting is still answered.
         task = asyncio.create_task(burst(lab, n))
-        await asyncio.sleep(0.15)
+        deadline = time.monotonic() + 3  # the burst reaches the queue within ~0.1 s on an idle machine
+        while lab.nodes["web"].capacity.queued == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         assert lab.nodes["web"].capacity.queued > 0
         await lab.command({"action": "resize", "node": "web", "size": LARGEST_SIZE})
         statuses, _ = await task
