@@ -1,8 +1,8 @@
-"""Pages: the course's stages, one stage with its lesson text and live lab diagram, and its editor."""
+"""Pages: the course's stages and a stage's editor (the stage page itself, with its live lab, is
+visualizer.views: this app does not depend on the lab's)."""
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 from django.contrib.admin.views.decorators import staff_member_required
@@ -13,35 +13,10 @@ from lessons.loader import LANGUAGES, render_markdown
 from lessons.models import Lesson
 from lessons.services import lesson_source_parse, lesson_source_save
 from lessons.steps import steps_for_page
-from visualizer.services import progress_for
-from visualizer.texts import event_texts
 
 
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html", {"lessons": Lesson.objects.order_by("stage", "slug")})
-
-
-def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    lesson = get_object_or_404(Lesson, slug=slug)
-    # Labs belong to the browser's session, and the WebSocket needs its cookie: make sure it exists.
-    if not request.session.session_key:
-        request.session.save()
-        request.session.modified = True
-    return render(
-        request,
-        "lessons/lesson.html",
-        {
-            "lesson": lesson,
-            "topology_json": json.dumps(lesson.topology),
-            "ws_path": f"/ws/lab/{lesson.slug}/",
-            "event_texts": event_texts(),  # the event log's words, declared by the engine's kinds
-            # The steps panel: text in the page's language; progress as the server recorded it.
-            # Instructor notes go into the HTML for staff only, and never into the steps' JSON.
-            "steps": steps_for_page(lesson, instructor=request.user.is_staff),
-            "steps_data": {"lesson": lesson.slug, "steps": steps_for_page(lesson),
-                           "progress": progress_for(session_key=request.session.session_key, lesson=lesson)},
-        },
-    )
 
 
 @staff_member_required

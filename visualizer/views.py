@@ -1,0 +1,36 @@
+"""The stage page: a lesson's text, its steps with the session's progress, and its live lab."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from lessons.models import Lesson
+from lessons.steps import steps_for_page
+from visualizer.services import progress_for
+from visualizer.texts import event_texts
+
+
+def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    lesson = get_object_or_404(Lesson, slug=slug)
+    # Labs belong to the browser's session, and the WebSocket needs its cookie: make sure it exists.
+    if not request.session.session_key:
+        request.session.save()
+        request.session.modified = True
+    return render(
+        request,
+        "lessons/lesson.html",
+        {
+            "lesson": lesson,
+            "topology_json": json.dumps(lesson.topology),
+            "ws_path": f"/ws/lab/{lesson.slug}/",
+            "event_texts": event_texts(),  # the event log's words, declared by the engine's kinds
+            # The steps panel: text in the page's language; progress as the server recorded it.
+            # Instructor notes go into the HTML for staff only, and never into the steps' JSON.
+            "steps": steps_for_page(lesson, instructor=request.user.is_staff),
+            "steps_data": {"lesson": lesson.slug, "steps": steps_for_page(lesson),
+                           "progress": progress_for(session_key=request.session.session_key, lesson=lesson)},
+        },
+    )
