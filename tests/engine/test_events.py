@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from core.engine.kinds import EVENTS, KINDS, LAB_EVENTS
 from core.engine.telemetry import EVENT_KINDS, Telemetry
 
-ENGINE = Path(__file__).resolve().parents[2] / "core" / "engine"
-
 
 def test_an_undeclared_event_is_refused():
     with pytest.raises(ValueError, match="not declared"):
         Telemetry().event(0.0, "node_down", node="web")
-
-
-def test_every_declared_event_is_sent_by_engine_code():
-    sources = "\n".join(p.read_text() for p in ENGINE.rglob("*.py") if p.name != "kinds.py")
-    never = [kind for kind in EVENT_KINDS if f'"{kind}"' not in sources]
-    assert not never, f"declared but never sent: {never}"
 
 
 def test_a_kinds_events_are_its_own():
