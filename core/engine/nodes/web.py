@@ -24,8 +24,8 @@ from core.engine.capacity import Capacity, Overloaded
 from core.engine.dal import DataAccess
 from core.engine.kinds import SIZES, size_of
 from core.engine.nodes.base import Node
+from core.engine.nodes.clients import DbError
 from core.engine.nodes.http import HttpListener
-from core.engine.nodes.sqldb import DbError
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_to_header
 
 log = logging.getLogger(__name__)
