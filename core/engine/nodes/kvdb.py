@@ -7,8 +7,10 @@ its own, and seeds it on the first start with the same photo-sharing data as the
 the NoSQL way (``core.engine.kvwire``).
 
 Durability (the ``appendonly`` param): with ``everysec`` Redis appends every write to its AOF file
-and fsyncs once a second, so a ``kill`` (SIGKILL: the page cache survives) loses nothing and a
-restart replays the file: the data comes back, nothing is re-seeded. With ``no`` the data lives in
+and fsyncs once a second, so a ``kill`` (SIGKILL: the page cache survives) loses at most the
+last moment's writes (while an fsync is still running Redis may acknowledge a write before it
+writes it out, for up to 2 s) and a restart replays the file: the data comes back, nothing is
+re-seeded. With ``no`` the data lives in
 memory only: a restart starts empty and the node seeds it again. The temp dir lives from the first
 start to ``discard()``; a worker that dies cannot delete it, so every first start sweeps the dirs
 of dead workers (``core.engine.scratch.sweep_orphans``).
