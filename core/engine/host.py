@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from core.engine.checks import Evaluator, parse_check, parse_metric, read_metric
 from core.engine.lab import Lab
 from core.engine.lifecycle import Alive
 
@@ -36,8 +37,6 @@ class LiveChecks:
         self.measures: dict[str, str] = {}
         if not checks:
             return
-        from core.engine.checks import Evaluator, parse_check, parse_metric
-
         for step, text in (measures or {}).items():  # a prediction's measure: metric(NAME) or NAME
             try:
                 self.measures[step] = parse_metric(text)[0] if text.lstrip().startswith("metric") else text.strip()
@@ -66,9 +65,7 @@ class LiveChecks:
                        "seconds": round(max(0.0, t - self.unlocked_at(step)), 2),
                        "detail": self.evaluator.verdict(step).detail}
             if step in self.measures:  # the value the student's prediction is compared with
-                from core.engine.checks import _read
-
-                message["measured"] = _read(frame, self.measures[step])
+                message["measured"] = read_metric(frame, self.measures[step])
             out.append(message)
         return out
 

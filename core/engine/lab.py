@@ -8,7 +8,7 @@ import importlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.engine.commands import CommandError, validate_command
@@ -53,6 +53,27 @@ def _target_size(node_id: str, current: str | None, wanted: str) -> str:
     if i < 0:
         raise CommandError(f"{node_id} is already {current}, the smallest size")
     return names[i]
+
+
+async def _each(
+    nodes: list[Node], work: Callable[[Node], Awaitable[None]], name: str, timeout: float
+) -> tuple[dict[asyncio.Task[None], Node], set[asyncio.Task[None]]]:
+    """Run ``work(node)`` for every node at once, waiting at most ``timeout``: (task -> node, the
+    tasks still running, now cancelled). Cancelling the caller cancels them all."""
+    tasks = {asyncio.ensure_future(work(n)): n for n in nodes}
+    for task, node in tasks.items():
+        task.set_name(f"{name} {node.id}")
+    if not tasks:
+        return tasks, set()
+    try:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    for task in pending:
+        task.cancel()
+    return tasks, pending
 
 
 def _runtime(path: str) -> type[Node]:
@@ -134,19 +155,10 @@ class Lab:
 
     async def _start_all(self, nodes: list[Node]) -> list[BaseException | None]:
         """Start ``nodes`` concurrently; per node None, or why it did not start within START_TIMEOUT_S."""
-        if not nodes:
-            return []
-        tasks = [asyncio.create_task(n.start(), name=f"start {n.id}") for n in nodes]
-        try:
-            _, pending = await asyncio.wait(tasks, timeout=START_TIMEOUT_S)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
+        tasks, pending = await _each(nodes, lambda n: n.start(), "start", START_TIMEOUT_S)
         results: list[BaseException | None] = []
-        for task, node in zip(tasks, nodes, strict=True):
+        for task, node in tasks.items():
             if task in pending:
-                task.cancel()
                 log.warning("lab %s: %s did not start within %.0f s", self.network, node.who, START_TIMEOUT_S)
                 results.append(TimeoutError(f"did not start within {START_TIMEOUT_S:g} s"))
             else:
@@ -190,25 +202,16 @@ class Lab:
     async def _retire(self, nodes: list[Node], deadline: float) -> list[str]:
         """Stop and discard ``nodes`` concurrently, forcing those not done by ``deadline`` (loop
         time); the ids of the forced ones. One stuck node never keeps the others' sockets."""
-        if not nodes:
-            return []
 
         async def retire(node: Node) -> None:
             await node.stop()
             await node.discard()
 
-        tasks = {asyncio.create_task(retire(n), name=f"stop {n.id}"): n for n in nodes}
         timeout = max(0.0, deadline - asyncio.get_running_loop().time())
-        try:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
+        tasks, pending = await _each(nodes, retire, "stop", timeout)
         forced = []
         for task, node in tasks.items():
             if task in pending:
-                task.cancel()
                 log.warning("lab %s: %s did not stop within %.1f s; forcing it", self.network, node.who, timeout)
             elif task.cancelled() or task.exception() is not None:
                 why = "cancelled" if task.cancelled() else repr(task.exception())
@@ -361,9 +364,7 @@ class Lab:
             while time.monotonic() < deadline and any(n.in_flight_to(node_id) for n in self.nodes.values()):
                 await asyncio.sleep(0.02)
             node = self.nodes[node_id]
-            forced = await self._retire([node], asyncio.get_running_loop().time() + self.stop_deadline)
-            if forced:
-                log.warning("lab %s: removing %s had to force it", self.network, node.who)
+            await self._retire([node], asyncio.get_running_loop().time() + self.stop_deadline)  # logs a force
             self._uninstall(node_id)
             self.telemetry.event(time.time(), "node_removed", node=node_id)
             self._publish_status(f"{node_id} removed")
@@ -453,8 +454,9 @@ class Lab:
             raise CommandError("mix: this lab has no clients")
         for c in clients:
             c.set_mix(**mix)  # type: ignore[attr-defined]
-        now = clients[0].workload  # the event says the whole mix, also the part left as it was
-        self.telemetry.event(time.time(), "mix_set", node=node_id, write_ratio=now.write_ratio, zipf_s=now.zipf_s)
+        workload = clients[0].workload  # the event says the whole mix, also the part left as it was
+        self.telemetry.event(time.time(), "mix_set", node=node_id,
+                             write_ratio=workload.write_ratio, zipf_s=workload.zipf_s)
 
     # Telemetry -----------------------------------------------------------------------------
     def record(self, trace: Trace) -> None:

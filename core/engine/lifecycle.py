@@ -26,7 +26,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 log = logging.getLogger("core.engine")
@@ -79,16 +79,13 @@ class Background:
         self._gen = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, fn: Callable[[Alive], Awaitable[None]], name: str) -> asyncio.Task[None]:
+    def start(self, fn: Callable[[Alive], Coroutine[Any, Any, None]], name: str) -> asyncio.Task[None]:
         gen = self._gen
 
         def alive() -> bool:
             return self._gen == gen
 
-        async def run() -> None:
-            await fn(alive)
-
-        task = asyncio.create_task(run(), name=f"{self.who}:{name}")
+        task = asyncio.create_task(fn(alive), name=f"{self.who}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -109,7 +106,7 @@ class Background:
             task.cancel()
 
 
-async def wait_child(proc: asyncio.subprocess.Process, *, who: str, timeout: float) -> bool:
+async def wait_child(proc: asyncio.subprocess.Process, *, timeout: float) -> bool:
     """Wait at most ``timeout`` for ``proc`` to exit (as reported by asyncio); True if it did."""
     if proc.returncode is not None:
         return True

@@ -57,12 +57,27 @@ from core.engine.checks.catalog import (
     TOTALS_KEYS,
     metric_problem,
 )
-from core.engine.checks.evaluator import Evaluator, Verdict, _read
+from core.engine.checks.evaluator import Evaluator, Verdict, read_metric
 from core.engine.checks.solution import SolutionSyntaxError, parse_solution
 from core.engine.checks.syntax import Check, CheckSyntaxError, Ref, parse_check, parse_metric, tokenize
 
 __all__ = [
-    "EDGE_KEYS", "KIND_GAUGES", "NODE_KEYS", "REPLICATION_KEYS", "TABLES", "TOTALS_KEYS", "Check",
-    "CheckSyntaxError", "Evaluator", "Ref", "SolutionSyntaxError", "Verdict", "_read", "metric_problem",
-    "parse_check", "parse_metric", "parse_solution", "tokenize",
+    "EDGE_KEYS",
+    "KIND_GAUGES",
+    "NODE_KEYS",
+    "REPLICATION_KEYS",
+    "TABLES",
+    "TOTALS_KEYS",
+    "Check",
+    "CheckSyntaxError",
+    "Evaluator",
+    "Ref",
+    "SolutionSyntaxError",
+    "Verdict",
+    "metric_problem",
+    "parse_check",
+    "parse_metric",
+    "parse_solution",
+    "read_metric",
+    "tokenize",
 ]

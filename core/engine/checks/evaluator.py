@@ -26,7 +26,7 @@ def _fmt(value: float | None) -> str:
     return f"{value:g}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
 
-def _read(frame: dict[str, Any], name: str) -> float | None:
+def read_metric(frame: dict[str, Any], name: str) -> float | None:
     where, _, key = name.partition(".")
     if where in TABLES:
         table = frame.get(where)
@@ -100,7 +100,7 @@ class _CompareNode(_Node):
 
     def step(self, frame: dict[str, Any], t: float) -> bool:
         e = self.expr
-        measured = _read(frame, e.metric)
+        measured = read_metric(frame, e.metric)
         self.value = _compare(measured, e.op, e.value)
         if measured is None:
             self.detail = f"{e.metric} is null (no requests in the window; needs {e.op} {_fmt(e.value)})"

@@ -214,14 +214,14 @@ class KvDbNode(Node):
             if grace_s > 0 and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()
-                await wait_child(proc, who=self.who, timeout=grace_s)
+                await wait_child(proc, timeout=grace_s)
         finally:
             # Even when cancelled: SIGKILL what is left and reap it (nobody else will).
             try:
                 if proc.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
-                    if not await wait_child(proc, who=self.who, timeout=REAP_S):
+                    if not await wait_child(proc, timeout=REAP_S):
                         log.warning("%s: redis-server %d not reported dead %.1f s after SIGKILL; reaping it here",
                                     self.who, proc.pid, REAP_S)
             finally:
