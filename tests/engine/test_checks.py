@@ -389,9 +389,9 @@ def test_it_ignores_frames_out_of_order_or_without_time() -> None:
     assert ev.feed(frame(6.0, totals={"rps": 2})) == ["s"]
 
 
-@pytest.mark.skipif(not RECORDED.exists(), reason="recorded stream missing")
 def test_it_passes_every_step_of_stage_1_on_a_recorded_lab() -> None:
     """Frames recorded from a real lab while lesson 01's solutions ran (see tests/engine/fixtures)."""
+    assert RECORDED.exists(), f"{RECORDED} is committed: a missing recording is a failure, not a skip"
     from lessons.loader import lesson_parse
 
     lesson, errors = lesson_parse(Path(__file__).parents[2] / "lessons" / "content" / "01-single-server.md")
