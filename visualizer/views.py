@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, render
 from lessons.models import Lesson
 from lessons.steps import steps_for_page
 from visualizer.services import progress_for
-from visualizer.texts import event_texts
+from visualizer.texts import event_texts, kind_texts
 
 
 def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
@@ -27,6 +27,7 @@ def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "topology_json": json.dumps(lesson.topology),
             "ws_path": f"/ws/lab/{lesson.slug}/",
             "event_texts": event_texts(),  # the event log's words, declared by the engine's kinds
+            "kind_texts": kind_texts(),  # the words of the nodes' menus and boxes, likewise
             # The steps panel: text in the page's language; progress as the server recorded it.
             # Instructor notes go into the HTML for staff only, and never into the steps' JSON.
             "steps": steps_for_page(lesson, instructor=request.user.is_staff),

@@ -5,34 +5,41 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.engine.balancing import ALGORITHMS
-from core.engine.kinds import LARGEST_SIZE, SIZES
+from core.engine.kinds import KIND_COMMANDS, KINDS
 from core.engine.spec import NODE_ID
 
 MAX_RATE = 5000.0
 MAX_SLOW_MS = 10000.0
-MAX_ZIPF_S = 3.0  # the mix command's skew: 0 uniform, ~1 typical web popularity, 3 one hot key
-RELATIVE_SIZES = ("up", "down")  # resize: one size bigger or smaller than the current one
 STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a lesson step's stable id
-# action -> (required fields, optional fields)
-ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+# The lab's own actions, for any node or none: action -> (required fields, optional fields). Each
+# kind's commands (core.engine.kinds: Kind.commands) are added below from their declarations.
+LAB_COMMANDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "start": (frozenset(), frozenset()),
     "stop": (frozenset(), frozenset()),
     "traffic": (frozenset({"rate"}), frozenset({"node"})),
     "kill": (frozenset({"node"}), frozenset()),
     "restart": (frozenset({"node"}), frozenset()),
     "slow": (frozenset({"node", "ms"}), frozenset()),  # add ms to every request the node serves; 0 undoes it
-    "algorithm": (frozenset({"node", "value"}), frozenset()),  # a load balancer's algorithm
-    "resize": (frozenset({"node", "size"}), frozenset()),  # a web server's modelled CPU size (kinds.SIZES)
     "check": (frozenset({"step"}), frozenset()),  # "check now": the engine answers with a verdict
     "add": (frozenset({"like"}), frozenset()),  # horizontal scaling: a new node cloned from "like"
     "remove": (frozenset({"node"}), frozenset()),  # drained first: requests in flight finish
     "partition": (frozenset({"node", "peer"}), frozenset()),  # drop traffic between two nodes
     "heal": (frozenset({"node"}), frozenset({"peer"})),  # without peer: every partition of node
-    "promote": (frozenset({"node"}), frozenset()),  # a database replica becomes the primary
-    "delay": (frozenset({"node", "ms"}), frozenset()),  # a replica's modelled replication delay
-    "mix": (frozenset(), frozenset({"node", "write_ratio", "zipf_s"})),  # clients' workload mix
 }
+# Kind commands that may also name no node: the lab applies them to every node of the kind.
+LAB_WIDE = frozenset({"mix"})
+
+
+def _kind_forms() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    forms = {}
+    for action, by_kind in KIND_COMMANDS.items():
+        first = next(iter(by_kind.values()))
+        node = frozenset() if action in LAB_WIDE else frozenset({"node"})
+        forms[action] = (node | set(first.needed), frozenset(first.fields) - set(first.needed) | ({"node"} - node))
+    return forms
+
+
+ACTIONS = {**LAB_COMMANDS, **_kind_forms()}
 # the rest are lifecycle, not engine
 LAB_ACTIONS = frozenset(ACTIONS) - {"start", "stop", "check"}
 OPTIONAL_ALWAYS = frozenset({"id"})  # a client-chosen id, echoed back in errors
@@ -42,10 +49,12 @@ class CommandError(ValueError):
     pass
 
 
-def validate_command(raw: Any, *, node_ids: list[str] | None = None) -> dict[str, Any]:
+def validate_command(raw: Any, *, node_ids: list[str] | dict[str, str] | None = None) -> dict[str, Any]:
     """Return the command normalised, or raise CommandError saying what is wrong with it.
 
-    With ``node_ids`` the node must also exist in the lab; without, only its form is checked.
+    With ``node_ids`` the node must also exist in the lab; given as {id: kind}, a kind's command
+    must also be one that node's kind accepts, with values it allows. Without, only the form is
+    checked (a value must be allowed by some kind that has the command).
     """
     if not isinstance(raw, dict):
         raise CommandError('a command must be a JSON object like {"action": "kill", "node": "web"}')
@@ -70,41 +79,21 @@ def validate_command(raw: Any, *, node_ids: list[str] | None = None) -> dict[str
             cmd[field] = node
     if cmd.get("peer") is not None and cmd.get("peer") == cmd.get("node"):
         raise CommandError(f"{action}: a node cannot be cut off from itself")
-    if action == "mix" and not ({"write_ratio", "zipf_s"} & raw.keys()):
-        raise CommandError("mix: give write_ratio (0-1), zipf_s (0-3) or both")
-    for field, top in (("write_ratio", 1.0), ("zipf_s", MAX_ZIPF_S)):
-        if field in raw:
-            value = raw[field]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise CommandError(f"{action}: {field} must be a number, got {value!r}")
-            if not 0 <= value <= top:
-                raise CommandError(f"{action}: {field} must be between 0 and {top:g}")
-            cmd[field] = float(value)
+    if action in KIND_COMMANDS:
+        kind = node_ids.get(cmd["node"]) if isinstance(node_ids, dict) and "node" in cmd else None
+        cmd.update(_kind_fields(action, raw, kind))
     if "step" in raw:
         step = raw["step"]
         if not isinstance(step, str) or not STEP_ID.match(step):
             raise CommandError(f"{action}: step must be a step id, got {step!r}")
         cmd["step"] = step
-    if "ms" in raw:
+    if action == "slow":
         ms = raw["ms"]
         if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms != ms:
             raise CommandError(f"{action}: ms must be a number, got {ms!r}")
         if not 0 <= ms <= MAX_SLOW_MS:
             raise CommandError(f"{action}: ms must be between 0 and {MAX_SLOW_MS:g}")
         cmd["ms"] = float(ms)
-    if "value" in raw:
-        value = raw["value"]
-        if value not in ALGORITHMS:
-            raise CommandError(f"{action}: value must be one of {', '.join(ALGORITHMS)}, got {value!r}")
-        cmd["value"] = value
-    if "size" in raw:
-        size = raw["size"]
-        if not isinstance(size, str) or (size not in SIZES and size not in RELATIVE_SIZES):
-            raise CommandError(
-                f"{action}: size must be one of {', '.join(SIZES)} ({LARGEST_SIZE} is the largest there is)"
-                f" or up/down, got {size!r}"
-            )
-        cmd["size"] = size
     if "rate" in raw:
         rate = raw["rate"]
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != rate:
@@ -113,3 +102,34 @@ def validate_command(raw: Any, *, node_ids: list[str] | None = None) -> dict[str
             raise CommandError(f"{action}: rate must be between 0 and {MAX_RATE:g} req/s")
         cmd["rate"] = float(rate)
     return cmd
+
+
+def _kind_fields(action: str, raw: dict[str, Any], kind: str | None) -> dict[str, Any]:
+    """A kind command's fields, checked against the node's kind (or, without it, any kind that has it)."""
+    by_kind = KIND_COMMANDS[action]
+    if kind is not None and kind not in by_kind:
+        owners = " or a ".join(KINDS[k].title.lower() for k in by_kind)
+        raise CommandError(f"{action}: {raw['node']} is not a {owners}: only a {owners} has it")
+    declarations = [by_kind[kind]] if kind is not None else list(by_kind.values())
+    fields = declarations[0].fields
+    if fields and not declarations[0].needed and not set(fields) & raw.keys():
+        raise CommandError(f"{action}: give {' or '.join(_field_help(declarations[0], f) for f in fields)} or both")
+    out: dict[str, Any] = {}
+    for name in declarations[0].fields:
+        if name not in raw:
+            continue
+        problems = []
+        for declared in declarations:
+            try:
+                out[name] = declared.fields[name].check(raw[name])
+                break
+            except ValueError as exc:
+                problems.append(str(exc))
+        else:
+            raise CommandError(f"{action}: {name} {problems[0]}")
+    return out
+
+
+def _field_help(command: Any, name: str) -> str:
+    f = command.fields[name]
+    return f"{name} ({f.min:g}-{f.max:g})" if f.min is not None and f.max is not None else name

@@ -32,7 +32,7 @@ KV_TIMEOUT_S = 5.0  # as KvStore's own timeout
 class DataAccess:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.lab = node.lab
+        self.ctx = node.ctx
         self._pools: dict[str, DbPool] = {}
         self._down_until: dict[str, float] = {}
         self._turn = 0
@@ -40,8 +40,7 @@ class DataAccess:
 
     def db_ids(self, kind: str = "sqldb") -> list[str]:
         """The databases of a kind this web server has an edge to (read each time: servers come and go)."""
-        topo = self.lab.topology
-        return [p for p in topo.peers(self.node.id) if topo.node(p).kind == kind]
+        return self.ctx.peers(self.node.id, kind)
 
     @property
     def available(self) -> bool:
@@ -49,7 +48,7 @@ class DataAccess:
 
     def users(self) -> int:
         ids = self.db_ids() or self.db_ids("kvdb")
-        return int(self.lab.topology.node(ids[0]).params["users"]) if ids else 0
+        return int(self.ctx.spec(ids[0]).params["users"]) if ids else 0
 
     def kv_for(self, wanted: str | None) -> str | None:
         """The key-value node a request goes to: when it asks for ``store=kv``, or when there is no SQL."""
@@ -64,14 +63,14 @@ class DataAccess:
         """One page from the key-value store, recorded as a hop: (result, lsn); raises DbError."""
         store = self._kv.get(kv_id)
         if store is None:
-            node = self.lab.nodes[kv_id]
+            node = self.ctx.peer(kv_id)
             store = self._kv[kv_id] = KvStore(node.address, node.port or 6379, node, source=self.node.address)  # type: ignore[arg-type]
         start = time.monotonic()
         at_ms = (start - received) * 1000
         try:
             # The partition fault: redis-server is not ours to change, so a cut is enforced here,
             # at the caller, the way a dropped packet looks: nothing comes back until the timeout.
-            while self.lab.partitioned(self.node.id, kv_id):
+            while self.ctx.partitioned(self.node.id, kv_id):
                 if time.monotonic() - start >= KV_TIMEOUT_S:
                     raise DbError("timeout", unavailable=True)
                 await asyncio.sleep(0.1)
@@ -91,7 +90,7 @@ class DataAccess:
 
     def primary(self) -> str:
         ids = self.db_ids()
-        primary = self.lab.replication.primary_for(ids[0])
+        primary = self.ctx.primary_for(ids[0])
         return primary if primary in ids else ids[0]
 
     def read_order(self) -> list[str]:
@@ -106,12 +105,12 @@ class DataAccess:
         return [*replicas, primary]
 
     def _replicated(self) -> bool:
-        return self.lab.replication.enabled
+        return self.ctx.replicated
 
     def _pool(self, db_id: str) -> DbPool:
         pool = self._pools.get(db_id)
         if pool is None:
-            db = self.lab.nodes[db_id]
+            db = self.ctx.peer(db_id)
             pool = self._pools[db_id] = DbPool(db.address, db.port or sqlwire.PORT, source=self.node.address)
         return pool
 

@@ -119,6 +119,85 @@ LAB_EVENTS: dict[str, EventKind] = {
 
 
 @dataclass(frozen=True)
+class Field:
+    """One field of a kind's command: its type and range (the command's validation), and the values
+    the node's menu offers (``choices``, else ``presets``). ``labels`` words a choice for the menu
+    (English, translated by the page); ``unit`` follows a number there (``ms``, ``%``)."""
+
+    type: type
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    presets: tuple[float, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    unit: str = ""
+    label: str = ""  # the menu's caption for this field's control
+    current: str | None = None  # the gauge (else parameter) that holds its value now, if not its own name
+
+    def check(self, value: Any) -> Any:
+        """The value normalised, or ValueError saying what it must be."""
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"must be one of {', '.join(self.choices)}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ValueError(f"must be a number, got {value!r}")
+        if self.type is int and value != int(value):
+            raise ValueError(f"must be a whole number, got {value!r}")
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise ValueError(f"must be between {self.min:g} and {self.max:g}")
+        return self.type(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type.__name__, "label": self.label, "unit": self.unit,
+                             "current": self.current}
+        if self.choices is not None:
+            d["choices"] = list(self.choices)
+        if self.presets:
+            d["presets"] = list(self.presets)
+        if self.labels:
+            d["labels"] = dict(self.labels)
+        for key in ("min", "max"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command a kind's nodes accept, beyond every node's (kill, restart, slow, partition, ...).
+
+    The lab validates its fields from here and hands it to the node's ``command()``; the node's menu
+    draws a button (no fields) or one control a field; ``when`` shows it only while the node's
+    frame has that gauge value (a replica's promote). In the ```solution language ``word`` names
+    the field a second word sets (``algorithm lb random``), ``number`` the one a bare number sets."""
+
+    label: str
+    fields: dict[str, Field] = field(default_factory=dict)
+    required: tuple[str, ...] | None = None  # the fields that must be given (None: all of them)
+    when: tuple[str, Any] | None = None
+    word: str | None = None
+    number: str | None = None
+    # A control per field that sends just that field (the workload mix: writes, skew).
+    testids: dict[str, str] = field(default_factory=dict)
+    menu: bool = True  # False: the menu draws it from another declaration (a web server's sizes)
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        return tuple(self.fields) if self.required is None else self.required
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"label": self.label, "fields": {k: f.to_dict() for k, f in self.fields.items()},
+                             "required": list(self.needed)}
+        if self.when is not None:
+            d["when"] = list(self.when)
+        if self.testids:
+            d["testids"] = dict(self.testids)
+        d["menu"] = self.menu
+        return d
+
+
+@dataclass(frozen=True)
 class Kind:
     name: str
     title: str
@@ -137,6 +216,16 @@ class Kind:
     gauges: tuple[str, ...] = ()
     # The events its nodes (or the code that manages them) emit, beyond LAB_EVENTS.
     events: dict[str, EventKind] = field(default_factory=dict)
+    # The commands its nodes accept (Node.command), beyond the lab's own.
+    commands: dict[str, Command] = field(default_factory=dict)
+    # The lines its box shows under the title, beyond every node's rate/errors/latency lines: English
+    # templates (translated by the page) whose %(gauge)s is a live value from the frame and
+    # %(param.NAME)s a parameter. Kinds drawn by hand in diagram.js (the first stages') leave it empty.
+    lines: tuple[str, ...] = ()
+    # A drawing of its own in the box, static/js/lab/kinds/<drawing>.js (e.g. the hash ring).
+    drawing: str | None = None
+    # Frame tables its nodes add (metric(TABLE.KEY) in checks): {table: its keys}.
+    tables: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 KINDS: dict[str, Kind] = {
@@ -147,6 +236,16 @@ KINDS: dict[str, Kind] = {
         role="client",
         runtime="core.engine.nodes.client:ClientNode",
         gauges=("rate", "in_flight", "dropped", "write_ratio", "zipf_s"),
+        # Also lab-wide (no node: every client). Its menu controls each send one field; shown once
+        # there is data to read and write.
+        commands={"mix": Command(gettext_noop("Workload"), number="write_ratio", required=(), when=("data_tier", True),
+                                 testids={"write_ratio": "writes", "zipf_s": "zipf"}, fields={
+            "write_ratio": Field(float, min=0, max=1, presets=(0, 0.05, 0.1, 0.2, 0.5), unit="%",
+                                 label=gettext_noop("Writes")),
+            "zipf_s": Field(float, min=0, max=3, presets=(0, 0.8, 1, 1.2, 1.5),
+                            label=gettext_noop("Popularity skew (Zipf s)"),
+                            labels={"0": gettext_noop("none (uniform)")}),
+        })},
         events={
             "stale_read": EventKind(gettext_noop(
                 "%(node)s read stale data for user %(user)s (position %(read_lsn)s, its own write was %(write_lsn)s)")),
@@ -197,6 +296,17 @@ KINDS: dict[str, Kind] = {
             "backend_down": EventKind(gettext_noop("%(node)s took %(backend)s out of rotation (%(reason)s)")),
             "backend_up": EventKind(gettext_noop("%(node)s put %(backend)s back in rotation")),
         },
+        commands={
+            "algorithm": Command(gettext_noop("Algorithm"), word="value", fields={
+                "value": Field(str, choices=ALGORITHMS, label=gettext_noop("Algorithm"), current="algorithm", labels={
+                    "round_robin": gettext_noop("round robin"),
+                    "weighted_round_robin": gettext_noop("weighted round robin"),
+                    "least_connections": gettext_noop("least connections"),
+                    "random": gettext_noop("random"),
+                    "power_of_two": gettext_noop("power of two choices"),
+                    "ip_hash": gettext_noop("IP hash (sticky)"),
+                })}),
+        },
         port=8080,  # the site's port: clients call http://<domain>:8080/ whoever answers
         proto="tcp",
         params={
@@ -228,6 +338,9 @@ KINDS: dict[str, Kind] = {
         scalable=True,
         # `workers` and `service_ms`: the current modelled CPU (a resize changes them; `size` is its name).
         gauges=("in_flight", "queued", "util", "slow_ms", "workers", "service_ms"),
+        # Drawn by the menu from the topology's ``sizes`` (each size's modelled CPU), not as a list.
+        commands={"resize": Command(gettext_noop("Size (modelled)"), word="size", menu=False,
+                                    fields={"size": Field(str, choices=(*SIZES, "up", "down"))})},
         params={
             "workers": Param(int, 4, "requests served at once (modelled CPU cores)", min=1, max=64, modelled=True),
             "service_ms": Param(
@@ -264,6 +377,12 @@ KINDS: dict[str, Kind] = {
             "failover_failed": EventKind(gettext_noop("failover of %(node)s failed: %(reason)s")),
             "delay_set": EventKind(gettext_noop("%(node)s now applies changes %(ms)s ms after the primary"),
                                    ("ms", gettext_noop("%(node)s applies changes as soon as they arrive"))),
+        },
+        commands={
+            "promote": Command(gettext_noop("Promote to primary"), when=("role", "replica")),
+            "delay": Command(gettext_noop("Replication delay…"), number="ms", when=("role", "replica"), fields={
+                "ms": Field(float, min=0, max=10000, presets=(0, 100, 500, 2000, 5000), unit="ms", current="delay_ms",
+                            label=gettext_noop("Replication delay…"), labels={"0": gettext_noop("no delay")})}),
         },
         params={
             "workers": Param(
@@ -316,6 +435,13 @@ KINDS: dict[str, Kind] = {
     ),
 }
 
+
+# Every command a kind declares, by action: an action's fields must mean the same in every kind
+# that declares it (they may differ in the values they allow: each kind validates its own).
+KIND_COMMANDS: dict[str, dict[str, Command]] = {}
+for _kind in KINDS.values():
+    for _action, _command in _kind.commands.items():
+        KIND_COMMANDS.setdefault(_action, {})[_kind.name] = _command
 
 # Every kind of event the engine emits (Telemetry.event), with its wording: lesson checks may only
 # name these, and the page's event log words them from here (translated by the web side).

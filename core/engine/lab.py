@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.engine.commands import CommandError, validate_command
-from core.engine.kinds import KINDS, SIZES
+from core.engine.context import NodeContext
+from core.engine.kinds import KIND_COMMANDS, KINDS
 from core.engine.looplag import LoopLag
 from core.engine.nodes.base import Node
 from core.engine.replication import Replication
@@ -36,23 +37,6 @@ COMMAND_TIMEOUT_S = 15.0
 
 class LabStartError(Exception):
     pass
-
-
-def _target_size(node_id: str, current: str | None, wanted: str) -> str:
-    """The size a resize goes to (``up``/``down`` step from the current one); CommandError if none."""
-    names = list(SIZES)
-    if wanted in SIZES:
-        if wanted == current:
-            raise CommandError(f"{node_id} is already {wanted}")
-        return wanted
-    if current is None:
-        raise CommandError(f"{node_id} has a custom size: resize it to one of {', '.join(names)} first")
-    i = names.index(current) + (1 if wanted == "up" else -1)
-    if i >= len(names):
-        raise CommandError(f"{node_id} is already {current}, the largest size there is: the ceiling of scaling up")
-    if i < 0:
-        raise CommandError(f"{node_id} is already {current}, the smallest size")
-    return names[i]
 
 
 async def _each(
@@ -109,7 +93,8 @@ class Lab:
         self._initial_topology = topology
         self._topology_dict: dict[str, Any] | None = None  # cached: the status carries it every second
         self._by_address = {self.address(n.id): n.id for n in topology.nodes}
-        self.nodes: dict[str, Node] = {n.id: _runtime(n.kind_info.runtime)(n, self) for n in topology.nodes}
+        self.context = NodeContext(self)  # all a node sees of the lab
+        self.nodes: dict[str, Node] = {n.id: _runtime(n.kind_info.runtime)(n, self.context) for n in topology.nodes}
         self._node_state = {n.id: "stopped" for n in topology.nodes}
         self._node_ids = [n.id for n in topology.nodes]
         # The "partition" fault: unordered pairs of node ids that cannot reach each other.
@@ -233,7 +218,7 @@ class Lab:
     async def command(self, raw: Any) -> None:
         """Apply one command; raises CommandError (and changes nothing) if it is invalid, and
         CommandError if it did not finish within ``command_timeout`` (the lab goes on)."""
-        cmd = validate_command(raw, node_ids=self._node_ids)
+        cmd = validate_command(raw, node_ids={i: self.nodes[i].spec.kind for i in self._node_ids})
         try:
             async with asyncio.timeout(self.command_timeout):
                 await self._command(cmd)
@@ -281,26 +266,10 @@ class Lab:
                 raise CommandError(f"{node_id} is a client: only servers can be slowed down")
             node.slow_ms = cmd["ms"]
             self.telemetry.event(now, "node_slowed", node=node_id, ms=cmd["ms"])
-        elif action == "algorithm":
-            node = self.nodes[node_id]
-            if node.spec.kind != "lb":
-                raise CommandError(f"{node_id} is not a load balancer: only a balancer has an algorithm")
-            node.set_algorithm(cmd["value"])  # type: ignore[attr-defined]
-            self.telemetry.event(now, "algorithm_set", node=node_id, value=cmd["value"])
-        elif action == "resize":  # vertical scaling: a web server's modelled CPU, live
-            node = self.nodes[node_id]
-            if not node.spec.kind_info.resizable:
-                raise CommandError(f"{node_id} is not a web server: only a web server can be resized")
-            size = _target_size(node_id, node.size, cmd["size"])  # type: ignore[attr-defined]
-            node.resize(size)  # type: ignore[attr-defined]
-            self.telemetry.event(
-                now,
-                "node_resized",
-                node=node_id,
-                size=size,
-                workers=node.capacity.workers,  # type: ignore[attr-defined]
-                service_ms=node.capacity.service_ms,  # type: ignore[attr-defined]
-            )
+        elif action == "mix" and node_id is None:
+            self._mix({k: cmd[k] for k in ("write_ratio", "zipf_s") if k in cmd})
+        elif action in KIND_COMMANDS:  # validated against the node's kind: its runtime does it
+            await self.nodes[node_id].command(action, cmd)
         elif action in ("add", "remove") and self.state != "running":
             raise CommandError(f"{action}: the lab is {self.state}: nodes are added and removed while it runs")
         elif action == "add":
@@ -311,10 +280,6 @@ class Lab:
             self._partition(node_id, cmd["peer"])
         elif action == "heal":
             self._heal(node_id, cmd.get("peer"))
-        elif action in ("promote", "delay"):
-            await self.replication.command(cmd)
-        elif action == "mix":
-            self._mix(node_id, {k: cmd[k] for k in ("write_ratio", "zipf_s") if k in cmd})
 
     # Horizontal scaling --------------------------------------------------------------------
     async def _add(self, like: str) -> str:
@@ -395,7 +360,7 @@ class Lab:
         self._topology_dict = None
 
     def _install(self, spec: NodeSpec) -> Node:
-        node = _runtime(spec.kind_info.runtime)(spec, self)
+        node = _runtime(spec.kind_info.runtime)(spec, self.context)
         self.nodes[spec.id] = node
         self._by_address[node.address] = spec.id
         self._node_state[spec.id] = "starting"
@@ -444,18 +409,15 @@ class Lab:
             self.telemetry.event(now, "healed", node=node_id, peer=other)
 
     # Workload --------------------------------------------------------------------------------
-    def _mix(self, node_id: str | None, mix: dict[str, float]) -> None:
+    def _mix(self, mix: dict[str, float]) -> None:
+        """Every client's workload mix at once (a client's own: ClientNode.command)."""
         clients = [n for n in self.nodes.values() if n.spec.kind == "client"]
-        if node_id is not None:
-            if self.nodes[node_id].spec.kind != "client":
-                raise CommandError(f"mix: {node_id} is not a client: only clients have a workload mix")
-            clients = [self.nodes[node_id]]
         if not clients:
             raise CommandError("mix: this lab has no clients")
         for c in clients:
             c.set_mix(**mix)  # type: ignore[attr-defined]
         workload = clients[0].workload  # the event says the whole mix, also the part left as it was
-        self.telemetry.event(time.time(), "mix_set", node=node_id,
+        self.telemetry.event(time.time(), "mix_set", node=None,
                              write_ratio=workload.write_ratio, zipf_s=workload.zipf_s)
 
     # Telemetry -----------------------------------------------------------------------------

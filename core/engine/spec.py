@@ -117,6 +117,11 @@ class Topology:
                     "proto": n.kind_info.proto,
                     "modelled": sorted(k for k, p in n.kind_info.params.items() if p.modelled),
                     "scalable": n.kind_info.scalable,
+                    # What its menu offers and its box shows, as the kind declares them (English:
+                    # the page translates them, visualizer/texts.py).
+                    "commands": {a: c.to_dict() for a, c in n.kind_info.commands.items()},
+                    "lines": list(n.kind_info.lines),
+                    **({"drawing": n.kind_info.drawing} if n.kind_info.drawing else {}),
                     **({"sizes": sizes_list()} if n.kind_info.resizable else {}),
                 }
                 for n in self.nodes
@@ -266,7 +271,9 @@ def _parse_params(raw: Any, kind: Kind, path: Path, err, refs: list) -> dict[str
     return out
 
 
-_DERIVED = frozenset({"title", "tier", "role", "port", "proto", "modelled", "sizes", "scalable"})
+_DERIVED = frozenset(
+    {"title", "tier", "role", "port", "proto", "modelled", "sizes", "scalable", "commands", "lines", "drawing"}
+)
 
 
 def topology_from_dict(data: dict[str, Any]) -> Topology:

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from core.engine.checks.syntax import UNITS, CheckSyntaxError, _is_plain_number, tokenize
+from core.engine.kinds import KIND_COMMANDS
 
 # Parsing solutions ------------------------------------------------------------------------------
 
@@ -14,10 +15,15 @@ class SolutionSyntaxError(CheckSyntaxError):
     """A ```solution line that is not a lab action; same fields as CheckSyntaxError."""
 
 
-# action -> the field its bare number sets (`mix 0.2`: a fifth of requests are writes)
-SOLUTION_NUMBER = {"traffic": "rate", "slow": "ms", "delay": "ms", "mix": "write_ratio"}
+# action -> the field its bare number sets (`mix 0.2`: a fifth of requests are writes); a kind's
+# commands say theirs (Command.number, Command.word).
+SOLUTION_NUMBER = {"traffic": "rate", "slow": "ms"} | {
+    action: c.number for action, by in KIND_COMMANDS.items() for c in by.values() if c.number
+}
 # action -> the field its word after the node sets
-SOLUTION_WORD = {"algorithm": "value", "resize": "size", "partition": "peer", "heal": "peer"}
+SOLUTION_WORD = {"partition": "peer", "heal": "peer"} | {
+    action: c.word for action, by in KIND_COMMANDS.items() for c in by.values() if c.word
+}
 SOLUTION_NODE = {"add": "like"}  # action -> the field its first word sets, when not "node"
 
 

@@ -9,16 +9,16 @@ from core.engine.lifecycle import Background
 from core.engine.spec import NodeSpec
 
 if TYPE_CHECKING:
-    from core.engine.lab import Lab
+    from core.engine.context import NodeContext
 
 
 class Node:
-    def __init__(self, spec: NodeSpec, lab: Lab) -> None:
+    def __init__(self, spec: NodeSpec, ctx: NodeContext) -> None:
         self.spec = spec
-        self.lab = lab
+        self.ctx = ctx  # the lab as a node may see it (core.engine.context)
         self.id = spec.id
         self.params = spec.params
-        self.address = lab.address(spec.id)
+        self.address = ctx.address(spec.id)
         self.port = spec.kind_info.port
         self.up = False
         self.who = f"{spec.id} ({self.address})"  # how the log names this node
@@ -42,8 +42,8 @@ class Node:
         whatever arrives from a cut-off peer, as a real partition loses packets silently, so the
         caller sees a timeout, never a refusal. Unknown addresses are never cut off.
         """
-        peer = self.lab.node_at(peer_address)
-        return peer is not None and self.lab.partitioned(self.id, peer)
+        peer = self.ctx.node_at(peer_address)
+        return peer is not None and self.ctx.partitioned(self.id, peer)
 
     def peers_changed(self) -> None:
         """The lab's topology changed (a node was added or removed): update whatever this node
@@ -71,6 +71,11 @@ class Node:
         doing; they find everything closed and end. Safe to call at any time, and twice."""
         self.up = False
         self.background.force()
+
+    async def command(self, action: str, cmd: dict[str, Any]) -> None:
+        """One of the kind's own commands (``Kind.commands``), validated by the lab; raise
+        CommandError (changing nothing) when it cannot be done now."""
+        raise NotImplementedError(f"{self.spec.kind} declares {action} but its runtime does not handle it")
 
     async def kill(self) -> None:
         """Crash: like stop, but abrupt (connections reset, in-flight work lost)."""

@@ -48,7 +48,7 @@ class ClientNode(Node):
         )
         self.last_writes = LastWrites()
         self.timeout = aiohttp.ClientTimeout(total=self.params["timeout_s"])
-        resolvers = [p for p in self.lab.topology.peers(self.id) if self.lab.topology.node(p).kind == "dns"]
+        resolvers = self.ctx.peers(self.id, "dns")
         self.resolver = resolvers[0] if resolvers else None
         self._cache: tuple[str, float] | None = None  # (address, expires at, monotonic)
         self._resolving: asyncio.Future[tuple[str, Hop | None]] | None = None
@@ -60,7 +60,7 @@ class ClientNode(Node):
 
     def _database_users(self) -> int:
         """Spread requests over the users the data tier has: the first SQL database's ``users``."""
-        for node in self.lab.topology.nodes:
+        for node in self.ctx.topology.nodes:
             if node.kind == "sqldb":
                 return int(node.params["users"])
         return DEFAULT_USERS
@@ -92,6 +92,12 @@ class ClientNode(Node):
     def set_rate(self, rate: float) -> None:
         self.rate = max(0.0, float(rate))
 
+    async def command(self, action: str, cmd: dict[str, Any]) -> None:
+        # mix: this client's workload (the lab sets every client's when no node is named)
+        self.set_mix(**{k: cmd[k] for k in ("write_ratio", "zipf_s") if k in cmd})
+        w = self.workload
+        self.ctx.event("mix_set", node=self.id, write_ratio=w.write_ratio, zipf_s=w.zipf_s)
+
     def set_mix(self, write_ratio: float | None = None, zipf_s: float | None = None) -> None:
         """Change the fraction of writes and/or the popularity skew; the next request uses them."""
         self.workload.set_mix(write_ratio=write_ratio, zipf_s=zipf_s)
@@ -107,7 +113,7 @@ class ClientNode(Node):
         }
 
     async def _arrivals(self, alive: Alive) -> None:
-        rng = self.lab.rng
+        rng = self.ctx.rng
         next_at = time.monotonic()
         while alive():
             if self.rate <= 0:
@@ -156,11 +162,11 @@ class ClientNode(Node):
         return address, None
 
     async def _query(self) -> tuple[str, Hop]:
-        domain = self.lab.topology.domain
+        domain = self.ctx.domain
         op = f"A {domain}"
         if self.resolver is None:
             raise ResolveError("no DNS server to ask", None)
-        dns_node = self.lab.nodes[self.resolver]
+        dns_node = self.ctx.peer(self.resolver)
         start = time.monotonic()
 
         def hop(ok: bool, status: str) -> Hop:
@@ -189,7 +195,7 @@ class ClientNode(Node):
         Trace."""
         self.sent += 1
         if req is None:
-            req = self.workload.next_request(self.lab.rng)
+            req = self.workload.next_request(self.ctx.rng)
         trace = Trace(id=f"r-{next(_ids):x}", client=self.id, t=time.time(), op=req.op, write=req.is_write)
         start = time.monotonic()
         try:
@@ -200,11 +206,11 @@ class ClientNode(Node):
             if exc.args[1] is not None:
                 trace.hops.append(exc.args[1])
             trace.ok = False
-            trace.error = f"could not resolve {self.lab.topology.domain}: {exc.args[0]}"
+            trace.error = f"could not resolve {self.ctx.domain}: {exc.args[0]}"
             trace.ms = (time.monotonic() - start) * 1000
-            self.lab.record(trace)
+            self.ctx.record(trace)
             return
-        target = self.lab.node_at(address) or address
+        target = self.ctx.node_at(address) or address
         # Read-your-writes is judged against the writes acknowledged before this read was sent: a
         # write that completes while the read is in flight may rightly be missing from it.
         floor = None if req.is_write else self.last_writes.get(req.user)
@@ -220,21 +226,21 @@ class ClientNode(Node):
             elif floor is not None and is_stale_read(lsn, floor):
                 trace.stale = True
                 self.stale += 1
-                self.lab.telemetry.stale_read(
-                    time.time(), node=self.id, user=req.user, read_lsn=lsn, write_lsn=floor
+                self.ctx.stale_read(
+                    node=self.id, user=req.user, read_lsn=lsn, write_lsn=floor
                 )
         # The calls the server made on our behalf (a balancer's hop to a backend, ...), in order.
         trace.hops.extend(hops_from_header(downstream, at_ms))
         trace.ok = ok
         trace.ms = (time.monotonic() - start) * 1000
-        self.lab.record(trace)
+        self.ctx.record(trace)
 
     async def _http(self, address: str, request_id: str, req: Request) -> tuple[str, bool, str | None, int | None]:
         """(status, ok, the server's HOPS_HEADER if it sent one, its LSN_HEADER if an integer)."""
         if self._session is None:  # the client stopped while this request waited for DNS
             return "client stopped", False, None, None
         url = f"http://{address}:{SITE_PORT}{req.target}"
-        headers = {"Host": f"{self.lab.topology.domain}:{SITE_PORT}", "X-Request-Id": request_id}
+        headers = {"Host": f"{self.ctx.domain}:{SITE_PORT}", "X-Request-Id": request_id}
         try:
             async with self._session.request(req.method, url, json=req.body, headers=headers) as resp:
                 await resp.read()

@@ -58,7 +58,7 @@ class DnsNode(Node):
 
     def targets(self) -> list[str]:
         """The target and every server added like it (same kind, same callers), in topology order."""
-        topo = self.lab.topology
+        topo = self.ctx.topology
         target = topo.node(self.params["target"])
         callers = {a for a, b in topo.edges if b == target.id}
         return [
@@ -72,14 +72,14 @@ class DnsNode(Node):
         self.queries += 1
         reply = request.reply()
         qname = str(request.q.qname).rstrip(".").lower()
-        if qname == self.lab.topology.domain and request.q.qtype == QTYPE.A:
+        if qname == self.ctx.domain and request.q.qtype == QTYPE.A:
             targets = self.targets()
             k = self._turn % len(targets)
             self._turn += 1
             for node_id in targets[k:] + targets[:k]:
-                rdata = A(self.lab.address(node_id))
+                rdata = A(self.ctx.address(node_id))
                 reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=rdata, ttl=self.params["ttl"]))
-        elif qname != self.lab.topology.domain:
+        elif qname != self.ctx.domain:
             reply.header.rcode = RCODE.NXDOMAIN
         return reply
 

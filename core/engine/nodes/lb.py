@@ -59,7 +59,7 @@ class LbNode(Node):
             algorithm=self.params["algorithm"],
             rise=self.params["rise"],
             fall=self.params["fall"],
-            rng=self.lab.rng,
+            rng=self.ctx.rng,
         )
         self._http = HttpListener(self.handle)
         self._session: aiohttp.ClientSession | None = None
@@ -74,7 +74,7 @@ class LbNode(Node):
     def _weights(self) -> list[tuple[str, int]]:
         # Weighted round robin weighs a backend by its (modelled) worker count: a bigger server
         # gets a bigger share.
-        topo = self.lab.topology
+        topo = self.ctx.topology
         ids = [p for p in topo.peers(self.id) if topo.node(p).kind_info.proto == "tcp"]
         return [(b, int(topo.node(b).params.get("workers", 1))) for b in ids]
 
@@ -95,6 +95,10 @@ class LbNode(Node):
         return self._pending[peer_id]
 
     # Control --------------------------------------------------------------------------------
+    async def command(self, action: str, cmd: dict[str, Any]) -> None:
+        self.set_algorithm(cmd["value"])  # algorithm, the only command a balancer has
+        self.ctx.event("algorithm_set", node=self.id, value=cmd["value"])
+
     def set_algorithm(self, algorithm: str) -> None:
         self.balancer.set_algorithm(algorithm)
 
@@ -105,7 +109,7 @@ class LbNode(Node):
     def _transition(self, backend: str, state: str | None, why: str) -> None:
         if state is not None:
             kind = "backend_down" if state == "down" else "backend_up"
-            self.lab.telemetry.event(time.time(), kind, node=self.id, backend=backend, reason=why)
+            self.ctx.event(kind, node=self.id, backend=backend, reason=why)
 
     # Proxying -------------------------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -115,7 +119,7 @@ class LbNode(Node):
             return web.Response(text="ok", headers={"X-Served-By": self.id})
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers["Host"] = request.headers.get("Host", self.lab.topology.domain)
+        headers["Host"] = request.headers.get("Host", self.ctx.domain)
         remote = request.remote or ""
         forwarded_for = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{forwarded_for}, {remote}" if forwarded_for else remote
@@ -130,7 +134,7 @@ class LbNode(Node):
             if tried:
                 self.retried += 1
             tried.append(backend)
-            node = self.lab.nodes[backend]
+            node = self.ctx.peer(backend)
             url = f"http://{node.address}:{node.port}{request.path_qs}"
             start = time.monotonic()
             at_ms = (start - received) * 1000
@@ -202,7 +206,7 @@ class LbNode(Node):
                 self._transition(b, self.balancer.check(b, passed), why)
 
     async def _check(self, backend: str, timeout: aiohttp.ClientTimeout) -> bool:
-        node = self.lab.nodes.get(backend)
+        node = self.ctx.peer(backend)
         if node is None or self._session is None:
             return False
         url = f"http://{node.address}:{node.port}/health"

@@ -89,7 +89,7 @@ class SqlDbNode(Node):
             workers=self.params["workers"],
             service_ms=self.params["service_ms"],
             queue_limit=self.params["queue_limit"],
-            rng=self.lab.rng,
+            rng=self.ctx.rng,
         )
 
     # SQLite, in the node's own thread ---------------------------------------------------------
@@ -270,7 +270,7 @@ class SqlDbNode(Node):
         3.11's wait_for can swallow one that arrives as the awaited call completes)."""
         while self._repl_gen == gen:
             primary_id = self.following
-            primary = self.lab.nodes.get(primary_id) if primary_id else None
+            primary = self.ctx.peer(primary_id) if primary_id else None
             if primary is None:
                 await asyncio.sleep(RETRY_S)
                 continue
@@ -360,6 +360,10 @@ class SqlDbNode(Node):
         """Wait for stopped tasks, bounded: a task that lost its cancellation ends by its generation."""
         await wait_ended(tasks, who=self.who, what="its replication tasks", timeout=STOP_WAIT_S)
 
+    async def command(self, action: str, cmd: dict[str, Any]) -> None:
+        # promote and delay: the cluster's roles are replication's to change (core.engine.replication)
+        await self.ctx.replication_command(cmd)
+
     async def promote(self) -> int:
         """Become the primary: stop following, apply everything received at once; the new head."""
         await self._ended(self._stop_replication_tasks())
@@ -430,7 +434,7 @@ class SqlDbNode(Node):
         self.up = True
         if self.role == "replica":
             # A restarted replica follows whoever is primary now.
-            self.following = self.lab.replication.primary_for(self.id) or self.following
+            self.following = self.ctx.primary_for(self.id) or self.following
             self.received = self.lsn
             self._start_replication()
 

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from core.engine import sqlwire
 from core.engine.capacity import Capacity, Overloaded
+from core.engine.commands import CommandError
 from core.engine.dal import DataAccess
 from core.engine.kinds import SIZES, size_of
 from core.engine.nodes.base import Node
@@ -58,7 +59,7 @@ class WebNode(Node):
             workers=self.workers,
             service_ms=self.service_ms,
             queue_limit=self.params["queue_limit"],
-            rng=self.lab.rng,
+            rng=self.ctx.rng,
         )
 
     @property
@@ -71,6 +72,12 @@ class WebNode(Node):
         new = SIZES[size]
         self.workers, self.service_ms = new.workers, new.service_ms
         self.capacity.resize(workers=new.workers, service_ms=new.service_ms)
+
+    async def command(self, action: str, cmd: dict[str, Any]) -> None:
+        # resize, vertical scaling: the modelled CPU, live
+        size = target_size(self.id, self.size, cmd["size"])
+        self.resize(size)
+        self.ctx.event("node_resized", node=self.id, size=size, workers=self.workers, service_ms=self.service_ms)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         received = time.monotonic()
@@ -145,7 +152,7 @@ class WebNode(Node):
         try:
             user = int(raw)
         except (TypeError, ValueError):
-            user = self.lab.rng.randint(1, max(1, self.dal.users()))
+            user = self.ctx.rng.randint(1, max(1, self.dal.users()))
         return user, body
 
     async def _serve_data(
@@ -213,6 +220,23 @@ class WebNode(Node):
             "workers": self.workers,
             "service_ms": self.service_ms,
         }
+
+
+def target_size(node_id: str, current: str | None, wanted: str) -> str:
+    """The size a resize goes to (``up``/``down`` step from the current one); CommandError if none."""
+    names = list(SIZES)
+    if wanted in SIZES:
+        if wanted == current:
+            raise CommandError(f"{node_id} is already {wanted}")
+        return wanted
+    if current is None:
+        raise CommandError(f"{node_id} has a custom size: resize it to one of {', '.join(names)} first")
+    i = names.index(current) + (1 if wanted == "up" else -1)
+    if i >= len(names):
+        raise CommandError(f"{node_id} is already {current}, the largest size there is: the ceiling of scaling up")
+    if i < 0:
+        raise CommandError(f"{node_id} is already {current}, the smallest size")
+    return names[i]
 
 
 class _BadRequest(Exception):

@@ -5,7 +5,7 @@
 // per topology; status and frames only change text and attributes of existing elements, and the
 // dots are animated in one requestAnimationFrame loop (never one DOM operation per request).
 
-import { nodeTitle, sizeLabel } from "./i18n.js";
+import { kindText, nodeTitle, sizeLabel } from "./i18n.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 960; // the narrowest the diagram gets; more tiers widen it (the SVG scales to fit)
@@ -114,6 +114,15 @@ function linesFor(node, { replicated = false, dataTier = false } = {}) {
       lines.push(tline(gettext("writes %(writes)s · popularity skew %(zipf)s"),
         { writes: { key: "writes" }, zipf: { key: "zipf" } }));
     }
+  } else if (node.lines && node.lines.length) {
+    // Declared by the kind (Kind.lines): %(gauge)s live from the frame, %(param.NAME)s a parameter.
+    for (const template of node.lines) {
+      lines.push(kindText(template).split(/%\(([\w.]+)\)s/).map((piece, i) => {
+        if (!(i % 2)) return piece;
+        if (piece.startsWith("param.")) return String(p[piece.slice(6)] ?? "—");
+        return { key: `g:${piece}`, gauge: piece, cls: "metric-strong" };
+      }).filter((x) => x !== ""));
+    }
   } else {
     const modelled = new Set(node.modelled || []);
     const parts = Object.entries(p).map(([k, v]) => `${k} ${v}${modelled.has(k) ? ` ${gettext("(modelled)")}` : ""}`);
@@ -122,8 +131,20 @@ function linesFor(node, { replicated = false, dataTier = false } = {}) {
   return lines;
 }
 
+const DRAWING_H = 150; // room in the box for a kind's own drawing (Kind.drawing)
+
 function boxHeight(node, ctx) {
-  return 52 + linesFor(node, ctx).length * 17;
+  return 52 + linesFor(node, ctx).length * 17 + (node.drawing ? DRAWING_H : 0);
+}
+
+// A declared gauge's value as a box line shows it, by what its name says it is.
+export function fmtGauge(name, v) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "string") return v.replaceAll("_", " ");
+  if (typeof v !== "number" || Number.isNaN(v)) return "—";
+  if (name.endsWith("_ms")) return fmtMs(v);
+  if (/(ratio|share|fraction|util)$/.test(name)) return `${(v * 100).toFixed(1)} %`;
+  return Number.isInteger(v) ? v.toLocaleString("en-US").replaceAll(",", " ") : fmtRate(v);
 }
 
 /** Squeeze a box's line into the box when its text is longer (a long translation, a big number);
@@ -351,6 +372,16 @@ export class Diagram {
       y += 17;
       requestAnimationFrame(() => fitLine(t));
     }
+    refs.gauges = Object.keys(refs).filter((k) => k.startsWith("g:"));
+    if (spec.drawing) {
+      // The kind's own drawing, one module of its own: static/js/lab/kinds/<drawing>.js.
+      const area = el("g", { class: `drawing drawing-${spec.drawing}`, "data-testid": `node-${spec.id}-drawing` }, g);
+      const box = { x: x0 + 12, y: y - 6, w: n.w - 24, h: DRAWING_H - 8 };
+      import(`./kinds/${spec.drawing}.js`).then((mod) => {
+        n.drawing = mod.draw(area, box, spec);
+        if (this.lastFrame !== undefined) n.drawing.update(this.lastFrame ? (this.lastFrame.nodes || {})[spec.id] || {} : {}, this.lastFrame);
+      }).catch((err) => console.warn(`diagram: no drawing ${spec.drawing}`, err));
+    }
     if (spec.kind === "web") {
       const tip = el("title", {}, g);
       tip.textContent = gettext("Modelled: one machine cannot have a real N-core server per student, so the "
@@ -394,6 +425,7 @@ export class Diagram {
 
   /** Live numbers from a frame (or clear them when frame is null). */
   applyFrame(frame) {
+    this.lastFrame = frame;
     const fn = frame ? frame.nodes || {} : {};
     for (const [id, n] of this.nodes) {
       const m = fn[id] || {};
@@ -405,6 +437,8 @@ export class Diagram {
         }
       };
       set("rps", frame ? fmtRate(m.rps) : "—");
+      for (const key of r.gauges || []) set(key, frame ? fmtGauge(key.slice(2), m[key.slice(2)]) : "—");
+      if (n.drawing) n.drawing.update(m, frame);
       set("p50", frame ? fmtMs(m.p50_ms) : "—");
       set("p95", frame ? fmtMs(m.p95_ms) : "—");
       set("err", frame ? fmtRate(m.err_rps) : "—");

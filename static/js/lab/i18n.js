@@ -32,3 +32,14 @@ const SIZE_LABELS = {
 export function sizeLabel(name) {
   return SIZE_LABELS[name] || name;
 }
+
+// The words a node kind declares for its menu and box (core/engine/kinds.py), translated by the page
+// (visualizer/texts.py kind_texts); English when the page has no translation.
+let kindTexts = null;
+export function kindText(english) {
+  if (kindTexts === null) {
+    const el = typeof document !== "undefined" ? document.getElementById("kind-texts") : null;
+    kindTexts = el ? JSON.parse(el.textContent) : {};
+  }
+  return kindTexts[english] || english;
+}

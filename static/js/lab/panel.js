@@ -4,7 +4,7 @@
 // Why batched: messages only mark a part dirty; main.js calls render() once per animation frame,
 // so a burst of frames costs one DOM update, never one per request.
 
-import { nodeTitle, sizeLabel } from "./i18n.js";
+import { kindText, nodeTitle, sizeLabel } from "./i18n.js";
 
 /** Tiny element builder; text always goes in as textContent (messages are never parsed as HTML). */
 export function h(tag, props = {}, ...children) {
@@ -209,14 +209,15 @@ export class Toasts {
 }
 
 const SLOW_MS = 200; // what "Slow down" adds to every request the node serves
-const ALGORITHMS = [
-  ["round_robin", gettext("round robin")],
-  ["weighted_round_robin", gettext("weighted round robin")],
-  ["least_connections", gettext("least connections")],
-  ["random", gettext("random")],
-  ["power_of_two", gettext("power of two choices")],
-  ["ip_hash", gettext("IP hash (sticky)")],
-];
+
+// How the menu words one value of a declared field: its declared label, else the value itself.
+function choiceText(f, v) {
+  const declared = (f.labels || {})[String(v)];
+  if (declared) return kindText(declared);
+  if (f.unit === "%") return `${Math.round(v * 100)} %`;
+  if (f.unit === "ms") return interpolate(gettext("%(ms)s ms"), { ms: v }, true);
+  return String(v).replaceAll("_", " ");
+}
 
 /** The menu that opens on a node: kill it like a crash, or restart it. */
 export class NodeMenu {
@@ -252,10 +253,10 @@ export class NodeMenu {
       h("button", { type: "button", class: "btn", "data-testid": "node-menu-restart",
         disabled: !labRunning,
         onclick: (ev) => { ev.stopPropagation(); this.onAction("restart", spec.id); this.close(); } }, gettext("Restart")),
-      ...this.extraControls(spec, { state, labRunning, gauges, dataTier }),
+      ...this.extraControls(spec, { state, labRunning, gauges }),
+      ...this.kindControls(spec, { state, labRunning, gauges, dataTier }),
       ...this.scalingControls(spec, { labRunning, scalable }),
       ...this.partitionControls(spec, { labRunning, peers, partitioned }),
-      ...this.replicationControls(spec, { labRunning, gauges }),
       h("p", { class: "menu-hint muted" }, hint));
     // Place under the node's box, inside the diagram's frame.
     const left = Math.max(4, Math.min(anchor.left - hostRect.left + anchor.width / 2 - 90, hostRect.width - 184));
@@ -265,8 +266,8 @@ export class NodeMenu {
     this.container.hidden = false;
   }
 
-  // The "slow" fault for any server; the algorithm for a load balancer; the size for a web server.
-  extraControls(spec, { state, labRunning, gauges, dataTier }) {
+  // The "slow" fault for any server; the size for a kind with sizes (a web server).
+  extraControls(spec, { state, labRunning, gauges }) {
     const out = [];
     if (spec.role === "server") {
       const slowed = gauges.slow_ms > 0;
@@ -279,16 +280,6 @@ export class NodeMenu {
         } }, slowed ? gettext("Undo slow down")
         : interpolate(gettext("Slow down (+%(ms)s ms)"), { ms: SLOW_MS }, true)));
     }
-    if (spec.kind === "lb") {
-      const current = gauges.algorithm || (spec.params || {}).algorithm;
-      const select = h("select", { "data-testid": "node-menu-algorithm", disabled: !labRunning,
-        "aria-label": gettext("balancing algorithm"),
-        onclick: (ev) => ev.stopPropagation(),
-        onchange: (ev) => { this.onAction("algorithm", spec.id, { value: ev.target.value }); this.close(); } },
-      ALGORITHMS.map(([value, label]) => h("option", { value, selected: value === current }, label)));
-      out.push(h("label", { class: "menu-field" }, gettext("Algorithm"), " ", select));
-    }
-    if (spec.kind === "client" && dataTier) out.push(...this.workloadControls(spec, { labRunning, gauges }));
     if (spec.sizes && spec.sizes.length) {
       const p = spec.params || {};
       const current = gauges.size !== undefined ? gauges.size
@@ -309,25 +300,39 @@ export class NodeMenu {
     return out;
   }
 
-  // A client's workload: the share of requests that write, and how skewed user popularity is.
-  workloadControls(spec, { labRunning, gauges }) {
+  // The kind's own commands, as it declares them (core/engine/kinds.py Kind.commands): a button for a
+  // command without fields, a list of values for each field (each sends just that field).
+  kindControls(spec, { state, labRunning, gauges, dataTier }) {
+    const out = [];
+    const facts = { ...gauges, data_tier: dataTier };
     const p = spec.params || {};
-    const ratio = gauges.write_ratio ?? p.write_ratio ?? 0;
-    const zipf = gauges.zipf_s ?? p.zipf_s ?? 1;
-    const pick = (testid, label, values, current, fmt, field) => {
-      const all = [...new Set([...values, current])].sort((a, b) => a - b);
-      const select = h("select", { "data-testid": testid, disabled: !labRunning, "aria-label": label,
-        onclick: (ev) => ev.stopPropagation(),
-        onchange: (ev) => { this.onAction("mix", spec.id, { [field]: Number(ev.target.value) }); this.close(); } },
-      all.map((v) => h("option", { value: String(v), selected: v === current }, fmt(v))));
-      return h("label", { class: "menu-field" }, label, " ", select);
-    };
-    return [
-      pick("node-menu-writes", gettext("Writes"), [0, 0.05, 0.1, 0.2, 0.5], ratio,
-        (v) => `${Math.round(v * 100)} %`, "write_ratio"),
-      pick("node-menu-zipf", gettext("Popularity skew (Zipf s)"), [0, 0.8, 1, 1.2, 1.5], zipf,
-        (v) => (v === 0 ? gettext("none (uniform)") : String(v)), "zipf_s"),
-    ];
+    for (const [action, c] of Object.entries(spec.commands || {})) {
+      if (!c.menu || (c.when && facts[c.when[0]] !== c.when[1])) continue;
+      const fields = Object.entries(c.fields || {});
+      if (!fields.length) {
+        out.push(this.button(`node-menu-${action}`, kindText(c.label),
+          { disabled: !labRunning || state === "down", onclick: () => this.onAction(action, spec.id) }));
+        continue;
+      }
+      for (const [name, f] of fields) {
+        const key = f.current || name;
+        const current = gauges[key] ?? p[key];
+        const number = f.type !== "str";
+        const values = f.choices ? f.choices
+          : [...new Set([...(f.presets || []), ...(typeof current === "number" ? [current] : [])])].sort((x, y) => x - y);
+        const label = kindText(f.label || c.label);
+        const select = h("select", { "data-testid": `node-menu-${(c.testids || {})[name] || action}`,
+          disabled: !labRunning, "aria-label": label,
+          onclick: (ev) => ev.stopPropagation(),
+          onchange: (ev) => {
+            this.onAction(action, spec.id, { [name]: number ? Number(ev.target.value) : ev.target.value });
+            this.close();
+          } },
+        values.map((v) => h("option", { value: String(v), selected: v === current }, choiceText(f, v))));
+        out.push(h("label", { class: "menu-field" }, label, " ", select));
+      }
+    }
+    return out;
   }
 
   button(testid, label, { disabled, onclick, cls = "btn" }) {
@@ -362,23 +367,6 @@ export class NodeMenu {
       out.push(this.button(`node-menu-heal-${peer}`, interpolate(gettext("Reconnect to %(peer)s"), { peer }, true),
         { disabled: !labRunning, onclick: () => this.onAction("heal", spec.id, { peer }) }));
     }
-    return out;
-  }
-
-  // A replicated database: promote a replica; model the distance to its primary as a delay.
-  replicationControls(spec, { labRunning, gauges }) {
-    if (spec.kind !== "sqldb" || gauges.role !== "replica") return [];
-    const out = [this.button("node-menu-promote", gettext("Promote to primary"),
-      { disabled: !labRunning, onclick: () => this.onAction("promote", spec.id) })];
-    const current = gauges.delay_ms || 0;
-    const values = [...new Set([0, 100, 500, 2000, 5000, current])].sort((a, b) => a - b);
-    const select = h("select", { "data-testid": "node-menu-delay", disabled: !labRunning,
-      "aria-label": gettext("Replication delay…"),
-      onclick: (ev) => ev.stopPropagation(),
-      onchange: (ev) => { this.onAction("delay", spec.id, { ms: Number(ev.target.value) }); this.close(); } },
-    values.map((v) => h("option", { value: String(v), selected: v === current },
-      v ? interpolate(gettext("%(ms)s ms"), { ms: v }, true) : gettext("no delay"))));
-    out.push(h("label", { class: "menu-field" }, gettext("Replication delay…"), " ", select));
     return out;
   }
 

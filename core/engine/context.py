@@ -1,0 +1,80 @@
+"""What a node sees of its lab: a narrow view, so a node's module reads on its own.
+
+A node never holds the ``Lab``: it gets this context, which answers where its peers are, records its
+requests and events, lends the lab's random source and says which pairs a partition cuts off.
+Everything else about the lab (its lifecycle, commands, frames) is none of a node's business.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from core.engine.spec import NodeSpec, Topology
+from core.engine.telemetry import Trace
+
+if TYPE_CHECKING:
+    from core.engine.lab import Lab
+    from core.engine.nodes.base import Node
+
+
+class NodeContext:
+    def __init__(self, lab: Lab) -> None:
+        self._lab = lab
+
+    @property
+    def rng(self) -> random.Random:
+        """The lab's random source: one seed makes a lab's modelled randomness repeatable."""
+        return self._lab.rng
+
+    @property
+    def topology(self) -> Topology:
+        """The live topology (nodes come and go): read it each time, never keep it."""
+        return self._lab.topology
+
+    @property
+    def domain(self) -> str:
+        return self._lab.topology.domain
+
+    def spec(self, node_id: str) -> NodeSpec:
+        return self._lab.topology.node(node_id)
+
+    def peers(self, node_id: str, kind: str | None = None) -> list[str]:
+        """The nodes ``node_id`` has an edge to (calls), of one kind if given, in topology order."""
+        topo = self._lab.topology
+        return [p for p in topo.peers(node_id) if kind is None or topo.node(p).kind == kind]
+
+    def address(self, node_id: str) -> str:
+        return self._lab.address(node_id)
+
+    def node_at(self, address: str) -> str | None:
+        return self._lab.node_at(address)
+
+    def peer(self, node_id: str) -> Node | None:
+        """A running peer node (its address, port, up), or None once it has been removed."""
+        return self._lab.nodes.get(node_id)
+
+    def partitioned(self, a: str, b: str) -> bool:
+        return self._lab.partitioned(a, b)
+
+    def record(self, trace: Trace) -> None:
+        self._lab.telemetry.record(trace)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """An event for the log (its kind must be declared: core.engine.kinds)."""
+        self._lab.telemetry.event(time.time(), kind, **fields)
+
+    def stale_read(self, **fields: Any) -> None:
+        self._lab.telemetry.stale_read(time.time(), **fields)
+
+    # Replication: which database of a cluster takes the writes -------------------------------
+    def primary_for(self, node_id: str) -> str | None:
+        return self._lab.replication.primary_for(node_id)
+
+    @property
+    def replicated(self) -> bool:
+        return self._lab.replication.enabled
+
+    async def replication_command(self, cmd: dict[str, Any]) -> None:
+        await self._lab.replication.command(cmd)
