@@ -26,6 +26,7 @@ def kind_texts() -> dict[str, str]:
     words: set[str] = set()
     for kind in KINDS.values():
         words.update(kind.lines)
+        words.update(w for w in (kind.tier_title, kind.title) if w)
         for command in kind.commands.values():
             words.add(command.label)
             for f in command.fields.values():

@@ -11,6 +11,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from core.engine import sharding
 from core.engine.spec import NodeSpec, Topology
 from core.engine.telemetry import Trace
 
@@ -67,6 +68,15 @@ class NodeContext:
 
     def stale_read(self, **fields: Any) -> None:
         self._lab.telemetry.stale_read(time.time(), **fields)
+
+    def share_of_rows(self, node_id: str) -> float | None:
+        """A shard's fraction of all the rows its router's shards hold (None: not a shard)."""
+        router_id = sharding.router_of(self._lab.topology, node_id)
+        if router_id is None or self._lab.topology.node(node_id).params.get("replica_of"):
+            return None
+        rows = [getattr(self._lab.nodes.get(s), "rows", 0) for s in sharding.shards_of(self._lab.topology, router_id)]
+        total = sum(rows)
+        return round(getattr(self._lab.nodes.get(node_id), "rows", 0) / total, 4) if total else 0.0
 
     # Replication: which database of a cluster takes the writes -------------------------------
     def primary_for(self, node_id: str) -> str | None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from core.engine import sqlwire
 from core.engine.lifecycle import detach
 from core.engine.nodes.clients import DbError, DbPool, KvStore
-from core.engine.telemetry import Hop
+from core.engine.telemetry import Hop, hops_from_header
 
 if TYPE_CHECKING:
     from core.engine.nodes.base import Node
@@ -39,7 +39,10 @@ class DataAccess:
         self._kv: dict[str, KvStore] = {}
 
     def db_ids(self, kind: str = "sqldb") -> list[str]:
-        """The databases of a kind this web server has an edge to (read each time: servers come and go)."""
+        """The databases of a kind this web server has an edge to (read each time: servers come and go).
+        A shard router speaks SQL for its shards: to the web tier it is the SQL database."""
+        if kind == "sqldb":
+            return self.ctx.peers(self.node.id, "router") or self.ctx.peers(self.node.id, "sqldb")
         return self.ctx.peers(self.node.id, kind)
 
     @property
@@ -48,7 +51,12 @@ class DataAccess:
 
     def users(self) -> int:
         ids = self.db_ids() or self.db_ids("kvdb")
-        return int(self.ctx.spec(ids[0]).params["users"]) if ids else 0
+        if not ids:
+            return 0
+        spec = self.ctx.spec(ids[0])
+        if "users" in spec.params:
+            return int(spec.params["users"])
+        return max((int(self.ctx.spec(s).params["users"]) for s in self.ctx.peers(spec.id, "sqldb")), default=0)
 
     def kv_for(self, wanted: str | None) -> str | None:
         """The key-value node a request goes to: when it asks for ``store=kv``, or when there is no SQL."""
@@ -126,16 +134,19 @@ class DataAccess:
         except DbError as exc:
             ms = (time.monotonic() - start) * 1000
             hops.append(Hop(self.node.id, db_id, "sql", op, False, exc.status, ms, at_ms))
+            hops.extend(hops_from_header(exc.hops, at_ms))
             if exc.unavailable and exc.status != sqlwire.OVERLOADED:
                 self._down_until[db_id] = time.monotonic() + DOWN_S
             raise
         rows = reply.get("rows", [])
         status = f"{len(rows)} row" + ("" if len(rows) == 1 else "s")
+        ms = (time.monotonic() - start) * 1000
         if "rowid" in reply:
             status = f"written · lsn {reply.get('lsn')}"
         elif "lsn" in reply and self._replicated():  # where it matters: how fresh a replica's answer is
             status += f" · lsn {reply['lsn']}"
-        hops.append(Hop(self.node.id, db_id, "sql", op, True, status, (time.monotonic() - start) * 1000, at_ms))
+        hops.append(Hop(self.node.id, db_id, "sql", op, True, status, ms, at_ms))
+        hops.extend(hops_from_header(reply.get("hops"), at_ms))  # a shard router's calls to its shards
         return reply
 
     async def read(

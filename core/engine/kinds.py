@@ -13,6 +13,7 @@ from typing import Any
 
 from core.engine.balancing import ALGORITHMS
 from core.engine.kvwire import PORT as KV_PORT
+from core.engine.ring import ALGORITHMS as RING_ALGORITHMS
 from core.engine.sqlwire import PORT as SQL_PORT
 
 
@@ -201,7 +202,7 @@ class Command:
 class Kind:
     name: str
     title: str
-    tier: int  # diagram column: 0 clients, 1 edge services, 2 web tier, 3 caches, 4 data
+    tier: float  # diagram column: 0 clients, 1 edge services, 2 web tier, 3 caches, 4 data
     role: str  # "client" (no listener) or "server"
     runtime: str  # dotted path of the class that runs it, imported lazily by the lab
     port: int | None = None
@@ -216,6 +217,8 @@ class Kind:
     gauges: tuple[str, ...] = ()
     # The events its nodes (or the code that manages them) emit, beyond LAB_EVENTS.
     events: dict[str, EventKind] = field(default_factory=dict)
+    # The diagram's name for its column when the tier is none of the usual ones (English, translated).
+    tier_title: str = ""
     # The commands its nodes accept (Node.command), beyond the lab's own.
     commands: dict[str, Command] = field(default_factory=dict)
     # The lines its box shows under the title, beyond every node's rate/errors/latency lines: English
@@ -364,8 +367,9 @@ KINDS: dict[str, Kind] = {
         proto="tcp",
         scalable=True,  # a copy is a replica of its cluster's primary
         # lag, lag_ms, received and delay_ms are in a frame only for a replica; lost_writes only once > 0.
+        # rows: the application's rows it holds; share: a shard's fraction of its router's rows.
         gauges=("in_flight", "queued", "util", "queries", "slow_ms", "lsn", "received", "lag", "lag_ms",
-                "delay_ms", "lost_writes"),
+                "delay_ms", "lost_writes", "rows", "share"),
         # Emitted by core.engine.replication, which manages the SQL databases' roles.
         events={
             "primary_lost": EventKind(
@@ -406,10 +410,56 @@ KINDS: dict[str, Kind] = {
                 float, 0.0, "a replica applies each change this long after the primary wrote it (modelled"
                 " distance)", min=0, max=10000, modelled=True,
             ),
+            "data": Param(
+                str, "seeded", "seeded: starts with the photo-sharing data (a shard: its own users' rows);"
+                " empty: only the tables (a shard added live, filled by its router)", choices=("seeded", "empty"),
+            ),
             "failover_after_s": Param(
                 float, 3.0, "a primary every replica has lost for this long is replaced by the most advanced"
                 " replica (0: only by the promote command)", min=0, max=600,
             ),
+        },
+    ),
+    "router": Kind(
+        name="router",
+        title="Shard router",
+        tier=3.5,  # between the web tier and the shards it routes to
+        tier_title=gettext_noop("shard router"),
+        role="server",
+        runtime="core.engine.nodes.router:RouterNode",
+        port=SQL_PORT,  # it speaks the SQL node's protocol: the web tier sees one database
+        proto="tcp",
+        gauges=("vnodes", "shards", "queries", "scattered", "moving", "moved_rows", "moved_fraction", "rows",
+                "slow_ms"),
+        tables={"sharding": ("moved_rows", "moved_fraction", "rows", "algorithm", "moving", "shards", "vnodes")},
+        drawing="ring",
+        lines=(
+            gettext_noop("%(algorithm)s hashing · %(shards)s shards · %(vnodes)s points a shard"),
+            gettext_noop("last resharding moved %(moved_rows)s rows (%(moved_fraction)s) · %(moving)s users to go"),
+            gettext_noop("%(rows)s rows · %(scattered)s feeds gathered from every shard"),
+        ),
+        events={
+            "placement_set": EventKind(gettext_noop("%(node)s now places users by %(algorithm)s hashing"
+                                                    " (%(vnodes)s points a shard on the ring)")),
+            "resharding": EventKind(gettext_noop("%(node)s moves %(users)s users to their new shards"
+                                                 " (%(algorithm)s, %(shards)s shards)")),
+            "resharded": EventKind(gettext_noop("%(node)s moved %(rows)s rows (%(fraction)s of all) in %(s)s s")),
+            "resharding_failed": EventKind(gettext_noop("%(node)s stopped moving rows: %(reason)s")),
+        },
+        commands={
+            "algorithm": Command(gettext_noop("Placement"), word="value", fields={
+                "value": Field(str, choices=RING_ALGORITHMS, label=gettext_noop("Placement"), current="algorithm",
+                               labels={"modulo": gettext_noop("modulo (hash mod N)"),
+                                       "consistent": gettext_noop("consistent hashing (ring)")})}),
+            "vnodes": Command(gettext_noop("Points a shard"), number="n", when=("algorithm", "consistent"), fields={
+                "n": Field(int, min=1, max=1000, presets=(1, 8, 64, 256), current="vnodes",
+                           label=gettext_noop("Points a shard (virtual nodes)"))}),
+        },
+        params={
+            "algorithm": Param(str, "modulo", "how a user's shard is found: modulo (hash mod N) or consistent"
+                               " (a hash ring)", choices=RING_ALGORITHMS),
+            "vnodes": Param(int, 64, "points a shard has on the ring (virtual nodes; consistent only)", min=1,
+                            max=1000),
         },
     ),
     "kvdb": Kind(

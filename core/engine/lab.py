@@ -290,8 +290,8 @@ class Lab:
                 raise CommandError(f"add: {like} is a {base.kind}: only {_SCALABLE_TITLES} can be added")
             if len(self.nodes) >= MAX_NODES:
                 raise CommandError(f"add: a lab holds at most {MAX_NODES} nodes")
-            # A copy of a database is a replica of its cluster's primary, not a second primary.
-            extra = {"replica_of": base.params.get("replica_of") or like} if "replica_of" in base.params else {}
+            # What a copy's parameters change is the kind's to say (a database's copy is a replica).
+            extra = _runtime(base.kind_info.runtime).clone_params(base, self.topology)
             try:
                 topology, spec = self.topology.with_clone(like, **extra)
             except ValueError as exc:
@@ -347,9 +347,9 @@ class Lab:
         kin = [n for n in self.topology.nodes if n.kind == spec.kind and n.id != node_id]
         if not kin and any(b == node_id for _, b in self.topology.edges):
             raise CommandError(f"remove: {node_id} is the last {spec.kind} and other nodes depend on it")
-        primary = self.replication.primary_for(node_id)
-        if spec.kind == "sqldb" and primary == node_id:
-            raise CommandError(f"remove: {node_id} is the primary database: promote a replica first")
+        problem = self.nodes[node_id].removal_problem()
+        if problem:
+            raise CommandError(f"remove: {node_id} {problem}")
         for other in self.topology.nodes:  # e.g. a DNS node's target
             for name, param in other.kind_info.params.items():
                 if param.ref and other.params.get(name) == node_id:
@@ -431,6 +431,7 @@ class Lab:
         for node_id in self._node_ids:
             node = self.nodes[node_id]
             frame["nodes"][node_id].update(node.snapshot())
+            frame.update(node.tables())
             if node.slow_ms:
                 frame["nodes"][node_id]["slow_ms"] = node.slow_ms
         frame["partitions"] = sorted(sorted(p) for p in self.partitions)

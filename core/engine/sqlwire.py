@@ -139,6 +139,7 @@ CREATE INDEX posts_by_user ON posts(user_id, created_at);
 CREATE TABLE changelog (lsn INTEGER PRIMARY KEY, t REAL NOT NULL, sql TEXT NOT NULL, params TEXT NOT NULL);
 """
 
+DATA_TABLES = ("users", "posts", "follows")  # the application's, not the change log
 EPOCH = 1_700_000_000
 WORDS = ("sunset", "coffee", "mountain", "cat", "city", "beach", "friends", "dinner", "snow", "garden", "bike", "book")
 

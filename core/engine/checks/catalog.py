@@ -20,7 +20,14 @@ TOTALS_KEYS = (
 EDGE_KEYS = ("rps", "err_rps")
 # metric(replication.KEY): the lab's database cluster (core.engine.replication.frame_fields).
 REPLICATION_KEYS = ("promotions", "lost_writes", "primary_lost", "failover_in_s")
-TABLES = ("totals", "replication")  # metric names whose first part is a frame table, not a node
+# Tables a kind's nodes add to the frame (Kind.tables): {table: (its keys, the kinds that add it)}.
+KIND_TABLES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
+for _kind in KINDS.values():
+    for _table, _keys in _kind.tables.items():
+        _known, _kinds = KIND_TABLES.get(_table, ((), frozenset()))
+        KIND_TABLES[_table] = (tuple(dict.fromkeys((*_known, *_keys))), _kinds | {_kind.name})
+# metric names whose first part is a frame table, not a node
+TABLES = ("totals", "replication", *KIND_TABLES)
 
 
 def metric_problem(name: str, topology: dict[str, Any] | None) -> str | None:
@@ -34,6 +41,11 @@ def metric_problem(name: str, topology: dict[str, Any] | None) -> str | None:
         known_r = REPLICATION_KEYS
         return None if key in known_r else f"unknown metric {key!r} for replication (known: {', '.join(known_r)})"
     nodes = {n["id"]: n["kind"] for n in (topology or {}).get("nodes", [])}
+    if where in KIND_TABLES:
+        keys, kinds = KIND_TABLES[where]
+        if not kinds & set(nodes.values()):
+            return f"this topology has no {' or '.join(sorted(kinds))} node, so no {where} table"
+        return None if key in keys else f"unknown metric {key!r} for {where} (known: {', '.join(keys)})"
     if ">" in where:
         a, b = where.split(">", 1)
         missing = [x for x in (a, b) if x not in nodes]

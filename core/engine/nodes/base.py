@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from core.engine.lifecycle import Background
-from core.engine.spec import NodeSpec
+from core.engine.spec import NodeSpec, Topology
 
 if TYPE_CHECKING:
     from core.engine.context import NodeContext
@@ -45,6 +45,15 @@ class Node:
         peer = self.ctx.node_at(peer_address)
         return peer is not None and self.ctx.partitioned(self.id, peer)
 
+    @classmethod
+    def clone_params(cls, base: NodeSpec, topology: Topology) -> dict[str, Any]:
+        """The parameters a copy of ``base`` (the ``add`` command) gets other than base's own."""
+        return {}
+
+    def removal_problem(self) -> str | None:
+        """Why this node cannot be removed now (said after its id), or None."""
+        return None
+
     def peers_changed(self) -> None:
         """The lab's topology changed (a node was added or removed): update whatever this node
         derived from its edges. Called on every running node after the change."""
@@ -80,6 +89,10 @@ class Node:
     async def kill(self) -> None:
         """Crash: like stop, but abrupt (connections reset, in-flight work lost)."""
         await self.stop()
+
+    def tables(self) -> dict[str, dict[str, Any]]:
+        """Frame tables this node adds (metric(TABLE.KEY) in checks; declared in Kind.tables)."""
+        return {}
 
     def snapshot(self) -> dict[str, Any]:
         """Live gauges merged into this node's entry of each frame."""

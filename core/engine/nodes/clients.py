@@ -28,10 +28,11 @@ class DbError(Exception):
     """A query failed: ``status`` says how, as a hop shows it ("connection refused", "timeout",
     "overloaded", "error: no such table: x"); ``unavailable`` when the database could not be reached."""
 
-    def __init__(self, status: str, *, unavailable: bool) -> None:
+    def __init__(self, status: str, *, unavailable: bool, hops: str | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.unavailable = unavailable
+        self.hops = hops  # a shard router's calls behind the failure (its reply's ``hops``)
 
 
 class DbPool:
@@ -97,9 +98,9 @@ class DbPool:
             self._idle.append(conn)
             if "error" in reply:
                 error = str(reply["error"])
-                if error == sqlwire.OVERLOADED:
-                    raise DbError(error, unavailable=True)
-                raise DbError(f"error: {error}", unavailable=False)
+                if error == sqlwire.OVERLOADED or reply.get("unavailable"):
+                    raise DbError(error, unavailable=True, hops=reply.get("hops"))
+                raise DbError(f"error: {error}", unavailable=False, hops=reply.get("hops"))
             return reply
         raise AssertionError("unreachable")
 

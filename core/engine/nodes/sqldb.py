@@ -37,13 +37,15 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from core.engine import scratch, sqlwire
+from core.engine import scratch, sharding, sqlwire
 from core.engine.capacity import Capacity, Overloaded
 from core.engine.lifecycle import wait_ended
 from core.engine.nodes.base import Node
+from core.engine.spec import NodeSpec, Topology
 
 log = logging.getLogger(__name__)
 PULL_WAIT_MS = 500  # a replica's long poll for new log entries
@@ -67,6 +69,8 @@ class SqlDbNode(Node):
         self.errors = 0
         self.rejected = 0
         self.seed_ms = 0.0
+        self.rows = 0  # the application's rows it holds (users, posts, follows)
+        self._owns: Callable[[int], bool] | None = None  # a shard seeds only its users (core.engine.sharding)
         # Replication state. Role and whom to follow outlive restarts (the replication manager
         # sets them); what was received but not applied is memory, lost with a crash.
         self.role = "replica" if self.params.get("replica_of") else "primary"
@@ -102,13 +106,17 @@ class SqlDbNode(Node):
             start = time.monotonic()
             conn.executescript(sqlwire.SCHEMA)
             conn.execute("BEGIN")
-            for table, rows in sqlwire.seed_rows(self.params["users"], self.params["posts"]).items():
-                conn.executemany(sqlwire.INSERTS[table], rows)
+            if self.params.get("data", "seeded") == "seeded":  # a shard added live starts empty
+                mine = self._owns or (lambda user: True)
+                for table, rows in sqlwire.seed_rows(self.params["users"], self.params["posts"]).items():
+                    owner = 1 if table == "posts" else 0  # the column holding the user (the sharding key)
+                    conn.executemany(sqlwire.INSERTS[table], (r for r in rows if mine(r[owner])))
             conn.execute("COMMIT")
             conn.execute("ANALYZE")
             self.seed_ms = (time.monotonic() - start) * 1000
         self._conn = conn
         self.lsn = conn.execute("SELECT COALESCE(MAX(lsn), 0) FROM changelog").fetchone()[0]
+        self.rows = sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in sqlwire.DATA_TABLES)
 
     def _run(self, sql: str, params: list[Any]) -> list[list[Any]]:
         assert self._conn is not None
@@ -126,6 +134,7 @@ class SqlDbNode(Node):
         try:
             cur = conn.execute(sql, params)
             rowid = cur.lastrowid or 0
+            changed = _row_change(sql, cur.rowcount)
             lsn = self.lsn + 1
             conn.execute(sqlwire.LOG_INSERT, (lsn, time.time(), sql, json.dumps(params)))
             conn.execute("COMMIT")
@@ -133,6 +142,7 @@ class SqlDbNode(Node):
             conn.execute("ROLLBACK")
             raise
         self.lsn = lsn
+        self.rows += changed
         return rowid, lsn
 
     def _apply(self, entries: list[list[Any]]) -> None:
@@ -141,12 +151,13 @@ class SqlDbNode(Node):
         conn = self._conn
         conn.execute("BEGIN")
         last = self.lsn
+        changed = 0
         try:
             for lsn, t, sql, params in entries:
                 if lsn <= last:
                     continue
                 try:
-                    conn.execute(sql, json.loads(params))
+                    changed += _row_change(sql, conn.execute(sql, json.loads(params)).rowcount)
                 except sqlite3.Error as exc:  # keep the position: one bad entry must not stop the replica
                     log.warning("%s: entry %s failed to apply: %s", self.id, lsn, exc)
                 conn.execute(sqlwire.LOG_INSERT, (lsn, t, sql, params))
@@ -156,6 +167,7 @@ class SqlDbNode(Node):
             conn.execute("ROLLBACK")
             raise
         self.lsn = last
+        self.rows += changed
 
     def _log_since(self, first: int, limit: int) -> list[list[Any]]:
         assert self._conn is not None
@@ -360,6 +372,20 @@ class SqlDbNode(Node):
         """Wait for stopped tasks, bounded: a task that lost its cancellation ends by its generation."""
         await wait_ended(tasks, who=self.who, what="its replication tasks", timeout=STOP_WAIT_S)
 
+    @classmethod
+    def clone_params(cls, base: NodeSpec, topology: Topology) -> dict[str, Any]:
+        """A copy of a shard is a new, empty shard (its router moves rows to it); a copy of any other
+        database is a replica of its cluster's primary, never a second primary."""
+        if not base.params.get("replica_of") and sharding.router_of(topology, base.id):
+            return {"replica_of": "", "data": "empty"}
+        return {"replica_of": base.params.get("replica_of") or base.id, "data": "seeded"}
+
+    def removal_problem(self) -> str | None:
+        shard = sharding.router_of(self.ctx.topology, self.id) is not None and not self.params.get("replica_of")
+        if self.ctx.primary_for(self.id) == self.id and not shard:
+            return "is the primary database: promote a replica first"
+        return None
+
     async def command(self, action: str, cmd: dict[str, Any]) -> None:
         # promote and delay: the cluster's roles are replication's to change (core.engine.replication)
         await self.ctx.replication_command(cmd)
@@ -417,6 +443,8 @@ class SqlDbNode(Node):
         self.received = 0
         self.primary_down_since = None
         seed = self.path is None
+        if seed:
+            self._owns = sharding.seed_filter(self.ctx.topology, self.id)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqldb-{self.id}")
         if seed:  # the file lives in a directory of its own (core.engine.scratch), swept if the worker dies
             await asyncio.get_running_loop().run_in_executor(self._executor, scratch.sweep_orphans)
@@ -499,7 +527,11 @@ class SqlDbNode(Node):
             "queries": self.queries,
             "role": self.role,
             "lsn": self.lsn,
+            "rows": self.rows,
         }
+        share = self.ctx.share_of_rows(self.id)
+        if share is not None:
+            snap["share"] = share
         if self.role == "replica":
             head = max(self.head, self.received)
             snap.update(
@@ -512,3 +544,9 @@ class SqlDbNode(Node):
         if self.lost_writes:
             snap["lost_writes"] = self.lost_writes
         return snap
+
+
+def _row_change(sql: str, rowcount: int) -> int:
+    """How a statement changed the number of rows held: + for an insert, - for a delete."""
+    verb = sql.lstrip()[:6].upper()
+    return max(0, rowcount) if verb == "INSERT" else -max(0, rowcount) if verb == "DELETE" else 0

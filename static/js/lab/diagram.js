@@ -275,7 +275,8 @@ export class Diagram {
       }
     }
     this.svg.setAttribute("viewBox", `0 0 ${width} ${this.height}`);
-    this.tierLabels = tiers.map((t) => ({ x: colX(t), text: TIER_NAMES[t] || `tier ${t}` }));
+    const titled = (t) => (topology.nodes.find((n) => n.tier === t && n.tier_title) || {}).tier_title;
+    this.tierLabels = tiers.map((t) => ({ x: colX(t), text: TIER_NAMES[t] || (titled(t) ? kindText(titled(t)) : `tier ${t}`) }));
   }
 
   // Where an edge leaves and enters boxes: the facing sides, so lines never cut through a box.

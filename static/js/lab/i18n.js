@@ -17,7 +17,9 @@ export function nodeTitle(spec) {
   if (spec.kind === "client") {
     return spec.params && spec.params.flavor === "mobile" ? gettext("Mobile client") : gettext("Web client");
   }
-  return spec.title ? gettext(spec.title) : spec.id;
+  if (!spec.title) return spec.id;
+  const t = gettext(spec.title);
+  return t !== spec.title ? t : kindText(spec.title); // a newer kind's title comes with the page
 }
 
 // A web server's modelled sizes (core/engine/kinds.py SIZES, sent as node.sizes), by name.
