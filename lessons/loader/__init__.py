@@ -16,7 +16,7 @@ import markdown
 import nh3
 import yaml
 from markdown.extensions.toc import slugify_unicode
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from core.engine.checks import (
     CheckSyntaxError,
@@ -27,8 +27,8 @@ from core.engine.checks import (
     parse_solution,
 )
 from core.engine.spec import SpecError, format_path, next_node_id, parse_topology
+from lessons.loader.report import FieldPath, LessonError, Report
 
-FieldPath = tuple[str | int, ...]
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 FIELDS = ("id", "stage", "title", "summary", "version", "minutes", "objectives", "topology")
 REQUIRED = ("id", "stage", "title", "summary", "version", "minutes", "objectives")
@@ -94,17 +94,6 @@ ALLOWED_ATTRIBUTES = {
 
 
 @dataclass(frozen=True)
-class LessonError:
-    file: str
-    line: int
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field}: {self.reason}"
-
-
-@dataclass(frozen=True)
 class LessonData:
     """A validated lesson file (with its translations), ready to upsert."""
 
@@ -127,41 +116,6 @@ class LessonData:
     # The source texts, kept so that the editor can show them and `lessons export` can write them.
     source: str = ""
     source_translations: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Report:
-    file: str
-    root: Node | None = None
-    offset: int = 1  # lines before the YAML text (the opening '---')
-    errors: list[LessonError] = field(default_factory=list)
-
-    def add(self, path: FieldPath, reason: str) -> None:
-        self.errors.append(LessonError(self.file, self.line_of(path), format_path(path) or "front matter", reason))
-
-    def at(self, line: int, field_name: str, reason: str) -> None:
-        self.errors.append(LessonError(self.file, line, field_name, reason))
-
-    def line_of(self, path: FieldPath) -> int:
-        """1-based file line of the field at path, or of its nearest existing parent."""
-        node = self.root
-        if node is None:
-            return 1
-        line = node.start_mark.line
-        for part in path:
-            if isinstance(node, MappingNode):
-                for key, value in node.value:
-                    if isinstance(key, ScalarNode) and key.value == str(part):
-                        line, node = key.start_mark.line, value
-                        break
-                else:
-                    break
-            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-                node = node.value[part]
-                line = node.start_mark.line
-            else:
-                break
-        return line + 1 + self.offset
 
 
 @dataclass
@@ -239,7 +193,7 @@ def lesson_parse_text(
 
     The same validation as `lessons check`, for an editor that has text rather than a file.
     """
-    report = _Report(display)
+    report = Report(display)
     split = _split_front(text, report)
     if split is None:
         return None, report.errors
@@ -247,7 +201,7 @@ def lesson_parse_text(
     lesson = _validate(data, body, body_line, report)
     if lesson is not None:
         for lang, (ttext, tdisplay) in sorted((translations or {}).items()):
-            treport = _Report(tdisplay)
+            treport = Report(tdisplay)
             texts = _translation(lang, ttext, lesson, treport)
             report.errors.extend(treport.errors)
             if texts is not None:
@@ -272,7 +226,7 @@ def lessons_check(
         if lesson is None:
             continue
         if lesson.slug in seen:
-            report = _Report(display, root=yaml.compose(_front(path), Loader=yaml.SafeLoader))
+            report = Report(display, root=yaml.compose(_front(path), Loader=yaml.SafeLoader))
             report.add(("id",), f"duplicate id {lesson.slug!r} (also in {seen[lesson.slug]})")
             errors.extend(report.errors)
             continue
@@ -291,7 +245,7 @@ def render_markdown(text: str) -> str:
     return nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES)
 
 
-def _split_front(text: str, report: _Report) -> tuple[dict[Any, Any], str, int] | None:
+def _split_front(text: str, report: Report) -> tuple[dict[Any, Any], str, int] | None:
     """(front matter data, body, file line of the body's first line), or None with errors added."""
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].rstrip() != "---":
@@ -358,7 +312,7 @@ def _alias_cycle(root: Node) -> Node | None:
     return None
 
 
-def _validate(data: dict[Any, Any], body: str, body_line: int, report: _Report) -> LessonData | None:
+def _validate(data: dict[Any, Any], body: str, body_line: int, report: Report) -> LessonData | None:
     for key in data:
         if key not in FIELDS:
             report.add((str(key),), f"unknown field (expected {', '.join(FIELDS)})")
@@ -412,7 +366,7 @@ def _validate(data: dict[Any, Any], body: str, body_line: int, report: _Report) 
     )
 
 
-def _check_texts(data: dict[Any, Any], report: _Report) -> None:
+def _check_texts(data: dict[Any, Any], report: Report) -> None:
     for name in ("title", "summary"):
         value = data.get(name)
         if name in data and (not isinstance(value, str) or not value.strip()):
@@ -428,7 +382,7 @@ def _check_texts(data: dict[Any, Any], report: _Report) -> None:
 
 
 def _split_body(
-    body: str, first_line: int, report: _Report, *, blocks: tuple[str, ...]
+    body: str, first_line: int, report: Report, *, blocks: tuple[str, ...]
 ) -> tuple[list[str], list[_Step]]:
     """Cut the body into the intro and steps (`## Title {#id}`), taking out the special blocks."""
     intro: list[str] = []
@@ -497,7 +451,7 @@ def _split_body(
 
 
 def _main_steps(
-    raw: list[_Step], topology: dict[str, Any] | None, report: _Report, *, check_refs: bool
+    raw: list[_Step], topology: dict[str, Any] | None, report: Report, *, check_refs: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The runtime's step list and the English texts, validating checks, solutions and predictions."""
     node_ids = [n["id"] for n in topology["nodes"]] if topology else None
@@ -587,7 +541,7 @@ def _syntax_reason(exc: CheckSyntaxError) -> str:
 
 
 def _check_refs(
-    refs: Iterable[Ref], topology: dict[str, Any] | None, block: _Block, name: str, report: _Report
+    refs: Iterable[Ref], topology: dict[str, Any] | None, block: _Block, name: str, report: Report
 ) -> None:
     refs = list(refs)
     if refs and topology is None:
@@ -605,7 +559,7 @@ def _check_refs(
 
 
 def _predict(
-    block: _Block, name: str, report: _Report, *, topology: dict[str, Any] | None, main: bool
+    block: _Block, name: str, report: Report, *, topology: dict[str, Any] | None, main: bool
 ) -> dict[str, Any] | None:
     """A ```predict block: YAML with `question`, optional `unit` and (main file only) `measure`."""
     try:
@@ -664,7 +618,7 @@ def _predict(
     return {key: data[key].strip() for key in allowed if key in data}
 
 
-def _translation(lang: str, text: str, lesson: LessonData, report: _Report) -> dict[str, Any] | None:
+def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> dict[str, Any] | None:
     """Validate one translation against its main lesson; its texts, or None with errors added."""
     split = _split_front(text, report)
     if split is None:
@@ -771,7 +725,7 @@ def _full_html(intro: list[str], steps: list[_Step]) -> str:
     return render_markdown("".join(parts))
 
 
-def _check_duplicate_keys(node: Node, path: FieldPath, report: _Report) -> None:
+def _check_duplicate_keys(node: Node, path: FieldPath, report: Report) -> None:
     # safe_load silently keeps the last of two equal keys; an author almost never means that.
     if isinstance(node, MappingNode):
         seen: set[str] = set()
