@@ -12,10 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import markdown
-import nh3
 import yaml
-from markdown.extensions.toc import slugify_unicode
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from core.engine.checks import (
@@ -27,6 +24,7 @@ from core.engine.checks import (
     parse_solution,
 )
 from core.engine.spec import SpecError, format_path, next_node_id, parse_topology
+from lessons.loader.markdown import render_markdown
 from lessons.loader.report import FieldPath, LessonError, Report
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
@@ -42,56 +40,6 @@ FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)")
 MAIN_BLOCKS = ("check", "solution", "predict", "instructor")
 TRANSLATION_BLOCKS = ("hints", "predict", "instructor")
 PREDICT_FIELDS = ("question", "measure", "unit")
-
-ALLOWED_TAGS = {
-    "a",
-    "abbr",
-    "blockquote",
-    "br",
-    "code",
-    "dd",
-    "div",
-    "dl",
-    "dt",
-    "em",
-    "figcaption",
-    "figure",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "hr",
-    "img",
-    "kbd",
-    "li",
-    "ol",
-    "p",
-    "pre",
-    "span",
-    "strong",
-    "sub",
-    "sup",
-    "table",
-    "tbody",
-    "td",
-    "th",
-    "thead",
-    "tr",
-    "ul",
-}
-ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
-    "img": {"src", "alt", "title"},
-    "td": {"align"},
-    "th": {"align"},
-    "code": {"class"},
-    "span": {"class"},
-    "div": {"class"},
-    **{f"h{i}": {"id"} for i in range(1, 7)},
-}
-
 
 @dataclass(frozen=True)
 class LessonData:
@@ -233,16 +181,6 @@ def lessons_check(
         seen[lesson.slug] = display
         lessons.append(lesson)
     return lessons, errors
-
-
-def render_markdown(text: str) -> str:
-    """Markdown to HTML, then an allow-list sanitiser: lesson text is trusted-ish, pages are not."""
-    html = markdown.markdown(
-        text,
-        extensions=["fenced_code", "tables", "sane_lists", "toc", "attr_list"],
-        extension_configs={"toc": {"slugify": slugify_unicode}},  # Bulgarian headings get readable ids
-    )
-    return nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES)
 
 
 def _split_front(text: str, report: Report) -> tuple[dict[Any, Any], str, int] | None:
