@@ -24,6 +24,7 @@ from core.engine.checks import (
     parse_solution,
 )
 from core.engine.spec import SpecError, format_path, next_node_id, parse_topology
+from lessons.loader.files import display_path, lesson_files, lesson_translations
 from lessons.loader.markdown import render_markdown
 from lessons.loader.report import FieldPath, LessonError, Report
 
@@ -32,7 +33,6 @@ FIELDS = ("id", "stage", "title", "summary", "version", "minutes", "objectives",
 REQUIRED = ("id", "stage", "title", "summary", "version", "minutes", "objectives")
 TRANSLATION_FIELDS = ("id", "lang", "title", "summary", "objectives")
 LANGUAGES = ("en", "bg")  # the main file is English; a sibling NN-id.<lang>.md translates it
-TRANSLATION_NAME = re.compile(r"^(?P<stem>.+)\.(?P<lang>[a-z]{2})\.md$")
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 LEVEL2 = re.compile(r"^##(?!#)[ \t]*(?P<text>.*?)[ \t#]*$")
 STEP_ANCHOR = re.compile(r"^(?P<title>.*?)[ \t]*\{#(?P<id>[^}]*)\}$")
@@ -79,39 +79,6 @@ class _Step:
     line: int
     md: list[str] = field(default_factory=list)
     blocks: dict[str, _Block] = field(default_factory=dict)
-
-
-def lesson_files(paths: Iterable[Path]) -> list[Path]:
-    """Expand directories into their lesson files, sorted, so errors come out in a stable order.
-
-    Translations (NN-id.bg.md) are read with their main file: a translation named on its own
-    stands for its main file.
-    """
-    out: list[Path] = []
-    for path in paths:
-        for item in sorted(path.glob("*.md")) if path.is_dir() else [path]:
-            m = TRANSLATION_NAME.match(item.name)
-            if m:
-                if path.is_dir():
-                    continue
-                item = item.with_name(m["stem"] + ".md")
-            if item not in out:
-                out.append(item)
-    return out
-
-
-def lesson_translations(path: Path) -> dict[str, Path]:
-    """Sibling translation files of a main lesson file, by language suffix (any two letters)."""
-    out: dict[str, Path] = {}
-    for sibling in sorted(path.parent.glob(f"{glob_escape(path.stem)}.*.md")):
-        m = TRANSLATION_NAME.match(sibling.name)
-        if m and m["stem"] == path.stem:
-            out[m["lang"]] = sibling
-    return out
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def lesson_parse(path: Path, *, display: str | None = None) -> tuple[LessonData | None, list[LessonError]]:
@@ -168,7 +135,7 @@ def lessons_check(
     errors: list[LessonError] = []
     seen: dict[str, str] = {}
     for path in lesson_files(paths):
-        display = _display(path, relative_to)
+        display = display_path(path, relative_to)
         lesson, file_errors = lesson_parse(path, display=display)
         errors.extend(file_errors)
         if lesson is None:
@@ -683,12 +650,3 @@ def _front(path: Path) -> str:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     end = next(i for i in range(1, len(lines)) if lines[i].rstrip() == "---")
     return "".join(lines[1:end])
-
-
-def _display(path: Path, relative_to: Path | None) -> str:
-    if relative_to is not None:
-        try:
-            return str(path.resolve().relative_to(relative_to.resolve()))
-        except ValueError:
-            pass
-    return str(path)
