@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
 
 from core.engine.checks import (
     CheckSyntaxError,
@@ -23,10 +22,11 @@ from core.engine.checks import (
     parse_metric,
     parse_solution,
 )
-from core.engine.spec import SpecError, format_path, next_node_id, parse_topology
+from core.engine.spec import SpecError, next_node_id, parse_topology
 from lessons.loader.files import display_path, lesson_files, lesson_translations
+from lessons.loader.front import check_texts, read_front, split_front
 from lessons.loader.markdown import render_markdown
-from lessons.loader.report import FieldPath, LessonError, Report
+from lessons.loader.report import LessonError, Report
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 FIELDS = ("id", "stage", "title", "summary", "version", "minutes", "objectives", "topology")
@@ -109,7 +109,7 @@ def lesson_parse_text(
     The same validation as `lessons check`, for an editor that has text rather than a file.
     """
     report = Report(display)
-    split = _split_front(text, report)
+    split = split_front(text, report)
     if split is None:
         return None, report.errors
     data, body, body_line = split
@@ -141,80 +141,13 @@ def lessons_check(
         if lesson is None:
             continue
         if lesson.slug in seen:
-            report = Report(display, root=yaml.compose(_front(path), Loader=yaml.SafeLoader))
+            report = Report(display, root=yaml.compose(read_front(path), Loader=yaml.SafeLoader))
             report.add(("id",), f"duplicate id {lesson.slug!r} (also in {seen[lesson.slug]})")
             errors.extend(report.errors)
             continue
         seen[lesson.slug] = display
         lessons.append(lesson)
     return lessons, errors
-
-
-def _split_front(text: str, report: Report) -> tuple[dict[Any, Any], str, int] | None:
-    """(front matter data, body, file line of the body's first line), or None with errors added."""
-    lines = text.splitlines(keepends=True)
-    if not lines or lines[0].rstrip() != "---":
-        report.add((), "the file must start with a '---' line opening the YAML front matter")
-        return None
-    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
-    if end is None:
-        report.add((), "no closing '---' line after the front matter")
-        return None
-    front = "".join(lines[1:end])
-    body = "".join(lines[end + 1 :])
-    try:
-        report.root = yaml.compose(front, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(front)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 + report.offset if mark else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        report.errors.append(LessonError(report.file, line, "front matter", f"invalid YAML: {problem}"))
-        return None
-    except RecursionError:
-        report.errors.append(LessonError(report.file, 1, "front matter", "invalid YAML: nested too deeply"))
-        return None
-    if report.root is not None:
-        cycle = _alias_cycle(report.root)
-        if cycle is not None:
-            report.at(
-                cycle.start_mark.line + 1 + report.offset,
-                "front matter",
-                "invalid YAML: an alias (*name) refers to a value that contains it",
-            )
-            return None
-        _check_duplicate_keys(report.root, (), report)
-    if not isinstance(data, dict):
-        report.add((), "the front matter must be a mapping of fields")
-        return None
-    return data, body, end + 2
-
-
-def _alias_cycle(root: Node) -> Node | None:
-    """A node that contains itself through an alias (`&a [*a]`), which no reader can walk; or None."""
-    path: set[int] = set()
-    done: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, leaving = stack.pop()
-        if leaving:
-            path.discard(id(node))
-            done.add(id(node))
-            continue
-        if id(node) in path:
-            return node
-        if id(node) in done:
-            continue
-        path.add(id(node))
-        stack.append((node, True))
-        if isinstance(node, MappingNode):
-            children = [part for pair in node.value for part in pair]
-        elif isinstance(node, SequenceNode):
-            children = list(node.value)
-        else:
-            children = []
-        stack.extend((child, False) for child in reversed(children))
-    return None
 
 
 def _validate(data: dict[Any, Any], body: str, body_line: int, report: Report) -> LessonData | None:
@@ -231,7 +164,7 @@ def _validate(data: dict[Any, Any], body: str, body_line: int, report: Report) -
         value = data.get(name)
         if name in data and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             report.add((name,), f"must be a positive integer, got {value!r}")
-    _check_texts(data, report)
+    check_texts(data, report)
     topology: dict[str, Any] | None = None
     if data.get("topology") is not None:
         try:
@@ -269,21 +202,6 @@ def _validate(data: dict[Any, Any], body: str, body_line: int, report: Report) -
             }
         },
     )
-
-
-def _check_texts(data: dict[Any, Any], report: Report) -> None:
-    for name in ("title", "summary"):
-        value = data.get(name)
-        if name in data and (not isinstance(value, str) or not value.strip()):
-            report.add((name,), f"must be non-empty text, got {value!r}")
-    objectives = data.get("objectives")
-    if "objectives" in data:
-        if not isinstance(objectives, list) or not objectives:
-            report.add(("objectives",), "must be a non-empty list of text")
-        else:
-            for i, item in enumerate(objectives):
-                if not isinstance(item, str) or not item.strip():
-                    report.add(("objectives", i), f"must be non-empty text, got {item!r}")
 
 
 def _split_body(
@@ -525,7 +443,7 @@ def _predict(
 
 def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> dict[str, Any] | None:
     """Validate one translation against its main lesson; its texts, or None with errors added."""
-    split = _split_front(text, report)
+    split = split_front(text, report)
     if split is None:
         return None
     data, body, body_line = split
@@ -546,7 +464,7 @@ def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> di
         report.add(("id",), f"must be the main file's id {lesson.slug!r}, got {data['id']!r}")
     if "lang" in data and data["lang"] != lang:
         report.add(("lang",), f"must be {lang!r}, as in the file name, got {data['lang']!r}")
-    _check_texts(data, report)
+    check_texts(data, report)
     intro, raw = _split_body(body, body_line, report, blocks=TRANSLATION_BLOCKS)
     main = {s["id"]: s for s in lesson.steps}
     main_order = [s["id"] for s in lesson.steps]
@@ -630,23 +548,3 @@ def _full_html(intro: list[str], steps: list[_Step]) -> str:
     return render_markdown("".join(parts))
 
 
-def _check_duplicate_keys(node: Node, path: FieldPath, report: Report) -> None:
-    # safe_load silently keeps the last of two equal keys; an author almost never means that.
-    if isinstance(node, MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            name = str(key.value)
-            if name in seen:
-                line = key.start_mark.line + 1 + report.offset
-                report.errors.append(LessonError(report.file, line, format_path((*path, name)), "duplicate key"))
-            seen.add(name)
-            _check_duplicate_keys(value, (*path, name), report)
-    elif isinstance(node, SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, (*path, i), report)
-
-
-def _front(path: Path) -> str:
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    end = next(i for i in range(1, len(lines)) if lines[i].rstrip() == "---")
-    return "".join(lines[1:end])
