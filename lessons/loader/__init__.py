@@ -23,6 +23,7 @@ from core.engine.checks import (
     parse_solution,
 )
 from core.engine.spec import SpecError, next_node_id, parse_topology
+from lessons.loader.body import MAIN_BLOCKS, TRANSLATION_BLOCKS, Block, Step, split_body
 from lessons.loader.files import display_path, lesson_files, lesson_translations
 from lessons.loader.front import check_texts, read_front, split_front
 from lessons.loader.markdown import render_markdown
@@ -33,12 +34,6 @@ FIELDS = ("id", "stage", "title", "summary", "version", "minutes", "objectives",
 REQUIRED = ("id", "stage", "title", "summary", "version", "minutes", "objectives")
 TRANSLATION_FIELDS = ("id", "lang", "title", "summary", "objectives")
 LANGUAGES = ("en", "bg")  # the main file is English; a sibling NN-id.<lang>.md translates it
-STEP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-LEVEL2 = re.compile(r"^##(?!#)[ \t]*(?P<text>.*?)[ \t#]*$")
-STEP_ANCHOR = re.compile(r"^(?P<title>.*?)[ \t]*\{#(?P<id>[^}]*)\}$")
-FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)")
-MAIN_BLOCKS = ("check", "solution", "predict", "instructor")
-TRANSLATION_BLOCKS = ("hints", "predict", "instructor")
 PREDICT_FIELDS = ("question", "measure", "unit")
 
 @dataclass(frozen=True)
@@ -64,21 +59,6 @@ class LessonData:
     # The source texts, kept so that the editor can show them and `lessons export` can write them.
     source: str = ""
     source_translations: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Block:
-    text: str
-    line: int  # file line of the opening fence; the block's line n is file line `line + n`
-
-
-@dataclass
-class _Step:
-    id: str
-    title: str
-    line: int
-    md: list[str] = field(default_factory=list)
-    blocks: dict[str, _Block] = field(default_factory=dict)
 
 
 def lesson_parse(path: Path, *, display: str | None = None) -> tuple[LessonData | None, list[LessonError]]:
@@ -173,7 +153,7 @@ def _validate(data: dict[Any, Any], body: str, body_line: int, report: Report) -
             for error in exc.errors:
                 report.add(error.path, error.reason)
     front_ok = not report.errors
-    intro, raw_steps = _split_body(body, body_line, report, blocks=MAIN_BLOCKS)
+    intro, raw_steps = split_body(body, body_line, report, blocks=MAIN_BLOCKS)
     steps, texts = _main_steps(raw_steps, topology if front_ok else None, report, check_refs=front_ok)
     if report.errors:
         return None
@@ -204,77 +184,8 @@ def _validate(data: dict[Any, Any], body: str, body_line: int, report: Report) -
     )
 
 
-def _split_body(
-    body: str, first_line: int, report: Report, *, blocks: tuple[str, ...]
-) -> tuple[list[str], list[_Step]]:
-    """Cut the body into the intro and steps (`## Title {#id}`), taking out the special blocks."""
-    intro: list[str] = []
-    steps: list[_Step] = []
-    lines = body.splitlines(keepends=True)
-    i = 0
-    while i < len(lines):
-        line, lineno = lines[i], first_line + i
-        fence = FENCE.match(line)
-        if fence:
-            close = re.compile(rf"^{re.escape(fence['fence'][0])}{{{len(fence['fence'])},}}[ \t]*$")
-            end = next((j for j in range(i + 1, len(lines)) if close.match(lines[j].rstrip("\r\n"))), None)
-            info = fence["info"].lower()
-            special = info in MAIN_BLOCKS + TRANSLATION_BLOCKS
-            if end is None:
-                if special:
-                    report.at(lineno, info, f"the ```{info} block is never closed")
-                end = len(lines) - 1
-            if special:
-                where = f"steps.{steps[-1].id}.{info}" if steps else info
-                if info not in blocks:
-                    reason = (
-                        "a translation has no ```check or ```solution: they live in the main file"
-                        if info in ("check", "solution")
-                        else "a ```hints block belongs in a translation; "
-                        "the main file's hints are the check's `when … say` lines"
-                    )
-                    report.at(lineno, where, reason)
-                elif not steps:
-                    report.at(
-                        lineno, info, f"a ```{info} block must be inside a step (after a '## Title {{#id}}' heading)"
-                    )
-                elif info in steps[-1].blocks:
-                    report.at(lineno, where, f"a step has at most one ```{info} block")
-                else:
-                    steps[-1].blocks[info] = _Block("".join(lines[i + 1 : end]), lineno)
-            else:
-                (steps[-1].md if steps else intro).extend(lines[i : end + 1])
-            i = end + 1
-            continue
-        heading = LEVEL2.match(line.rstrip("\r\n"))
-        if heading:
-            anchor = STEP_ANCHOR.match(heading["text"])
-            if anchor:
-                step_id, title = anchor["id"].strip(), anchor["title"].strip()
-                if not STEP_ID.match(step_id):
-                    report.at(lineno, "steps", f"a step id must be lower-case letters, digits and '-', got {step_id!r}")
-                elif any(s.id == step_id for s in steps):
-                    first = next(s for s in steps if s.id == step_id)
-                    report.at(lineno, f"steps.{step_id}", f"duplicate step id {step_id!r} (also at line {first.line})")
-                if not title:
-                    report.at(lineno, f"steps.{step_id}", "a step needs a title before its {#id}")
-                steps.append(_Step(step_id, title, lineno))
-                i += 1
-                continue
-            if steps:
-                report.at(
-                    lineno,
-                    "steps",
-                    "after the first step every level-2 heading starts a step: "
-                    "give it an id, e.g. '## " + (heading["text"] or "Title") + " {#some-id}'",
-                )
-        (steps[-1].md if steps else intro).append(line)
-        i += 1
-    return intro, steps
-
-
 def _main_steps(
-    raw: list[_Step], topology: dict[str, Any] | None, report: Report, *, check_refs: bool
+    raw: list[Step], topology: dict[str, Any] | None, report: Report, *, check_refs: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The runtime's step list and the English texts, validating checks, solutions and predictions."""
     node_ids = [n["id"] for n in topology["nodes"]] if topology else None
@@ -336,7 +247,7 @@ def _main_steps(
     return steps, texts
 
 
-def _step_texts(step: _Step, hints: list[str], predict: dict[str, Any] | None) -> dict[str, Any]:
+def _step_texts(step: Step, hints: list[str], predict: dict[str, Any] | None) -> dict[str, Any]:
     instructor = step.blocks.get("instructor")
     return {
         "title": step.title,
@@ -364,7 +275,7 @@ def _syntax_reason(exc: CheckSyntaxError) -> str:
 
 
 def _check_refs(
-    refs: Iterable[Ref], topology: dict[str, Any] | None, block: _Block, name: str, report: Report
+    refs: Iterable[Ref], topology: dict[str, Any] | None, block: Block, name: str, report: Report
 ) -> None:
     refs = list(refs)
     if refs and topology is None:
@@ -382,7 +293,7 @@ def _check_refs(
 
 
 def _predict(
-    block: _Block, name: str, report: Report, *, topology: dict[str, Any] | None, main: bool
+    block: Block, name: str, report: Report, *, topology: dict[str, Any] | None, main: bool
 ) -> dict[str, Any] | None:
     """A ```predict block: YAML with `question`, optional `unit` and (main file only) `measure`."""
     try:
@@ -434,7 +345,7 @@ def _predict(
         else:
             if topology is not None:
                 errors_before = len(report.errors)
-                _check_refs(refs, topology, _Block("", line_of("measure") - 1), f"{name}.measure", report)
+                _check_refs(refs, topology, Block("", line_of("measure") - 1), f"{name}.measure", report)
                 ok = len(report.errors) == errors_before
     if not ok:
         return None
@@ -465,7 +376,7 @@ def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> di
     if "lang" in data and data["lang"] != lang:
         report.add(("lang",), f"must be {lang!r}, as in the file name, got {data['lang']!r}")
     check_texts(data, report)
-    intro, raw = _split_body(body, body_line, report, blocks=TRANSLATION_BLOCKS)
+    intro, raw = split_body(body, body_line, report, blocks=TRANSLATION_BLOCKS)
     main = {s["id"]: s for s in lesson.steps}
     main_order = [s["id"] for s in lesson.steps]
     ids = [s.id for s in raw]
@@ -540,7 +451,7 @@ def _hint_lines(text: str) -> list[str]:
     return out
 
 
-def _full_html(intro: list[str], steps: list[_Step]) -> str:
+def _full_html(intro: list[str], steps: list[Step]) -> str:
     """The whole English text without special blocks: what the page showed before steps existed."""
     parts = ["".join(intro)]
     for step in steps:
