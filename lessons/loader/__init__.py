@@ -14,16 +14,9 @@ from typing import Any
 
 import yaml
 
-from core.engine.checks import (
-    CheckSyntaxError,
-    Ref,
-    metric_problem,
-    parse_check,
-    parse_metric,
-    parse_solution,
-)
-from core.engine.spec import SpecError, next_node_id, parse_topology
-from lessons.loader.body import MAIN_BLOCKS, TRANSLATION_BLOCKS, Block, Step, split_body
+from core.engine.spec import SpecError, parse_topology
+from lessons.loader.blocks import hint_lines, main_steps, parse_predict, step_texts
+from lessons.loader.body import MAIN_BLOCKS, TRANSLATION_BLOCKS, Step, split_body
 from lessons.loader.files import display_path, lesson_files, lesson_translations
 from lessons.loader.front import check_texts, read_front, split_front
 from lessons.loader.markdown import render_markdown
@@ -34,7 +27,6 @@ FIELDS = ("id", "stage", "title", "summary", "version", "minutes", "objectives",
 REQUIRED = ("id", "stage", "title", "summary", "version", "minutes", "objectives")
 TRANSLATION_FIELDS = ("id", "lang", "title", "summary", "objectives")
 LANGUAGES = ("en", "bg")  # the main file is English; a sibling NN-id.<lang>.md translates it
-PREDICT_FIELDS = ("question", "measure", "unit")
 
 @dataclass(frozen=True)
 class LessonData:
@@ -154,7 +146,7 @@ def _validate(data: dict[Any, Any], body: str, body_line: int, report: Report) -
                 report.add(error.path, error.reason)
     front_ok = not report.errors
     intro, raw_steps = split_body(body, body_line, report, blocks=MAIN_BLOCKS)
-    steps, texts = _main_steps(raw_steps, topology if front_ok else None, report, check_refs=front_ok)
+    steps, texts = main_steps(raw_steps, topology if front_ok else None, report, check_refs=front_ok)
     if report.errors:
         return None
     title, summary = data["title"].strip(), data["summary"].strip()
@@ -182,174 +174,6 @@ def _validate(data: dict[Any, Any], body: str, body_line: int, report: Report) -
             }
         },
     )
-
-
-def _main_steps(
-    raw: list[Step], topology: dict[str, Any] | None, report: Report, *, check_refs: bool
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The runtime's step list and the English texts, validating checks, solutions and predictions."""
-    node_ids = [n["id"] for n in topology["nodes"]] if topology else None
-    kinds = {n["id"]: n["kind"] for n in topology["nodes"]} if topology else {}
-    steps: list[dict[str, Any]] = []
-    texts: dict[str, Any] = {}
-    for step in raw:
-        name = f"steps.{step.id}"
-        check_src, hints, solution, predict = None, [], [], None
-        block = step.blocks.get("check")
-        if block is not None:
-            check_src = block.text
-            try:
-                check = parse_check(block.text)
-            except CheckSyntaxError as exc:
-                report.at(block.line + exc.line, f"{name}.check", _syntax_reason(exc))
-            else:
-                hints = [h.text for h in check.hints]
-                if check_refs:
-                    _check_refs(check.refs, topology, block, f"{name}.check", report)
-        block = step.blocks.get("solution")
-        if block is not None:
-            try:
-                solution = parse_solution(block.text, node_ids=node_ids if check_refs else None)
-            except CheckSyntaxError as exc:
-                report.at(block.line + exc.line, f"{name}.solution", _syntax_reason(exc))
-            else:
-                if node_ids is not None:  # a node a step adds may be named by the steps after it
-                    for action in solution:
-                        if action["action"] == "add":
-                            node_ids.append(next_node_id(node_ids, action["like"]))
-                        elif action["action"] == "remove" and action.get("node") in node_ids:
-                            node_ids.remove(action["node"])
-                for n, action in enumerate(solution, 1):
-                    if (
-                        action["action"] == "traffic"
-                        and action.get("node")
-                        and kinds.get(action["node"]) not in (None, "client")
-                    ):
-                        report.at(
-                            block.line + _nth_action_line(block.text, n),
-                            f"{name}.solution",
-                            f"traffic: {action['node']!r} is not a client; only clients send traffic",
-                        )
-        block = step.blocks.get("predict")
-        if block is not None:
-            predict = _predict(block, f"{name}.predict", report, topology=topology if check_refs else None, main=True)
-        steps.append(
-            {
-                "id": step.id,
-                "title": step.title,
-                "check": check_src,
-                "hints": hints,
-                "solution": solution,
-                "predict": predict,
-            }
-        )
-        texts[step.id] = _step_texts(step, hints, predict)
-    return steps, texts
-
-
-def _step_texts(step: Step, hints: list[str], predict: dict[str, Any] | None) -> dict[str, Any]:
-    instructor = step.blocks.get("instructor")
-    return {
-        "title": step.title,
-        "html": render_markdown("".join(step.md)),
-        "instructor_html": render_markdown(instructor.text) if instructor else "",
-        "hints": hints,
-        "predict": {k: predict[k] for k in ("question", "unit") if k in predict} if predict else None,
-    }
-
-
-def _nth_action_line(text: str, n: int) -> int:
-    """Line (in the block) of the n-th non-blank, non-comment line."""
-    count = 0
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip() and not line.strip().startswith("#"):
-            count += 1
-            if count == n:
-                return lineno
-    return 1
-
-
-def _syntax_reason(exc: CheckSyntaxError) -> str:
-    where = f"'{exc.token}'" if exc.token else "the end of the block"
-    return f"{exc.reason} (at {where}, column {exc.col})"
-
-
-def _check_refs(
-    refs: Iterable[Ref], topology: dict[str, Any] | None, block: Block, name: str, report: Report
-) -> None:
-    refs = list(refs)
-    if refs and topology is None:
-        report.at(block.line + refs[0].line, name, "a check needs the lesson's topology (this lesson has none)")
-        return
-    node_ids = {n["id"] for n in topology["nodes"]} if topology else set()
-    metric_at = {(r.line, r.col) for r in refs if r.what == "metric"}
-    for ref in refs:
-        if ref.what == "metric":
-            problem = metric_problem(ref.name, topology)
-            if problem:
-                report.at(block.line + ref.line, name, f"{problem} (at '{ref.name}', column {ref.col})")
-        elif (ref.line, ref.col) not in metric_at and ref.name not in node_ids:
-            report.at(block.line + ref.line, name, f"no node with id {ref.name!r} (at '{ref.name}', column {ref.col})")
-
-
-def _predict(
-    block: Block, name: str, report: Report, *, topology: dict[str, Any] | None, main: bool
-) -> dict[str, Any] | None:
-    """A ```predict block: YAML with `question`, optional `unit` and (main file only) `measure`."""
-    try:
-        data = yaml.safe_load(block.text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        report.at(
-            block.line + (mark.line + 1 if mark else 1), name, f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
-        )
-        return None
-    except RecursionError:
-        report.at(block.line + 1, name, "invalid YAML: nested too deeply")
-        return None
-    allowed = PREDICT_FIELDS if main else ("question", "unit")
-    if not isinstance(data, dict):
-        report.at(
-            block.line,
-            name,
-            "write `question: …` (and optionally `unit: …`" + (", `measure: metric(…)`" if main else "") + ")",
-        )
-        return None
-
-    def line_of(key: str) -> int:
-        return block.line + 1 + next((i for i, ln in enumerate(block.text.splitlines()) if ln.startswith(f"{key}:")), 0)
-
-    ok = True
-    for key in data:
-        if key not in allowed:
-            reason = (
-                "the measure lives in the main file"
-                if key == "measure"
-                else f"unknown field (expected {', '.join(allowed)})"
-            )
-            report.at(line_of(str(key)), f"{name}.{key}", reason)
-            ok = False
-    for key in ("question", "unit", "measure"):
-        if key in data and (not isinstance(data[key], str) or not data[key].strip()):
-            report.at(line_of(key), f"{name}.{key}", f"must be non-empty text, got {data[key]!r}")
-            ok = False
-    if "question" not in data:
-        report.at(block.line, name, "missing `question: …`")
-        ok = False
-    if ok and main and "measure" in data:
-        try:
-            _, refs = parse_metric(data["measure"])
-        except CheckSyntaxError as exc:
-            report.at(line_of("measure"), f"{name}.measure", _syntax_reason(exc))
-            ok = False
-        else:
-            if topology is not None:
-                errors_before = len(report.errors)
-                _check_refs(refs, topology, Block("", line_of("measure") - 1), f"{name}.measure", report)
-                ok = len(report.errors) == errors_before
-    if not ok:
-        return None
-    return {key: data[key].strip() for key in allowed if key in data}
 
 
 def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> dict[str, Any] | None:
@@ -403,7 +227,7 @@ def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> di
         name = f"steps.{step.id}"
         want_hints = main[step.id]["hints"]
         block = step.blocks.get("hints")
-        hints = _hint_lines(block.text) if block else []
+        hints = hint_lines(block.text) if block else []
         if len(hints) != len(want_hints):
             report.at(
                 block.line if block else step.line,
@@ -414,7 +238,7 @@ def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> di
         predict = None
         block = step.blocks.get("predict")
         if block is not None:
-            predict = _predict(block, f"{name}.predict", report, topology=None, main=False)
+            predict = parse_predict(block, f"{name}.predict", report, topology=None, main=False)
             if main[step.id]["predict"] is None:
                 report.at(block.line, f"{name}.predict", "the main file's step has no ```predict block")
         elif main[step.id]["predict"] is not None:
@@ -426,10 +250,10 @@ def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> di
             and "unit" in main[step.id]["predict"]
         ):
             predict["unit"] = main[step.id]["predict"]["unit"]
-        step_texts = _step_texts(step, hints, predict)
+        translated = step_texts(step, hints, predict)
         if "instructor" not in step.blocks:  # notes for staff fall back to the main file's
-            step_texts["instructor_html"] = lesson.i18n["en"]["steps"][step.id]["instructor_html"]
-        texts[step.id] = step_texts
+            translated["instructor_html"] = lesson.i18n["en"]["steps"][step.id]["instructor_html"]
+        texts[step.id] = translated
     if report.errors:
         return None
     return {
@@ -439,16 +263,6 @@ def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> di
         "body_html": render_markdown("".join(intro)),
         "steps": texts,
     }
-
-
-def _hint_lines(text: str) -> list[str]:
-    """One hint per non-blank line; a leading '- ' or '1. ' list marker is dropped."""
-    out = []
-    for line in text.splitlines():
-        line = re.sub(r"^\s*(?:[-*]|\d+[.)])\s+", "", line).strip()
-        if line:
-            out.append(line)
-    return out
 
 
 def _full_html(intro: list[str], steps: list[Step]) -> str:
