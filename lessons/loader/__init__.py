@@ -6,52 +6,23 @@ YAML node tree (yaml.compose) along each error's field path, so an author lands 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from core.engine.spec import SpecError, parse_topology
-from lessons.loader.blocks import hint_lines, main_steps, parse_predict, step_texts
-from lessons.loader.body import MAIN_BLOCKS, TRANSLATION_BLOCKS, Step, split_body
+from lessons.loader.blocks import hint_lines, parse_predict, step_texts
+from lessons.loader.body import TRANSLATION_BLOCKS, split_body
 from lessons.loader.files import display_path, lesson_files, lesson_translations
 from lessons.loader.front import check_texts, read_front, split_front
+from lessons.loader.lesson import LessonData, validate_lesson
 from lessons.loader.markdown import render_markdown
 from lessons.loader.report import LessonError, Report
 
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
-FIELDS = ("id", "stage", "title", "summary", "version", "minutes", "objectives", "topology")
-REQUIRED = ("id", "stage", "title", "summary", "version", "minutes", "objectives")
 TRANSLATION_FIELDS = ("id", "lang", "title", "summary", "objectives")
 LANGUAGES = ("en", "bg")  # the main file is English; a sibling NN-id.<lang>.md translates it
-
-@dataclass(frozen=True)
-class LessonData:
-    """A validated lesson file (with its translations), ready to upsert."""
-
-    slug: str
-    stage: int
-    title: str
-    summary: str
-    version: int
-    minutes: int
-    objectives: list[str]
-    body_md: str
-    body_html: str
-    topology: dict[str, Any] | None
-    source_path: str
-    # [{id, title, check (source or None), hints (English texts), solution, predict}]
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    # {"en": {title, summary, objectives, body_html (intro), steps: {id: {title, html,
-    #  instructor_html, hints, predict}}}, "bg": {...}}
-    i18n: dict[str, Any] = field(default_factory=dict)
-    # The source texts, kept so that the editor can show them and `lessons export` can write them.
-    source: str = ""
-    source_translations: dict[str, str] = field(default_factory=dict)
-
 
 def lesson_parse(path: Path, *, display: str | None = None) -> tuple[LessonData | None, list[LessonError]]:
     """Parse and validate one lesson file and its translations; returns (lesson, []) or (None, errors)."""
@@ -85,7 +56,7 @@ def lesson_parse_text(
     if split is None:
         return None, report.errors
     data, body, body_line = split
-    lesson = _validate(data, body, body_line, report)
+    lesson = validate_lesson(data, body, body_line, report)
     if lesson is not None:
         for lang, (ttext, tdisplay) in sorted((translations or {}).items()):
             treport = Report(tdisplay)
@@ -120,60 +91,6 @@ def lessons_check(
         seen[lesson.slug] = display
         lessons.append(lesson)
     return lessons, errors
-
-
-def _validate(data: dict[Any, Any], body: str, body_line: int, report: Report) -> LessonData | None:
-    for key in data:
-        if key not in FIELDS:
-            report.add((str(key),), f"unknown field (expected {', '.join(FIELDS)})")
-    for key in REQUIRED:
-        if key not in data:
-            report.add((), f"missing required field {key!r}")
-    slug = data.get("id")
-    if "id" in data and not (isinstance(slug, str) and SLUG.match(slug)):
-        report.add(("id",), f"must be lower-case letters, digits and '-', got {slug!r}")
-    for name in ("stage", "version", "minutes"):
-        value = data.get(name)
-        if name in data and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            report.add((name,), f"must be a positive integer, got {value!r}")
-    check_texts(data, report)
-    topology: dict[str, Any] | None = None
-    if data.get("topology") is not None:
-        try:
-            topology = parse_topology(data["topology"]).to_dict()
-        except SpecError as exc:
-            for error in exc.errors:
-                report.add(error.path, error.reason)
-    front_ok = not report.errors
-    intro, raw_steps = split_body(body, body_line, report, blocks=MAIN_BLOCKS)
-    steps, texts = main_steps(raw_steps, topology if front_ok else None, report, check_refs=front_ok)
-    if report.errors:
-        return None
-    title, summary = data["title"].strip(), data["summary"].strip()
-    objectives = [o.strip() for o in data["objectives"]]
-    return LessonData(
-        slug=slug,
-        stage=data["stage"],
-        title=title,
-        summary=summary,
-        version=data["version"],
-        minutes=data["minutes"],
-        objectives=objectives,
-        body_md=body,
-        body_html=_full_html(intro, raw_steps),
-        topology=topology,
-        source_path=report.file,
-        steps=steps,
-        i18n={
-            "en": {
-                "title": title,
-                "summary": summary,
-                "objectives": objectives,
-                "body_html": render_markdown("".join(intro)),
-                "steps": texts,
-            }
-        },
-    )
 
 
 def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> dict[str, Any] | None:
@@ -263,13 +180,5 @@ def _translation(lang: str, text: str, lesson: LessonData, report: Report) -> di
         "body_html": render_markdown("".join(intro)),
         "steps": texts,
     }
-
-
-def _full_html(intro: list[str], steps: list[Step]) -> str:
-    """The whole English text without special blocks: what the page showed before steps existed."""
-    parts = ["".join(intro)]
-    for step in steps:
-        parts.append(f"\n## {step.title} {{#{step.id}}}\n\n" + "".join(step.md))
-    return render_markdown("".join(parts))
 
 
