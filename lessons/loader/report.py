@@ -13,6 +13,8 @@ FieldPath = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class LessonError:
+    """One error in a lesson file, printed as `file:line: field: reason`."""
+
     file: str
     line: int
     field: str
@@ -24,6 +26,8 @@ class LessonError:
 
 @dataclass
 class Report:
+    """One file's errors: `add` finds a front matter field's line from its path, `at` is given one."""
+
     file: str
     root: Node | None = None
     offset: int = 1  # lines before the YAML text (the opening '---')
