@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.engine.balancing import ALGORITHMS
+from core.engine.cacheaside import WRITE_POLICIES
 from core.engine.kvwire import PORT as KV_PORT
 from core.engine.ring import ALGORITHMS as RING_ALGORITHMS
 from core.engine.sqlwire import PORT as SQL_PORT
@@ -231,6 +232,9 @@ class Kind:
     tables: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+# A cache's eviction policies (Redis's maxmemory-policy), the default first.
+EVICTION_POLICIES = ("allkeys-lru", "allkeys-lfu", "volatile-ttl", "allkeys-random", "noeviction")
+
 KINDS: dict[str, Kind] = {
     "client": Kind(
         name="client",
@@ -418,6 +422,72 @@ KINDS: dict[str, Kind] = {
                 float, 3.0, "a primary every replica has lost for this long is replaced by the most advanced"
                 " replica (0: only by the promote command)", min=0, max=600,
             ),
+        },
+    ),
+    "cache": Kind(
+        name="cache",
+        title="Cache (Redis)",
+        tier=3,
+        role="server",
+        runtime="core.engine.nodes.cache:CacheNode",
+        port=KV_PORT,  # Redis's port, on the cache's own address
+        proto="tcp",
+        scalable=True,  # added and removed live, like a web server
+        # hit_ratio: over the last ~10 s (null without lookups); hits, misses, evictions: since the
+        # redis-server started (a restart starts them, and the cache, from zero).
+        gauges=("hit_ratio", "hits", "misses", "evictions", "keys", "used_memory_mb", "maxmemory_mb", "ttl_s",
+                "slow_ms"),
+        lines=(
+            gettext_noop("hit ratio %(hit_ratio)s · %(hits)s hits · %(misses)s misses"),
+            gettext_noop("%(keys)s keys · %(used_memory_mb)s of %(maxmemory_mb)s MB · %(evictions)s evicted"),
+            gettext_noop("TTL %(ttl_s)s s · %(policy)s · writes: %(write_policy)s"),
+        ),
+        events={
+            "cache_memory_set": EventKind(gettext_noop("%(node)s may now hold %(mb)s MB (eviction policy"
+                                                       " %(policy)s)")),
+            "cache_policy_set": EventKind(gettext_noop("%(node)s's eviction policy is now %(value)s")),
+            "cache_ttl_set": EventKind(gettext_noop("the web tier now keeps a page in %(node)s for %(s)s s"),
+                                       ("s", gettext_noop("the web tier no longer keeps pages in %(node)s"))),
+            "cache_writes_set": EventKind(gettext_noop("%(node)s's write policy is now %(value)s")),
+            "cache_coalesce_set": EventKind(
+                gettext_noop("concurrent misses on one key in %(node)s now share one database load"),
+                ("on", gettext_noop("every miss in %(node)s now loads from the database on its own"))),
+        },
+        commands={
+            "memory": Command(gettext_noop("Memory"), number="mb", fields={
+                "mb": Field(float, min=1, max=1024, presets=(1, 4, 16, 64), unit="MB", current="maxmemory_mb",
+                            label=gettext_noop("Memory (MB)"))}),
+            "policy": Command(gettext_noop("Eviction"), word="value", fields={
+                "value": Field(str, choices=EVICTION_POLICIES, current="policy", label=gettext_noop("Eviction"),
+                               labels={"allkeys-lru": gettext_noop("least recently used"),
+                                       "allkeys-lfu": gettext_noop("least frequently used"),
+                                       "volatile-ttl": gettext_noop("nearest expiry first"),
+                                       "allkeys-random": gettext_noop("random"),
+                                       "noeviction": gettext_noop("none: refuse writes when full")})}),
+            "ttl": Command(gettext_noop("TTL"), number="s", fields={
+                "s": Field(float, min=0, max=3600, presets=(0, 1, 5, 30, 300), unit="s", current="ttl_s",
+                           label=gettext_noop("TTL (s)"), labels={"0": gettext_noop("0: do not cache")})}),
+            "writes": Command(gettext_noop("On a write"), word="value", testids={"value": "write-policy"}, fields={
+                "value": Field(str, choices=WRITE_POLICIES, current="write_policy", label=gettext_noop("On a write"),
+                               labels={"none": gettext_noop("nothing (stale until the TTL)"),
+                                       "invalidate": gettext_noop("invalidate (delete the copy)"),
+                                       "update": gettext_noop("update (write the new copy)")})}),
+            "coalesce": Command(gettext_noop("Coalesce misses"), word="value", fields={
+                "value": Field(str, choices=("off", "on"), current="coalesce", label=gettext_noop("Coalesce misses"),
+                               labels={"off": gettext_noop("off: every miss loads"),
+                                       "on": gettext_noop("on: one load a key")})}),
+        },
+        params={
+            "maxmemory_mb": Param(float, 16.0, "memory the cache may use; past it, it evicts (or refuses writes)",
+                                  min=1, max=1024),
+            "policy": Param(str, "allkeys-lru", "which keys make room when the memory is full (Redis's"
+                            " maxmemory-policy)", choices=EVICTION_POLICIES),
+            "ttl_s": Param(float, 30.0, "seconds the web tier keeps a page in the cache (0: do not cache)", min=0,
+                           max=3600),
+            "write_policy": Param(str, "invalidate", "what a write does to the cached copy: none (stale until the"
+                                  " TTL), invalidate (delete it), update (write the new one)", choices=WRITE_POLICIES),
+            "coalesce": Param(str, "off", "on: concurrent misses on one key share one database load (single"
+                              " flight)", choices=("off", "on")),
         },
     ),
     "router": Kind(

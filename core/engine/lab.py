@@ -25,7 +25,8 @@ Emit = Callable[[dict[str, Any]], None]
 # Horizontal scaling: the kinds a student may add and remove live (``Kind.scalable``: servers behind
 # a balancer, database replicas). Clients, DNS and balancers are the lesson's fixed frame.
 SCALABLE_KINDS = frozenset(name for name, kind in KINDS.items() if kind.scalable)
-_SCALABLE_TITLES = " and ".join(name for name in KINDS if name in SCALABLE_KINDS) + " nodes"
+_scalable = [name for name in KINDS if name in SCALABLE_KINDS]
+_SCALABLE_TITLES = " and ".join(filter(None, (", ".join(_scalable[:-1]), _scalable[-1]))) + " nodes"  # a, b and c
 MAX_NODES = 32  # per lab: every node is real sockets in one worker process
 DRAIN_TIMEOUT_S = 5.0  # how long a removed node may finish the requests it was sent
 START_TIMEOUT_S = 30.0  # a node that is not serving by then failed to start

@@ -38,6 +38,7 @@ def every_kind() -> dict:
             {"id": "db-2", "kind": "sqldb", "host": 32,
              "params": {"users": 50, "posts": 200, "service_ms": 0, "replica_of": "db", "delay_ms": 200}},
             {"id": "kv", "kind": "kvdb", "host": 41, "params": {"users": 50, "posts": 200}},
+            {"id": "cache", "kind": "cache", "host": 71},
             {"id": "web-s", "kind": "web", "host": 22, "params": {"service_ms": 1}},
             {"id": "router", "kind": "router", "host": 60, "params": {"algorithm": "consistent"}},
             {"id": "s-1", "kind": "sqldb", "host": 61, "params": {"users": 50, "posts": 200, "service_ms": 0}},
@@ -46,8 +47,8 @@ def every_kind() -> dict:
             {"id": "app", "kind": "client", "params": {"rate": 10, "store": "kv"}},
         ],
         "edges": [["browser", "dns"], ["browser", "lb"], ["app", "dns"], ["app", "lb"], ["lb", "web"],
-                  ["web", "db"], ["web", "db-2"], ["web", "kv"], ["lb", "web-s"], ["web-s", "router"],
-                  ["router", "s-1"], ["router", "s-2"]],
+                  ["web", "db"], ["web", "db-2"], ["web", "kv"], ["web", "cache"], ["lb", "web-s"],
+                  ["web-s", "router"], ["router", "s-1"], ["router", "s-2"]],
     }
 
 
@@ -55,7 +56,7 @@ async def test_what_each_node_reports_is_what_its_kind_declares(network):
     topology = parse_topology(every_kind())
     assert {n.kind for n in topology.nodes} == set(KINDS), "the test lab must hold every kind"
     async with Lab(topology, network=network) as lab:
-        for node_id in ("dns", "lb", "web", "db", "db-2", "kv", "router"):
+        for node_id in ("dns", "lb", "web", "db", "db-2", "kv", "router", "cache"):
             await lab.command({"action": "slow", "node": node_id, "ms": 1})  # slow_ms shows while slowed
         seen: dict[str, set[str]] = {n.id: set() for n in topology.nodes}
         for _ in range(8):

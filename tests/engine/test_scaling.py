@@ -122,10 +122,10 @@ async def test_it_removes_a_backend_under_load_without_failing_a_request(network
 @pytest.mark.parametrize(
     "command, says",
     [
-        ({"action": "add", "like": "dns"}, "only web and sqldb nodes"),
+        ({"action": "add", "like": "dns"}, "only web, sqldb and cache nodes"),
         ({"action": "add", "like": "ghost"}, "unknown node 'ghost'"),
-        ({"action": "remove", "node": "dns"}, "only web and sqldb nodes"),
-        ({"action": "remove", "node": "browser"}, "only web and sqldb nodes"),
+        ({"action": "remove", "node": "dns"}, "only web, sqldb and cache nodes"),
+        ({"action": "remove", "node": "browser"}, "only web, sqldb and cache nodes"),
         ({"action": "remove", "node": "web"}, "last web"),
         ({"action": "add"}, "missing like"),
     ],

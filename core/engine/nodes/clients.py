@@ -1,8 +1,9 @@
 """The web tier's clients of the data tier: ``DbPool`` (a SQL node's protocol), ``KvStore`` (a
-key-value node's redis-server), and ``DbError``, how a query to either fails.
+key-value node's redis-server), and ``DbError``, how a query to either fails; ``CacheClient`` (a
+cache node's redis-server) and ``CacheError``.
 
-They are apart from the servers (``sqldb.py``, ``kvdb.py``) so that a web node imports a client,
-never a server. A client takes the node only for its "slow" fault (``Node.slowdown``).
+They are apart from the servers (``sqldb.py``, ``kvdb.py``, ``cache.py``) so that a web node imports
+a client, never a server. A client takes the node only for its "slow" fault (``Node.slowdown``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from redis.asyncio.connection import BlockingConnectionPool, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from core.engine import kvwire, sqlwire
+from core.engine import cacheaside, kvwire, sqlwire
 
 if TYPE_CHECKING:
+    from core.engine.nodes.base import Node
     from core.engine.nodes.kvdb import KvDbNode
 
 
@@ -132,17 +134,20 @@ class _SourcedConnection(Connection):
         return args
 
 
-def _unavailable(exc: BaseException) -> DbError:
+def _status(exc: BaseException) -> str:
+    """How a call to a redis-server that could not be reached failed, as a hop shows it."""
     text = str(exc).lower()
     if isinstance(exc, rexc.TimeoutError | TimeoutError) or "timeout" in text or "timed out" in text:
-        status = "timeout"
-    elif "refused" in text:
-        status = "connection refused"
-    elif "no connection available" in text:
-        status = "pool exhausted"
-    else:
-        status = "connection reset"
-    return DbError(status, unavailable=True)
+        return "timeout"
+    if "refused" in text:
+        return "connection refused"
+    if "no connection available" in text:
+        return "pool exhausted"
+    return "connection reset"
+
+
+def _unavailable(exc: BaseException) -> DbError:
+    return DbError(_status(exc), unavailable=True)
 
 
 class KvStore:
@@ -251,3 +256,97 @@ class KvStore:
         """Close every pooled connection."""
         await self._redis.aclose()
         await self._pool.disconnect()
+
+
+# The cache client -------------------------------------------------------------------------------
+
+
+class CacheError(Exception):
+    """A cache call failed (``status`` as a hop shows it: "connection refused", "timeout",
+    "error: OOM command not allowed ..."); the web tier treats it as a miss."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class CacheClient:
+    """The web tier's client of a cache node: a small pool bound to the web node's address, every
+    call bounded by ``timeout_s`` in all (a dead cache costs a page at most that; a refused
+    connection fails at once). Raises CacheError. ``node``: the cache node, for its "slow" fault."""
+
+    def __init__(
+        self, address: str, port: int, *, source: str | None, timeout_s: float = 1.0, max_connections: int = 4,
+        node: Node | None = None,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.node = node
+        self._pool = BlockingConnectionPool(
+            connection_class=_SourcedConnection,
+            host=address,
+            port=port,
+            source=source,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            decode_responses=True,
+            # A pooled connection that died with a killed cache shows only when used: one retry on
+            # a fresh connection. Not on a timeout: that would spend the page's budget twice.
+            retry=Retry(NoBackoff(), 1, supported_errors=(rexc.ConnectionError,)),
+        )
+        self._redis = Redis(connection_pool=self._pool)
+
+    async def _call(self, commands: list[cacheaside.Command]) -> list[Any]:
+        if self.node is not None:
+            await self.node.slowdown()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if len(commands) == 1:
+                    return [await self._redis.execute_command(*commands[0])]
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for cmd in commands:
+                        pipe.execute_command(*cmd)
+                    return await pipe.execute()
+        except (rexc.ConnectionError, rexc.TimeoutError, TimeoutError, OSError) as exc:
+            raise CacheError(_status(exc)) from None
+        except rexc.OutOfMemoryError as exc:  # redis-py drops the reply's "OOM": a hop should show it
+            raise CacheError(f"error: OOM {exc}") from None
+        except rexc.RedisError as exc:  # another error reply, as the server wrote it
+            raise CacheError(f"error: {exc}") from None
+
+    async def get(self, key: str) -> str | None:
+        """The cached value, or None on a miss."""
+        (value,) = await self._call([("GET", key)])
+        return value
+
+    async def set(self, key: str, value: str, ttl_s: float) -> None:
+        """Cache ``value`` for ``ttl_s`` seconds (``cacheaside.store_command``: 0 stores nothing)."""
+        cmd = cacheaside.store_command(key, value, ttl_s)
+        if cmd is not None:
+            await self._call([cmd])
+
+    async def delete(self, key: str) -> None:
+        await self._call([("DEL", key)])
+
+    async def send(self, commands: list[cacheaside.Command]) -> None:
+        """Commands in one round trip (what ``cacheaside.after_write`` says a write sends)."""
+        if commands:
+            await self._call(commands)
+
+    async def close(self) -> None:
+        """Close every pooled connection; past ``timeout_s``, drop them (``close_now``)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._redis.aclose()
+                await self._pool.disconnect()
+        except TimeoutError:
+            self.close_now()
+
+    def close_now(self) -> None:
+        """Drop every connection at once, synchronously (a forced stop): nothing is left to await."""
+        for conn in [*self._pool._get_free_connections(), *self._pool._get_in_use_connections()]:
+            writer = getattr(conn, "_writer", None)
+            if writer is not None:
+                writer.transport.abort()
+            conn._close()  # redis-py's own "close without waiting": forget the streams
