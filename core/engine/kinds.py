@@ -179,7 +179,7 @@ class Command:
     required: tuple[str, ...] | None = None  # the fields that must be given (None: all of them)
     when: tuple[str, Any] | None = None
     word: str | None = None
-    number: str | None = None
+    number: str | tuple[str, ...] | None = None
     # A control per field that sends just that field (the workload mix: writes, skew).
     testids: dict[str, str] = field(default_factory=dict)
     menu: bool = True  # False: the menu draws it from another declaration (a web server's sizes)
@@ -245,11 +245,11 @@ KINDS: dict[str, Kind] = {
         gauges=("rate", "in_flight", "dropped", "write_ratio", "zipf_s"),
         # Also lab-wide (no node: every client). Its menu controls each send one field; shown once
         # there is data to read and write.
-        commands={"mix": Command(gettext_noop("Workload"), number="write_ratio", required=(), when=("data_tier", True),
-                                 testids={"write_ratio": "writes", "zipf_s": "zipf"}, fields={
+        commands={"mix": Command(gettext_noop("Workload"), number=("write_ratio", "zipf_s"), required=(),
+                                 when=("data_tier", True), testids={"write_ratio": "writes", "zipf_s": "zipf"}, fields={
             "write_ratio": Field(float, min=0, max=1, presets=(0, 0.05, 0.1, 0.2, 0.5), unit="%",
                                  label=gettext_noop("Writes")),
-            "zipf_s": Field(float, min=0, max=3, presets=(0, 0.8, 1, 1.2, 1.5),
+            "zipf_s": Field(float, min=0, max=3, presets=(0, 0.8, 1, 1.2, 1.5, 2, 3),
                             label=gettext_noop("Popularity skew (Zipf s)"),
                             labels={"0": gettext_noop("none (uniform)")}),
         })},
@@ -344,7 +344,8 @@ KINDS: dict[str, Kind] = {
         resizable=True,
         scalable=True,
         # `workers` and `service_ms`: the current modelled CPU (a resize changes them; `size` is its name).
-        gauges=("in_flight", "queued", "util", "slow_ms", "workers", "service_ms"),
+        # coalesced: cache misses that waited for another request's database load (with a cache tier).
+        gauges=("in_flight", "queued", "util", "slow_ms", "workers", "service_ms", "coalesced"),
         # Drawn by the menu from the topology's ``sizes`` (each size's modelled CPU), not as a list.
         commands={"resize": Command(gettext_noop("Size (modelled)"), word="size", menu=False,
                                     fields={"size": Field(str, choices=(*SIZES, "up", "down"))})},
@@ -426,7 +427,7 @@ KINDS: dict[str, Kind] = {
     ),
     "cache": Kind(
         name="cache",
-        title="Cache (Redis)",
+        title=gettext_noop("Cache (Redis)"),
         tier=3,
         role="server",
         runtime="core.engine.nodes.cache:CacheNode",
@@ -492,7 +493,7 @@ KINDS: dict[str, Kind] = {
     ),
     "router": Kind(
         name="router",
-        title="Shard router",
+        title=gettext_noop("Shard router"),
         tier=3.5,  # between the web tier and the shards it routes to
         tier_title=gettext_noop("shard router"),
         role="server",

@@ -34,6 +34,9 @@ def main_steps(
     """The runtime's step list and the English texts, validating checks, solutions and predictions."""
     node_ids = [n["id"] for n in topology["nodes"]] if topology else None
     kinds = {n["id"]: n["kind"] for n in topology["nodes"]} if topology else {}
+    # The topology as the steps so far leave it: a node a solution adds may be named by later steps'
+    # checks, predictions and solutions (a copy of its ``like``, under the id the lab will give it).
+    live = {**topology, "nodes": list(topology["nodes"])} if topology else None
     steps: list[dict[str, Any]] = []
     texts: dict[str, Any] = {}
     for step in raw:
@@ -49,7 +52,7 @@ def main_steps(
             else:
                 hints = [h.text for h in check.hints]
                 if check_refs:
-                    _check_refs(check.refs, topology, block, f"{name}.check", report)
+                    _check_refs(check.refs, live, block, f"{name}.check", report)
         block = step.blocks.get("solution")
         if block is not None:
             try:
@@ -60,7 +63,12 @@ def main_steps(
                 if node_ids is not None:  # a node a step adds may be named by the steps after it
                     for action in solution:
                         if action["action"] == "add":
-                            node_ids.append(next_node_id(node_ids, action["like"]))
+                            new_id = next_node_id(node_ids, action["like"])
+                            node_ids.append(new_id)
+                            like = next((n for n in live["nodes"] if n["id"] == action["like"]), None)  # type: ignore[index]
+                            if like is not None:
+                                live["nodes"].append({**like, "id": new_id})  # type: ignore[index]
+                                kinds[new_id] = like["kind"]
                         elif action["action"] == "remove" and action.get("node") in node_ids:
                             node_ids.remove(action["node"])
                 for n, action in enumerate(solution, 1):
@@ -77,7 +85,7 @@ def main_steps(
         block = step.blocks.get("predict")
         if block is not None:
             predict = parse_predict(
-                block, f"{name}.predict", report, topology=topology if check_refs else None, main=True
+                block, f"{name}.predict", report, topology=live if check_refs else None, main=True
             )
         steps.append(
             {

@@ -17,8 +17,10 @@ class SolutionSyntaxError(CheckSyntaxError):
 
 # action -> the field its bare number sets (`mix 0.2`: a fifth of requests are writes); a kind's
 # commands say theirs (Command.number, Command.word).
-SOLUTION_NUMBER = {"traffic": "rate", "slow": "ms"} | {
-    action: c.number for action, by in KIND_COMMANDS.items() for c in by.values() if c.number
+# Several fields: the numbers fill them in order (`mix 0.05 1.5`: writes, then the skew).
+SOLUTION_NUMBER: dict[str, tuple[str, ...]] = {"traffic": ("rate",), "slow": ("ms",)} | {
+    action: (c.number,) if isinstance(c.number, str) else c.number
+    for action, by in KIND_COMMANDS.items() for c in by.values() if c.number
 }
 # action -> the field its word after the node sets
 SOLUTION_WORD = {"partition": "peer", "heal": "peer"} | {
@@ -33,7 +35,8 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
     `resize web large` (a web server's size, kinds.SIZES), `add web-1` (a copy named like
     web-4: later lines may name it), `remove web-4`, `partition web-1 db`, `heal web-1 db` (or
     `heal web-1`: all of its partitions), `promote db-2`, `delay db-2 300`, `mix 0.2` (or `mix phone
-    0.2`: the fraction of requests that are writes), `wait 6s`.
+    0.2`: the fraction of requests that are writes; `mix 0.2 1.5`: and the popularity skew), `vnodes router
+    64`, `wait 6s`.
 
     Returns the command dicts the diagram sends (checked by validate_command, and against node_ids
     when given) plus {"action": "wait", "seconds": N}.
@@ -76,7 +79,7 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
             known = ", ".join(sorted(LAB_ACTIONS | {"wait"}))
             raise SolutionSyntaxError(lineno, head.col, head.text, f"unknown action (expected one of {known})")
         cmd: dict[str, Any] = {"action": head.text}
-        number = SOLUTION_NUMBER.get(head.text)  # the field a bare number fills: traffic 150, slow web 200
+        number = SOLUTION_NUMBER.get(head.text, ())  # the fields bare numbers fill: traffic 150, slow web 200
         word = SOLUTION_WORD.get(head.text)  # a second word's field: algorithm lb least_connections
         first = SOLUTION_NODE.get(head.text, "node")  # the first word's field: add web-1
         for tok in tokens[1:]:
@@ -84,8 +87,8 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
                 cmd[first] = tok.text
             elif tok.kind == "ident" and word is not None and word not in cmd:
                 cmd[word] = tok.text
-            elif tok.kind == "number" and _is_plain_number(tok.text) and number is not None and number not in cmd:
-                cmd[number] = float(tok.text)
+            elif tok.kind == "number" and _is_plain_number(tok.text) and any(f not in cmd for f in number):
+                cmd[next(f for f in number if f not in cmd)] = float(tok.text)
             elif tok.kind == "name" or tok.kind == "ident":
                 raise SolutionSyntaxError(lineno, tok.col, tok.text, f"unexpected word in '{head.text}'")
             else:
@@ -99,7 +102,7 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
         except CommandError as exc:
             bad = cmd.get(first) if "node" in str(exc) and first in cmd else None
             tok = next((t for t in tokens if bad is not None and t.text == bad), None)
-            if number is not None and number in str(exc):
+            if any(f in str(exc) for f in number):
                 tok = tok or next((t for t in tokens if t.kind == "number"), None)
             if word is not None and word in str(exc):
                 tok = tok or next((t for t in tokens[1:] if t.kind == "ident" and t.text != cmd.get("node")), None)

@@ -267,7 +267,8 @@ class RouterNode(Node):
         await self._wait_for(followees)
         self.scattered += 1
         sql = FEED_PART_SQL.format(marks=", ".join("?" * len(followees)))
-        shards = sorted({self.owner(f) for f in followees}, key=self.shards.index) if self._held else self.shards
+        # Every shard: during a resharding also the new one, where moved users already are.
+        shards = list(dict.fromkeys([*self.placement.nodes, *(self.owner(f) for f in followees)]))
         parts = await asyncio.gather(
             *(self._hop(s, f"{req_id}.{i}", sql, followees, hops, received) for i, s in enumerate(shards)),
             return_exceptions=True,
@@ -289,8 +290,10 @@ class RouterNode(Node):
         try:
             async with asyncio.timeout(HOLD_S * 2):
                 reply = await self._route(req_id, sql, params, hops, received)
-        except (DbError, TimeoutError) as exc:
-            status = exc.status if isinstance(exc, DbError) else "timeout"
+        except Exception as exc:  # a shard's error, a timeout, or a bug: the caller gets an answer
+            if not isinstance(exc, (DbError, TimeoutError)):
+                log.exception("%s: routing %r failed", self.who, sql[:80])
+            status = exc.status if isinstance(exc, DbError) else "timeout" if isinstance(exc, TimeoutError) else "error"
             unavailable = not isinstance(exc, DbError) or exc.unavailable
             return sqlwire.encode_reply(req_id, error=status.removeprefix("error: "), unavailable=unavailable,
                                         ms=(time.monotonic() - received) * 1000, hops=hops_to_header(hops))

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from core.engine import sqlwire
+from core.engine.cachetier import CACHED_ROUTES, CacheTier
 from core.engine.capacity import Capacity, Overloaded
 from core.engine.commands import CommandError
 from core.engine.dal import DataAccess
@@ -48,6 +49,7 @@ class WebNode(Node):
         self.served = 0
         self.rejected = 0
         self.dal = DataAccess(self)
+        self.cache = CacheTier(self)
 
     @property
     def db_id(self) -> str | None:
@@ -173,9 +175,23 @@ class WebNode(Node):
             caption = str(body.get("caption") or "a new photo")[:200]
             params = [user_id, caption, f"/photos/u{user_id}-{request_id or 'x'}.jpg", int(time.time())]
             post_id, lsn = await self.dal.write(request_id, sqlwire.POST_SQL, params, hops, received)
+            if self.cache.available:  # the author's cached profile: the cache tier's write policy
+
+                async def fresh() -> tuple[Any, int | None]:
+                    reads = [(q, [user_id]) for q in sqlwire.PROFILE_QUERIES]
+                    return await self.dal.read(f"{request_id}.u", reads, hops, received)
+
+                await self.cache.wrote(user_id, fresh, hops, received)
             return {"post": post_id, "lsn": lsn}
         queries = {"home": sqlwire.PAGE_QUERIES, "profile": sqlwire.PROFILE_QUERIES, "login": (sqlwire.LOGIN_SQL,)}
-        results, lsn = await self.dal.read(request_id, [(q, [user_id]) for q in queries[route]], hops, received)
+
+        async def load() -> tuple[Any, int | None]:
+            return await self.dal.read(request_id, [(q, [user_id]) for q in queries[route]], hops, received)
+
+        if self.cache.available and route in CACHED_ROUTES:  # cache-aside (core.engine.cachetier)
+            results, lsn = await self.cache.read(route, user_id, load, hops, received)
+        else:
+            results, lsn = await load()
         if route == "login":
             return {"user": {"id": user_id}, "ok": bool(results[0]), "lsn": lsn}
         profile, rows = results
@@ -201,14 +217,17 @@ class WebNode(Node):
         try:
             async with asyncio.timeout(STOP_S):
                 await self.dal.close()
+                await self.cache.close()
         except TimeoutError:
             log.warning("%s: closing its database connections took over %.1f s; dropped them", self.who, STOP_S)
             self.dal.drop()
+            self.cache.drop()
 
     def force(self) -> None:
         super().force()
         self._http.crash()
         self.dal.drop()
+        self.cache.drop()
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -219,6 +238,7 @@ class WebNode(Node):
             "size": self.size,
             "workers": self.workers,
             "service_ms": self.service_ms,
+            **({"coalesced": self.cache.flight.coalesced} if self.cache.available else {}),
         }
 
 

@@ -216,6 +216,7 @@ function choiceText(f, v) {
   if (declared) return kindText(declared);
   if (f.unit === "%") return `${Math.round(v * 100)} %`;
   if (f.unit === "ms") return interpolate(gettext("%(ms)s ms"), { ms: v }, true);
+  if (f.unit) return `${v} ${f.unit}`;
   return String(v).replaceAll("_", " ");
 }
 
