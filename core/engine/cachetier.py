@@ -145,30 +145,33 @@ class CacheTier:
     async def wrote(
         self, user: int, fresh: Callable[[], Awaitable[Loaded]] | None, hops: list[Hop], received: float
     ) -> None:
-        """After a write by ``user``: their profile page's cached copy gets the cache's write policy."""
-        key = key_for("profile", user)
-        cache_id = self.owner(key)
-        if cache_id is None:
-            return
-        ttl_s, policy, _ = self._settings(cache_id)
-        value = None
-        if policy == "update" and ttl_s > 0:
-            if fresh is None:
-                policy = "invalidate"  # nothing fresh to store: drop the stale copy instead
-            else:
-                data, lsn = await fresh()
-                value = json.dumps({"data": data, "lsn": lsn}, separators=(",", ":"))
-        try:
-            for cmd in cacheaside.after_write(policy, key, value, ttl_s):
-                if cmd[0] == "DEL":
-                    await self._send(cache_id, f"DEL {key}", lambda c: c.delete(key), hops, received,
-                                     lambda _: "deleted")
+        """After a write by ``user``: their cached pages get the cache's write policy. ``update`` writes
+        the fresh profile (the page the post shows on) and drops the others, which it cannot rebuild
+        without loading them too."""
+        for route in CACHED_ROUTES:
+            key = key_for(route, user)
+            cache_id = self.owner(key)
+            if cache_id is None:
+                return
+            ttl_s, policy, _ = self._settings(cache_id)
+            value = None
+            if policy == "update":
+                if route == "profile" and fresh is not None and ttl_s > 0:
+                    data, lsn = await fresh()
+                    value = json.dumps({"data": data, "lsn": lsn}, separators=(",", ":"))
                 else:
-                    stored = str(cmd[2])
-                    await self._send(cache_id, f"SET {key} PX {cmd[4]}", lambda c, v=stored: c.set(key, v, ttl_s),
-                                     hops, received, lambda _: "updated")
-        except CacheError:
-            pass  # the copy stays until its TTL: the price of a cache that was unreachable at the write
+                    policy = "invalidate"
+            try:
+                for cmd in cacheaside.after_write(policy, key, value, ttl_s):
+                    if cmd[0] == "DEL":
+                        await self._send(cache_id, f"DEL {key}", lambda c, k=key: c.delete(k), hops, received,
+                                         lambda _: "deleted")
+                    else:
+                        await self._send(cache_id, f"SET {key} PX {cmd[4]}",
+                                         lambda c, k=key, v=str(cmd[2]), t=ttl_s: c.set(k, v, t), hops, received,
+                                         lambda _: "updated")
+            except CacheError:
+                pass  # the copy stays until its TTL: the price of a cache unreachable at the write
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

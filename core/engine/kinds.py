@@ -456,7 +456,8 @@ KINDS: dict[str, Kind] = {
         },
         commands={
             "memory": Command(gettext_noop("Memory"), number="mb", fields={
-                "mb": Field(float, min=1, max=1024, presets=(1, 4, 16, 64), unit="MB", current="maxmemory_mb",
+                # An empty redis-server already takes about 0.9 MB: 1.1 leaves room for a couple of hundred pages.
+                "mb": Field(float, min=1, max=1024, presets=(1.1, 2, 4, 16, 64), unit="MB", current="maxmemory_mb",
                             label=gettext_noop("Memory (MB)"))}),
             "policy": Command(gettext_noop("Eviction"), word="value", fields={
                 "value": Field(str, choices=EVICTION_POLICIES, current="policy", label=gettext_noop("Eviction"),
@@ -500,14 +501,15 @@ KINDS: dict[str, Kind] = {
         runtime="core.engine.nodes.router:RouterNode",
         port=SQL_PORT,  # it speaks the SQL node's protocol: the web tier sees one database
         proto="tcp",
-        gauges=("vnodes", "shards", "queries", "scattered", "moving", "moved_rows", "moved_fraction", "rows",
-                "slow_ms"),
+        gauges=("vnodes", "shards", "queries", "scattered", "precomputed", "fanned_out", "moving", "moved_rows",
+                "moved_fraction", "rows", "slow_ms"),
         tables={"sharding": ("moved_rows", "moved_fraction", "rows", "algorithm", "moving", "shards", "vnodes")},
         drawing="ring",
         lines=(
             gettext_noop("%(algorithm)s hashing · %(shards)s shards · %(vnodes)s points a shard"),
             gettext_noop("last resharding moved %(moved_rows)s rows (%(moved_fraction)s) · %(moving)s users to go"),
-            gettext_noop("%(rows)s rows · %(scattered)s feeds gathered from every shard"),
+            gettext_noop("feeds: %(feed)s · %(scattered)s gathered from every shard · %(precomputed)s precomputed"),
+            gettext_noop("%(rows)s rows · %(fanned_out)s feed copies written by posts"),
         ),
         events={
             "placement_set": EventKind(gettext_noop("%(node)s now places users by %(algorithm)s hashing"
@@ -516,12 +518,18 @@ KINDS: dict[str, Kind] = {
                                                  " (%(algorithm)s, %(shards)s shards)")),
             "resharded": EventKind(gettext_noop("%(node)s moved %(rows)s rows (%(fraction)s of all) in %(s)s s")),
             "resharding_failed": EventKind(gettext_noop("%(node)s stopped moving rows: %(reason)s")),
+            "feed_set": EventKind(gettext_noop("%(node)s now reads each feed precomputed, from the reader's shard"),
+                                  ("precomputed", gettext_noop("%(node)s now gathers each feed from every shard"))),
         },
         commands={
             "algorithm": Command(gettext_noop("Placement"), word="value", fields={
                 "value": Field(str, choices=RING_ALGORITHMS, label=gettext_noop("Placement"), current="algorithm",
                                labels={"modulo": gettext_noop("modulo (hash mod N)"),
                                        "consistent": gettext_noop("consistent hashing (ring)")})}),
+            "feed": Command(gettext_noop("Feeds"), word="value", fields={
+                "value": Field(str, choices=("scatter", "precomputed"), current="feed", label=gettext_noop("Feeds"),
+                               labels={"scatter": gettext_noop("gathered from every shard"),
+                                       "precomputed": gettext_noop("precomputed, with the reader")})}),
             "vnodes": Command(gettext_noop("Points a shard"), number="n", when=("algorithm", "consistent"), fields={
                 "n": Field(int, min=1, max=1000, presets=(1, 8, 64, 256), current="vnodes",
                            label=gettext_noop("Points a shard (virtual nodes)"))}),
@@ -531,6 +539,8 @@ KINDS: dict[str, Kind] = {
                                " (a hash ring)", choices=RING_ALGORITHMS),
             "vnodes": Param(int, 64, "points a shard has on the ring (virtual nodes; consistent only)", min=1,
                             max=1000),
+            "feed": Param(str, "scatter", "how a feed is read: scatter (gathered from every shard) or precomputed"
+                          " (the reader's denormalised copy, on their shard)", choices=("scatter", "precomputed")),
         },
     ),
     "kvdb": Kind(

@@ -14,7 +14,9 @@ from core.engine.ring import Router, make_router
 from core.engine.spec import Topology
 
 # The rows of one user, table by table: what a resharding copies and deletes (column order = SCHEMA).
-USER_TABLES: tuple[tuple[str, str], ...] = (("users", "id"), ("posts", "user_id"), ("follows", "follower_id"))
+USER_TABLES: tuple[tuple[str, str], ...] = (
+    ("users", "id"), ("posts", "user_id"), ("follows", "follower_id"), ("feeds", "reader_id")
+)
 
 
 def shards_of(topology: Topology, router_id: str) -> list[str]:

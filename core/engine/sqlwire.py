@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 PORT = 5432
@@ -136,10 +136,15 @@ CREATE TABLE follows (follower_id INTEGER NOT NULL REFERENCES users(id),
                       followee_id INTEGER NOT NULL REFERENCES users(id),
                       PRIMARY KEY (follower_id, followee_id)) WITHOUT ROWID;
 CREATE INDEX posts_by_user ON posts(user_id, created_at);
+CREATE TABLE feeds (reader_id INTEGER NOT NULL, post_id INTEGER NOT NULL, author TEXT NOT NULL,
+                    caption TEXT NOT NULL, photo_url TEXT NOT NULL, created_at INTEGER NOT NULL,
+                    PRIMARY KEY (reader_id, created_at, post_id)) WITHOUT ROWID;
 CREATE TABLE changelog (lsn INTEGER PRIMARY KEY, t REAL NOT NULL, sql TEXT NOT NULL, params TEXT NOT NULL);
 """
 
-DATA_TABLES = ("users", "posts", "follows")  # the application's, not the change log
+# The application's, not the change log. ``feeds`` is a reader's precomputed feed (denormalised:
+# each row a copy of a post), kept only by shards, whose router fans every post out to it.
+DATA_TABLES = ("users", "posts", "follows", "feeds")
 EPOCH = 1_700_000_000
 WORDS = ("sunset", "coffee", "mountain", "cat", "city", "beach", "friends", "dinner", "snow", "garden", "bike", "book")
 
@@ -168,7 +173,32 @@ def seed_rows(users: int, posts: int, follows_per_user: int = 10, seed: int = 2)
     return {"users": user_rows(), "posts": post_rows(), "follows": follow_rows()}
 
 
+FEED_ROWS = 10  # a precomputed feed keeps (at least) the newest posts a page shows
+
+
+def feed_rows(users: int, posts: int, readers: Callable[[int], bool]) -> Iterator[tuple]:
+    """The precomputed feed of every reader ``readers`` accepts, from the seed data: (reader, post id,
+    author, caption, photo, created_at) of the newest FEED_ROWS posts of the people they follow."""
+    rows = seed_rows(users, posts)
+    names = {u[0]: u[1] for u in rows["users"]}
+    newest: dict[int, list[tuple]] = {}
+    for p in rows["posts"]:  # in created_at order: keep each author's last FEED_ROWS
+        mine = newest.setdefault(p[1], [])
+        mine.append(p)
+        if len(mine) > FEED_ROWS:
+            del mine[0]
+    follows: dict[int, list[int]] = {}
+    for follower, followee in rows["follows"]:
+        if readers(follower):
+            follows.setdefault(follower, []).append(followee)
+    for reader, followees in follows.items():
+        merged = sorted((p for f in followees for p in newest.get(f, ())), key=lambda p: p[4], reverse=True)
+        for p in merged[:FEED_ROWS]:
+            yield (reader, p[0], names[p[1]], p[2], p[3], p[4])
+
+
 INSERTS = {
+    "feeds": "INSERT INTO feeds (reader_id, post_id, author, caption, photo_url, created_at) VALUES (?, ?, ?, ?, ?, ?)",
     "users": "INSERT INTO users (id, name, bio, joined_at) VALUES (?, ?, ?, ?)",
     "posts": "INSERT INTO posts (id, user_id, caption, photo_url, created_at) VALUES (?, ?, ?, ?, ?)",
     "follows": "INSERT INTO follows (follower_id, followee_id) VALUES (?, ?)",

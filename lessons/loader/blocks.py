@@ -34,25 +34,14 @@ def main_steps(
     """The runtime's step list and the English texts, validating checks, solutions and predictions."""
     node_ids = [n["id"] for n in topology["nodes"]] if topology else None
     kinds = {n["id"]: n["kind"] for n in topology["nodes"]} if topology else {}
-    # The topology as the steps so far leave it: a node a solution adds may be named by later steps'
-    # checks, predictions and solutions (a copy of its ``like``, under the id the lab will give it).
+    # The topology as the steps so far leave it: a node a solution adds may be named by its step's
+    # check and prediction and by later steps (a copy of its ``like``, under the id the lab will give it).
     live = {**topology, "nodes": list(topology["nodes"])} if topology else None
     steps: list[dict[str, Any]] = []
     texts: dict[str, Any] = {}
     for step in raw:
         name = f"steps.{step.id}"
         check_src, hints, solution, predict = None, [], [], None
-        block = step.blocks.get("check")
-        if block is not None:
-            check_src = block.text
-            try:
-                check = parse_check(block.text)
-            except CheckSyntaxError as exc:
-                report.at(block.line + exc.line, f"{name}.check", _syntax_reason(exc))
-            else:
-                hints = [h.text for h in check.hints]
-                if check_refs:
-                    _check_refs(check.refs, live, block, f"{name}.check", report)
         block = step.blocks.get("solution")
         if block is not None:
             try:
@@ -82,6 +71,18 @@ def main_steps(
                             f"{name}.solution",
                             f"traffic: {action['node']!r} is not a client; only clients send traffic",
                         )
+        # After the solution: a step's check may name the node its own solution adds.
+        block = step.blocks.get("check")
+        if block is not None:
+            check_src = block.text
+            try:
+                check = parse_check(block.text)
+            except CheckSyntaxError as exc:
+                report.at(block.line + exc.line, f"{name}.check", _syntax_reason(exc))
+            else:
+                hints = [h.text for h in check.hints]
+                if check_refs:
+                    _check_refs(check.refs, live, block, f"{name}.check", report)
         block = step.blocks.get("predict")
         if block is not None:
             predict = parse_predict(

@@ -90,9 +90,35 @@ async def test_a_post_goes_to_its_authors_shard_and_is_read_back(network):
         async with s.post(url, json={"user": 42, "caption": "on my shard"}) as r:
             assert r.status == 201
             hops = json.loads(r.headers["X-Hops"])
-        assert [h[1] for h in hops if h[0] == "router"] == [placement.owner(42)]
+        calls = [(h[1], h[3].split()[0]) for h in hops if h[0] == "router"]
+        assert calls[0] == (placement.owner(42), "INSERT")  # the post, on its author's shard
+        # then its fan-out: whom to copy it to, asked of every shard, and the copies into their feeds
+        selects = [db for db, verb in calls if verb == "SELECT"]  # the author's name, then each shard's followers
+        assert len(selects) == 4 and set(selects) == {"db-1", "db-2", "db-3"}
+        assert any(verb == "INSERT" for _, verb in calls[1:])
         _, _, body = await get(s, lab, "/api/users/42")
         assert body["items"][0]["caption"] == "on my shard"
+
+
+async def test_a_precomputed_feed_is_one_hop_on_the_readers_shard_and_has_the_new_post(network):
+    async with Lab(sharded(shards=3), network=network) as lab, aiohttp.ClientSession() as s:
+        placement = ring.make_router("modulo", ["db-1", "db-2", "db-3"])
+        _, _, gathered = await get(s, lab, "/api/feed?user=5")
+        await lab.command({"action": "feed", "node": "router", "value": "precomputed"})
+        status, hops, body = await get(s, lab, "/api/feed?user=5")
+        assert status == 200
+        assert [h[1] for h in hops if h[0] == "router"] == [placement.owner(5)] * 2  # profile, then the feed
+        assert [i["id"] for i in body["items"]] == [i["id"] for i in gathered["items"]]  # the same posts
+        # A post by someone user 5 follows is copied into 5's feed.
+        db = placement.owner(5)
+        conn = sqlite3.connect(f"file:{lab.nodes[db].path}?mode=ro", uri=True)  # type: ignore[attr-defined]
+        author = conn.execute("SELECT followee_id FROM follows WHERE follower_id = 5 LIMIT 1").fetchone()[0]
+        conn.close()
+        async with s.post(f"http://{lab.address('web')}:8080/api/posts", json={"user": author, "caption": "fan"}) as r:
+            assert r.status == 201
+        _, hops, body = await get(s, lab, "/api/feed?user=5")
+        assert body["items"][0]["caption"] == "fan"
+        assert lab.frame()["nodes"]["router"]["precomputed"] >= 2
 
 
 async def test_killing_one_shard_fails_its_users_and_every_feed_but_not_the_others(network):

@@ -11,7 +11,11 @@ first parameter); ``core.engine.ring`` says which shard owns a user, by ``modulo
   across shards, so a post keeps its id when its rows move).
 - The feed gathers the newest posts of everyone the user follows, and they live on every shard:
   it asks the user's shard whom they follow, then every shard at once (scatter-gather), so it is as
-  slow as the slowest shard and fails when any is down.
+  slow as the slowest shard and fails when any is down. With ``feed: precomputed`` it reads the
+  reader's denormalised feed instead (the ``feeds`` table, on the reader's own shard: one hop).
+- Every post is fanned out to its author's followers' feeds, whatever the feed setting, so both
+  ways read the same posts: the followers are found on every shard (``follows`` is kept by the
+  follower), then each shard that has some gets the post's copies. Writes pay for cheap reads.
 
 Each call to a shard is a hop router -> shard in the reply (``hops``), so a clicked request shows it.
 
@@ -50,7 +54,13 @@ FEED_PART_SQL = (
 POST_WITH_ID_SQL = "INSERT INTO posts (id, user_id, caption, photo_url, created_at) VALUES (?, ?, ?, ?, ?)"
 SINGLE_SHARD = frozenset({sqlwire.PROFILE_SQL, sqlwire.OWN_POSTS_SQL, sqlwire.LOGIN_SQL})
 COLUMNS = {"users": "id, name, bio, joined_at", "posts": "id, user_id, caption, photo_url, created_at",
-           "follows": "follower_id, followee_id"}
+           "follows": "follower_id, followee_id", "feeds": "reader_id, post_id, author, caption, photo_url, created_at"}
+FEED_READ_SQL = (
+    "SELECT post_id, author, caption, photo_url, created_at FROM feeds WHERE reader_id = ? "
+    "ORDER BY created_at DESC LIMIT 10"
+)
+FOLLOWERS_SQL = "SELECT follower_id FROM follows WHERE followee_id = ?"
+AUTHOR_SQL = "SELECT name FROM users WHERE id = ?"
 
 
 class RouterNode(Node):
@@ -67,6 +77,9 @@ class RouterNode(Node):
         self._ids = itertools.count()
         self.queries = 0
         self.scattered = 0
+        self.precomputed = 0  # feeds read from the reader's own shard
+        self.fanned_out = 0  # feed rows written by posts
+        self.feed = str(self.params["feed"])
         self.moving = 0  # users still to move in the running resharding
         self.moved_rows = 0
         self.moved_fraction = 0.0
@@ -101,6 +114,10 @@ class RouterNode(Node):
         self._wake.set()
 
     async def command(self, action: str, cmd: dict[str, Any]) -> None:
+        if action == "feed":
+            self.feed = cmd["value"]
+            self.ctx.event("feed_set", node=self.id, value=self.feed, precomputed=self.feed == "precomputed")
+            return
         if action == "algorithm":
             target = self._target(algorithm=cmd["value"])
         else:  # vnodes
@@ -253,10 +270,34 @@ class RouterNode(Node):
         if sql == sqlwire.POST_SQL:
             post_id = int(time.time() * 1000) * 1024 + next(self._ids) % 1024  # unique on every shard
             await self._hop(self.owner(user), req_id, POST_WITH_ID_SQL, [post_id, *params], hops, received)
+            await self._fan_out(req_id, post_id, params, hops, received)
             return {"rows": [], "rowid": post_id}
+        if sql == sqlwire.FEED_SQL and self.feed == "precomputed":
+            reply = await self._hop(self.owner(user), f"{req_id}.f", FEED_READ_SQL, [user], hops, received)
+            self.precomputed += 1
+            return {"rows": reply.get("rows", [])}
         if sql == sqlwire.FEED_SQL:
             return {"rows": await self._feed(req_id, user, hops, received)}
         raise DbError("error: the router routes only the application's own statements", unavailable=False)
+
+    async def _fan_out(self, req_id: str, post_id: int, params: list[Any], hops: list[Hop], received: float) -> None:
+        """A new post's copies into its author's followers' feeds, on each follower's shard."""
+        author, caption, photo, created_at = params[0], params[1], params[2], params[3]
+        name_reply = await self._hop(self.owner(author), f"{req_id}.a", AUTHOR_SQL, [author], hops, received)
+        name = (name_reply.get("rows") or [[f"user{author}"]])[0][0]
+        shards = list(self.placement.nodes)
+        found = await asyncio.gather(*(self._hop(s, f"{req_id}.r{i}", FOLLOWERS_SQL, [author], hops, received)
+                                       for i, s in enumerate(shards)))
+        by_shard: dict[str, list[int]] = {}
+        for reply in found:
+            for (follower,) in reply.get("rows", []):
+                by_shard.setdefault(self.owner(int(follower)), []).append(int(follower))
+        for i, (shard, readers) in enumerate(by_shard.items()):
+            values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in readers)
+            flat = [v for r in readers for v in (r, post_id, name, caption, photo, created_at)]
+            sql = f"INSERT OR IGNORE INTO feeds ({COLUMNS['feeds']}) VALUES {values}"
+            await self._hop(shard, f"{req_id}.w{i}", sql, flat, hops, received)
+            self.fanned_out += len(readers)
 
     async def _feed(self, req_id: str, user: int, hops: list[Hop], received: float) -> list[list[Any]]:
         """Scatter-gather: whom the user follows (their shard), then those users' posts on every shard."""
@@ -370,6 +411,9 @@ class RouterNode(Node):
             "shards": len(self.placement.nodes),
             "queries": self.queries,
             "scattered": self.scattered,
+            "precomputed": self.precomputed,
+            "fanned_out": self.fanned_out,
+            "feed": self.feed,
             "moving": self.moving,
             "moved_rows": self.moved_rows,
             "moved_fraction": self.moved_fraction,

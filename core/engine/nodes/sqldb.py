@@ -111,6 +111,9 @@ class SqlDbNode(Node):
                 for table, rows in sqlwire.seed_rows(self.params["users"], self.params["posts"]).items():
                     owner = 1 if table == "posts" else 0  # the column holding the user (the sharding key)
                     conn.executemany(sqlwire.INSERTS[table], (r for r in rows if mine(r[owner])))
+                if self._owns is not None:  # a shard: its readers' precomputed feeds (nodes/router.py)
+                    feeds = sqlwire.feed_rows(self.params["users"], self.params["posts"], self._owns)
+                    conn.executemany(sqlwire.INSERTS["feeds"], feeds)
             conn.execute("COMMIT")
             conn.execute("ANALYZE")
             self.seed_ms = (time.monotonic() - start) * 1000
