@@ -34,7 +34,8 @@ def test_a_student_kills_the_cache_and_sees_the_database_load_rise(page: Page, l
 
     # The cache warms up: its box shows the hit ratio climbing over half.
     page.wait_for_function(
-        """() => { const m = /hit ratio ([\\d.]+) %/.exec(document.querySelector('[data-testid=node-cache-1]').textContent);
+        """() => { const box = document.querySelector('[data-testid=node-cache-1]');
+                   const m = /hit ratio ([\\d.]+) %/.exec(box.textContent);
                    return m && Number(m[1]) >= 50; }""", timeout=40000)
     assert hit_ratio(page) >= 0.5
     page.wait_for_timeout(2000)

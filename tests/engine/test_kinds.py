@@ -59,12 +59,33 @@ async def test_what_each_node_reports_is_what_its_kind_declares(network):
         for node_id in ("dns", "lb", "web", "db", "db-2", "kv", "router", "cache"):
             await lab.command({"action": "slow", "node": node_id, "ms": 1})  # slow_ms shows while slowed
         seen: dict[str, set[str]] = {n.id: set() for n in topology.nodes}
+        keys: dict[str, set[str]] = {n.id: set() for n in topology.nodes}
         for _ in range(8):
             await asyncio.sleep(0.25)
             for node_id, entry in lab.frame()["nodes"].items():
+                keys[node_id] |= set(entry)
                 seen[node_id] |= {k for k, v in entry.items()
                                   if isinstance(v, numbers.Number) and not isinstance(v, bool)}
     for node in topology.nodes:
         undeclared = seen[node.id] - set(NODE_KEYS) - set(node.kind_info.gauges)
         assert not undeclared, f"{node.id} ({node.kind}) reports gauges its kind does not declare: {undeclared}"
         assert seen[node.id] & set(node.kind_info.gauges) or not node.kind_info.gauges, node.id
+        for action, command in node.kind_info.commands.items():  # the menu shows each field's current value
+            for field_name, f in command.fields.items():
+                current = f.current or field_name
+                assert current in keys[node.id] or current in node.params, f"{node.id} {action}: no {current}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, k in KINDS.items() if k.commands))
+def test_a_kind_that_declares_commands_handles_them_and_offers_valid_values(name):
+    kind = KINDS[name]
+    runtime = _runtime(kind.runtime)
+    assert runtime.command is not Node.command, f"{name} declares commands its runtime does not handle"
+    for action, command in kind.commands.items():
+        assert command.label, f"{name}.{action} has no label for its menu"
+        assert set(command.needed) <= set(command.fields)
+        for field_name, f in command.fields.items():
+            for value in (*(f.choices or ()), *f.presets):  # everything the menu offers is accepted
+                assert f.check(value) == (value if f.choices else f.type(value))
+            assert set(f.labels) <= {str(v) for v in (*(f.choices or ()), *f.presets)}, (
+                f"{name}.{action}.{field_name} words a value it does not offer")
