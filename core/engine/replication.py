@@ -97,7 +97,7 @@ class Replication:
 
     @property
     def primary_id(self) -> str | None:
-        """The first cluster's primary (labs have one cluster until sharding)."""
+        """The first cluster's primary (a lab with one cluster: its primary)."""
         return next(iter(self.clusters.values())).primary if self.clusters else None
 
     def members(self, cluster: Cluster) -> list[str]:
@@ -259,6 +259,12 @@ class Replication:
 
         clusters = [fields(c) for c in self.clusters.values()]
         first = dict(clusters[0])
-        if len(clusters) > 1:
-            first["clusters"] = clusters
+        if len(clusters) > 1:  # several clusters (shards with replicas): the lab's totals, and each one
+            first.update(promotions=sum(c["promotions"] for c in clusters),
+                         lost_writes=sum(c["lost_writes"] for c in clusters),
+                         primary_lost=any(c["primary_lost"] for c in clusters), clusters=clusters)
+            due = [c["failover_in_s"] for c in clusters if "failover_in_s" in c]
+            first.pop("failover_in_s", None)
+            if due:
+                first["failover_in_s"] = min(due)
         return first
