@@ -12,7 +12,7 @@ import pytest
 
 from core.engine import ring
 from core.engine.lab import Lab
-from core.engine.spec import Topology, parse_topology
+from core.engine.spec import Topology, parse_topology, topology_from_dict
 
 USERS = 300
 
@@ -203,3 +203,26 @@ async def test_a_shards_replica_seeds_its_shards_rows_and_fails_over_per_shard(n
         user = next(u for u in range(1, USERS) if ring.make_router("modulo", ["db-1", "db-2"]).owner(u) == "db-1")
         status, hops, _ = await get(s, lab, f"/api/users/{user}")
         assert status == 200 and next(h[1] for h in hops if h[0] == "router") == "db-1r"
+
+
+async def test_a_celebrity_saturates_the_shard_that_holds_them_while_the_others_idle(network):
+    spec = sharded(shards=3).to_dict()
+    for node in spec["nodes"]:
+        if node["kind"] == "sqldb":
+            node["params"].update(workers=2, service_ms=10, queue_limit=64)
+    spec["nodes"] += [{"id": "dns", "kind": "dns", "host": 53, "params": {"target": "web"}},
+                      {"id": "fan", "kind": "client", "params": {"rate": 120, "zipf_s": 3.0, "users": USERS}}]
+    spec["edges"] += [["fan", "dns"], ["fan", "web"]]
+    async with Lab(topology_from_dict(spec), network=network) as lab:
+        hot = ring.make_router("modulo", ["db-1", "db-2", "db-3"]).owner(1)  # rank 1 draws ~83 % at s=3
+        utils: dict[str, list[float]] = {db: [] for db in ("db-1", "db-2", "db-3")}
+        await asyncio.sleep(3)
+        for _ in range(12):
+            await asyncio.sleep(0.25)
+            frame = lab.frame()
+            for db in utils:
+                utils[db].append(frame["nodes"][db].get("util") or 0.0)
+        mean = {db: sum(v) / len(v) for db, v in utils.items()}
+        assert mean[hot] >= 0.8, mean
+        assert all(mean[db] < 0.5 for db in mean if db != hot), mean
+        assert frame["nodes"][hot]["p95_ms"] > max(frame["nodes"][db]["p95_ms"] for db in mean if db != hot)
