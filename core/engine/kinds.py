@@ -220,6 +220,9 @@ class Kind:
     events: dict[str, EventKind] = field(default_factory=dict)
     # The diagram's name for its column when the tier is none of the usual ones (English, translated).
     tier_title: str = ""
+    # "top": the diagram draws it in a lane above the request path (a side service the web tier or
+    # clients consult: DNS, a cache), so the path's lines stay straight and never cross its box.
+    lane: str = "main"
     # The commands its nodes accept (Node.command), beyond the lab's own.
     commands: dict[str, Command] = field(default_factory=dict)
     # The lines its box shows under the title, beyond every node's rate/errors/latency lines: English
@@ -282,6 +285,7 @@ KINDS: dict[str, Kind] = {
         tier=1,
         role="server",
         runtime="core.engine.nodes.dns:DnsNode",
+        lane="top",
         gauges=("slow_ms",),
         port=8053,
         proto="udp",
@@ -431,6 +435,7 @@ KINDS: dict[str, Kind] = {
         tier=3,
         role="server",
         runtime="core.engine.nodes.cache:CacheNode",
+        lane="top",
         port=KV_PORT,  # Redis's port, on the cache's own address
         proto="tcp",
         scalable=True,  # added and removed live, like a web server
@@ -506,10 +511,9 @@ KINDS: dict[str, Kind] = {
         tables={"sharding": ("moved_rows", "moved_fraction", "rows", "algorithm", "moving", "shards", "vnodes")},
         drawing="ring",
         lines=(
-            gettext_noop("%(algorithm)s hashing · %(shards)s shards · %(vnodes)s points a shard"),
-            gettext_noop("last resharding moved %(moved_rows)s rows (%(moved_fraction)s) · %(moving)s users to go"),
-            gettext_noop("feeds: %(feed)s · %(scattered)s gathered from every shard · %(precomputed)s precomputed"),
-            gettext_noop("%(rows)s rows · %(fanned_out)s feed copies written by posts"),
+            gettext_noop("%(algorithm)s · %(shards)s shards · %(rows)s rows"),
+            gettext_noop("moved %(moved_rows)s rows (%(moved_fraction)s) · %(moving)s to go"),
+            gettext_noop("feeds %(feed)s: %(scattered)s gathered, %(precomputed)s read"),
         ),
         events={
             "placement_set": EventKind(gettext_noop("%(node)s now places users by %(algorithm)s hashing"

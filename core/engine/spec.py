@@ -121,6 +121,7 @@ class Topology:
                     # the page translates them, visualizer/texts.py).
                     "commands": {a: c.to_dict() for a, c in n.kind_info.commands.items()},
                     "lines": list(n.kind_info.lines),
+                    "lane": n.kind_info.lane,
                     **({"tier_title": n.kind_info.tier_title} if n.kind_info.tier_title else {}),
                     **({"drawing": n.kind_info.drawing} if n.kind_info.drawing else {}),
                     **({"sizes": sizes_list()} if n.kind_info.resizable else {}),
@@ -274,7 +275,7 @@ def _parse_params(raw: Any, kind: Kind, path: Path, err, refs: list) -> dict[str
 
 _DERIVED = frozenset(
     {"title", "tier", "role", "port", "proto", "modelled", "sizes", "scalable", "commands", "lines", "drawing",
-     "tier_title"}
+     "tier_title", "lane"}
 )
 
 

@@ -30,7 +30,7 @@ def test_a_student_adds_a_shard_and_sees_the_moved_rows(page: Page, live: Stack)
 
     # The router's drawing: each shard's share of the rows, about a third each.
     expect(page.get_by_test_id("ring-share-db-3")).to_be_attached(timeout=10000)
-    expect(page.get_by_test_id("node-router")).to_contain_text("modulo hashing · 3 shards", timeout=10000)
+    expect(page.get_by_test_id("node-router")).to_contain_text("modulo · 3 shards", timeout=10000)
     expect(page.get_by_test_id("node-router")).to_contain_text("moved 0 rows")
 
     # Add a shard like db-3: an empty db-4 joins and the router moves the users whose shard changed.
@@ -49,7 +49,7 @@ def test_a_student_adds_a_shard_and_sees_the_moved_rows(page: Page, live: Stack)
     # Switch to consistent hashing from the router's menu: the ring is drawn.
     page.get_by_test_id("node-router").click()
     page.get_by_test_id("node-menu-algorithm").select_option("consistent")
-    expect(page.get_by_test_id("node-router")).to_contain_text("consistent hashing", timeout=30000)
+    expect(page.get_by_test_id("node-router")).to_contain_text("consistent · 4 shards", timeout=30000)
     expect(page.locator('[data-testid="node-router-drawing"] .ring-arc').first).to_be_attached(timeout=10000)
     if os.environ.get("SCREENSHOT_DIR"):
         page.wait_for_timeout(1500)

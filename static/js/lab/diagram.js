@@ -16,8 +16,6 @@ const TOP_Y = 16;
 const GAP_Y = 28;
 const LEG_MS = 400; // a dot's travel time each way along an edge
 const MAX_DOTS = 120; // bound on dots alive at once, whatever the request rate
-// Side services (name lookups) sit in a lane above the request path, so the path stays straight.
-const TOP_LANE_KINDS = new Set(["dns"]);
 const TIER_NAMES = { 0: gettext("clients"), 1: gettext("edge services"), 2: gettext("web tier"), 3: gettext("caches"),
   4: gettext("data tier") };
 
@@ -65,7 +63,7 @@ function sizeName(node, workers, ms) {
 
 // The lines a node box shows under its title, by kind. Each line is a list of parts: strings are
 // static text, {key} parts are live values that update() fills in.
-function linesFor(node, { replicated = false, dataTier = false } = {}) {
+function linesFor(node, { replicated = false, dataTier = false, sharded = false } = {}) {
   const p = node.params || {};
   const lines = [
     tline(gettext("%(rps)s req/s · errors %(err)s/s"),
@@ -84,8 +82,13 @@ function linesFor(node, { replicated = false, dataTier = false } = {}) {
       { util: { key: "util" }, inflight: { key: "inflight" }, workers: String(p.workers) })]);
     lines.push(tline(gettext("queued %(queued)s (limit %(limit)s, then overloaded)"),
       { queued: { key: "queued" }, limit: String(p.queue_limit) }));
-    lines.push([interpolate(gettext("SQLite · %(users)s users · %(posts)s posts"),
-      { users: p.users, posts: p.posts }, true)]);
+    if (sharded) { // a shard holds its own users' rows: say how many, and its share of all
+      lines.push(tline(gettext("SQLite shard · %(rows)s rows · %(share)s of all"),
+        { rows: { key: "g:rows" }, share: { key: "g:share", cls: "metric-strong" } }));
+    } else {
+      lines.push([interpolate(gettext("SQLite · %(users)s users · %(posts)s posts"),
+        { users: p.users, posts: p.posts }, true)]);
+    }
     lines.push([{ key: "modelled", cls: "modelled",
       text: interpolate(ngettext("modelled: %(workers)s connection × %(ms)s ms",
         "modelled: %(workers)s connections × %(ms)s ms", p.workers), { workers: p.workers, ms: p.service_ms }, true) }]);
@@ -161,8 +164,7 @@ function fitLine(t) {
 
 /** Whether a topology has database replicas (the db boxes then show replication state). */
 function hasReplication(topology) {
-  const dbs = topology.nodes.filter((n) => n.kind === "sqldb");
-  return dbs.length > 1 || dbs.some((n) => n.params && n.params.replica_of);
+  return topology.nodes.some((n) => n.kind === "sqldb" && n.params && n.params.replica_of);
 }
 
 const pairKey = (a, b) => [a, b].sort().join("|");
@@ -201,7 +203,8 @@ export class Diagram {
     this.topology = topology;
     this.replicated = hasReplication(topology);
     this.ctx = { replicated: this.replicated,
-      dataTier: topology.nodes.some((n) => n.kind === "sqldb" || n.kind === "kvdb") };
+      dataTier: topology.nodes.some((n) => n.kind === "sqldb" || n.kind === "kvdb"),
+      sharded: topology.nodes.some((n) => n.kind === "router") };
     this.partKey = "";
     this.replKey = "";
     this.layout(topology);
@@ -233,8 +236,10 @@ export class Diagram {
       if (tiers.length === 1) return width / 2;
       return MARGIN_X + NODE_W / 2 + (i * (width - 2 * MARGIN_X - NODE_W)) / (tiers.length - 1);
     };
-    const top = topology.nodes.filter((n) => TOP_LANE_KINDS.has(n.kind));
-    const main = topology.nodes.filter((n) => !TOP_LANE_KINDS.has(n.kind));
+    // Side services (a kind's `lane: top`: name lookups, caches) sit in a lane above the request path,
+    // so the path stays straight.
+    const top = topology.nodes.filter((n) => n.lane === "top");
+    const main = topology.nodes.filter((n) => n.lane !== "top");
     const bh = (n) => boxHeight(n, this.ctx);
     const laneH = top.length ? Math.max(...top.map(bh)) + GAP_Y * 1.5 : 0;
 

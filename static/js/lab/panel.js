@@ -138,6 +138,7 @@ export function renderDetail(container, sample) {
 let eventTexts = null;
 const FIELD_FORMAT = {
   size: (v) => sizeLabel(v),
+  fraction: (v) => `${(v * 100).toFixed(1)} %`,
   value: (v) => String(v).replaceAll("_", " "),
 };
 

@@ -45,8 +45,8 @@ export function draw(g, box, spec) {
           el("path", { d: arcPath(cx, cy, r, a, b), stroke: colour(s), "stroke-width": 14, fill: "none",
             class: "ring-arc", "data-shard": s }, g);
         }
-        el("text", { x: cx, y: cy + 4, "text-anchor": "middle", class: "ring-caption" }, g,
-          interpolate(gettext("ring · %(n)s points each"), { n: m.vnodes }, true));
+        el("text", { x: cx, y: cy - 2, "text-anchor": "middle", class: "ring-caption" }, g, String(m.vnodes));
+        el("text", { x: cx, y: cy + 11, "text-anchor": "middle", class: "ring-caption" }, g, gettext("points each"));
       } else if (shards.length) {
         el("circle", { cx, cy, r, stroke: "#cbd5e1", "stroke-width": 2, fill: "none", "stroke-dasharray": "4 4" }, g);
         el("text", { x: cx, y: cy - 2, "text-anchor": "middle", class: "ring-caption" }, g, gettext("hash(user)"));
