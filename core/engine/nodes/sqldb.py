@@ -137,7 +137,7 @@ class SqlDbNode(Node):
         try:
             cur = conn.execute(sql, params)
             rowid = cur.lastrowid or 0
-            changed = _row_change(sql, cur.rowcount)
+            changed = sqlwire.row_change(sql, cur.rowcount)
             lsn = self.lsn + 1
             conn.execute(sqlwire.LOG_INSERT, (lsn, time.time(), sql, json.dumps(params)))
             conn.execute("COMMIT")
@@ -160,7 +160,7 @@ class SqlDbNode(Node):
                 if lsn <= last:
                     continue
                 try:
-                    changed += _row_change(sql, conn.execute(sql, json.loads(params)).rowcount)
+                    changed += sqlwire.row_change(sql, conn.execute(sql, json.loads(params)).rowcount)
                 except sqlite3.Error as exc:  # keep the position: one bad entry must not stop the replica
                     log.warning("%s: entry %s failed to apply: %s", self.id, lsn, exc)
                 conn.execute(sqlwire.LOG_INSERT, (lsn, t, sql, params))
@@ -547,9 +547,3 @@ class SqlDbNode(Node):
         if self.lost_writes:
             snap["lost_writes"] = self.lost_writes
         return snap
-
-
-def _row_change(sql: str, rowcount: int) -> int:
-    """How a statement changed the number of rows held: + for an insert, - for a delete."""
-    verb = sql.lstrip()[:6].upper()
-    return max(0, rowcount) if verb == "INSERT" else -max(0, rowcount) if verb == "DELETE" else 0
