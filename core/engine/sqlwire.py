@@ -52,6 +52,12 @@ def is_write(sql: str) -> bool:
     return bool(words) and words[0].upper() in _WRITE_VERBS
 
 
+def row_change(sql: str, rowcount: int) -> int:
+    """How a statement changed the number of rows held: + for an insert, - for a delete."""
+    verb = sql.lstrip()[:6].upper()
+    return max(0, rowcount) if verb == "INSERT" else -max(0, rowcount) if verb == "DELETE" else 0
+
+
 def encode_request(req_id: str, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> bytes:
     return json.dumps({"id": req_id, "sql": sql, "params": list(params)}, separators=(",", ":")).encode() + b"\n"
 

@@ -14,14 +14,11 @@ Capacity is modelled as for a web server (``core.engine.capacity.Capacity``): ``
 connection slots serve a query at once, each for a random modelled service time plus the real
 SQLite time; the rest wait in a queue of ``queue_limit`` and beyond it are told ``overloaded``.
 
-Replication (statement-based, asynchronous): the primary writes every change into its
-``changelog`` table in the write's own transaction, numbering it with a log position (``lsn``). A
-replica pulls the log over the same protocol from its own address (a long poll, see
-``sqlwire``), keeps what it received in memory, and applies each entry ``delay_ms`` after the
-primary committed it (the modelled distance), into its data and its own ``changelog``. So
-``received`` may run ahead of ``lsn`` (applied); a promoted replica first applies everything it
-received. A replica refuses writes. Which node is primary, and failover, belong to
-``core.engine.replication``; the node only does what it is told (``promote``, ``follow``).
+Every write goes, in its own transaction, into the ``changelog`` table with its log position
+(``lsn``), and the server answers a pull of that log (``log_from``) on the same protocol, waking
+the long polls on each write: the primary's side of replication is part of serving. A replica
+refuses writes. The replica's side (pulling, applying with a delay, ``promote`` and ``follow``)
+is ``core.engine.nodes.sqlreplica``, mixed into this node.
 
 ``DbPool`` (``core.engine.nodes.clients``) is the other side: the client a web node uses.
 """
@@ -29,7 +26,6 @@ received. A replica refuses writes. Which node is primary, and failover, belong 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -45,17 +41,15 @@ from core.engine import scratch, sharding, sqlwire
 from core.engine.capacity import Capacity, Overloaded
 from core.engine.lifecycle import wait_ended
 from core.engine.nodes.base import Node
+from core.engine.nodes.sqlreplica import PULL_MAX, STOP_WAIT_S, SqlReplica
 from core.engine.spec import NodeSpec, Topology
 
 log = logging.getLogger(__name__)
-PULL_WAIT_MS = 500  # a replica's long poll for new log entries
-PULL_MAX = 1000  # entries per pull
-APPLY_BATCH = 500  # entries a replica applies in one transaction
-RETRY_S = 0.2  # a replica's pause before reconnecting to its primary
-STOP_WAIT_S = 2.0  # the longest a stop waits for the replication tasks to end
+# From the replica side: a pull gets at most PULL_MAX entries, what a replica asks for, and a stop
+# waits STOP_WAIT_S at most for each of its steps, as for the replication tasks.
 
 
-class SqlDbNode(Node):
+class SqlDbNode(SqlReplica, Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.capacity = self._new_capacity()
@@ -71,22 +65,8 @@ class SqlDbNode(Node):
         self.seed_ms = 0.0
         self.rows = 0  # the application's rows it holds (users, posts, follows)
         self._owns: Callable[[int], bool] | None = None  # a shard seeds only its users (core.engine.sharding)
-        # Replication state. Role and whom to follow outlive restarts (the replication manager
-        # sets them); what was received but not applied is memory, lost with a crash.
-        self.role = "replica" if self.params.get("replica_of") else "primary"
-        self.following: str | None = self.params.get("replica_of") or None
-        self.delay_ms = float(self.params.get("delay_ms", 0.0))
         self.lsn = 0  # last change applied (on a primary: last written)
-        self.received = 0  # last change received from the primary (a replica)
-        self.head = 0  # the primary's last position as last seen
-        self.primary_down_since: float | None = None  # when this replica last lost its primary
-        self.lost_writes = 0  # set on an old primary: writes it accepted that nobody received
-        self.rebuild_after: int | None = None  # on restart, rebuild if the log runs past this
-        self._pending: collections.deque[list[Any]] = collections.deque()
-        self._pending_event = asyncio.Event()
-        self._log_event = asyncio.Event()
-        self._repl_tasks: list[asyncio.Task[Any]] = []
-        self._repl_gen = 0  # bumped whenever replication stops: the tasks of older generations end
+        self._log_event = asyncio.Event()  # set (and replaced) on each write: wakes the replicas' long polls
 
     def _new_capacity(self) -> Capacity:
         return Capacity(
@@ -137,7 +117,7 @@ class SqlDbNode(Node):
         try:
             cur = conn.execute(sql, params)
             rowid = cur.lastrowid or 0
-            changed = _row_change(sql, cur.rowcount)
+            changed = sqlwire.row_change(sql, cur.rowcount)
             lsn = self.lsn + 1
             conn.execute(sqlwire.LOG_INSERT, (lsn, time.time(), sql, json.dumps(params)))
             conn.execute("COMMIT")
@@ -147,30 +127,6 @@ class SqlDbNode(Node):
         self.lsn = lsn
         self.rows += changed
         return rowid, lsn
-
-    def _apply(self, entries: list[list[Any]]) -> None:
-        """Replay log entries from the primary, in order, in one transaction."""
-        assert self._conn is not None
-        conn = self._conn
-        conn.execute("BEGIN")
-        last = self.lsn
-        changed = 0
-        try:
-            for lsn, t, sql, params in entries:
-                if lsn <= last:
-                    continue
-                try:
-                    changed += _row_change(sql, conn.execute(sql, json.loads(params)).rowcount)
-                except sqlite3.Error as exc:  # keep the position: one bad entry must not stop the replica
-                    log.warning("%s: entry %s failed to apply: %s", self.id, lsn, exc)
-                conn.execute(sqlwire.LOG_INSERT, (lsn, t, sql, params))
-                last = lsn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self.lsn = last
-        self.rows += changed
 
     def _log_since(self, first: int, limit: int) -> list[list[Any]]:
         assert self._conn is not None
@@ -277,104 +233,6 @@ class SqlDbNode(Node):
         entries = await asyncio.get_running_loop().run_in_executor(executor, self._log_since, first, limit)
         return sqlwire.encode_reply(msg["id"], ms=(time.monotonic() - received) * 1000, log=entries, head=self.lsn)
 
-    # Replication: a replica's side ------------------------------------------------------------
-    async def _pull(self, gen: int) -> None:
-        """Follow the primary: long-poll its change log from this node's own address.
-
-        ``gen`` ends the loop once replication is stopped even if a cancellation is lost (Python
-        3.11's wait_for can swallow one that arrives as the awaited call completes)."""
-        while self._repl_gen == gen:
-            primary_id = self.following
-            primary = self.ctx.peer(primary_id) if primary_id else None
-            if primary is None:
-                await asyncio.sleep(RETRY_S)
-                continue
-            try:
-                async with asyncio.timeout(1.0):
-                    reader, writer = await asyncio.open_connection(
-                        primary.address, primary.port, local_addr=(self.address, 0), limit=sqlwire.MAX_LINE
-                    )
-            except (OSError, TimeoutError):
-                self._primary_lost()
-                await asyncio.sleep(RETRY_S)
-                continue
-            try:
-                while self.following == primary_id and self._repl_gen == gen:
-                    ask = sqlwire.encode_log_request(
-                        "repl", self.received + 1, max_entries=PULL_MAX, wait_ms=PULL_WAIT_MS
-                    )
-                    writer.write(ask)
-                    await writer.drain()
-                    async with asyncio.timeout(PULL_WAIT_MS / 1000 + 1.5):
-                        line = await reader.readline()
-                    if not line or self._repl_gen != gen:
-                        raise ConnectionResetError
-                    reply = sqlwire.decode_reply(line)
-                    if "log" not in reply:
-                        raise ConnectionError(reply.get("error"))
-                    self.primary_down_since = None
-                    self.head = int(reply.get("head", self.head))
-                    for entry in reply["log"]:
-                        if entry[0] == self.received + 1:
-                            self._pending.append(entry)
-                            self.received = entry[0]
-                    if reply["log"]:
-                        self._pending_event.set()
-            except (OSError, TimeoutError, ValueError, sqlwire.ProtocolError):
-                self._primary_lost()
-                await asyncio.sleep(RETRY_S)
-            finally:
-                writer.transport.abort()
-
-    def _primary_lost(self) -> None:
-        if self.primary_down_since is None:
-            self.primary_down_since = time.monotonic()
-
-    async def _applier(self, gen: int) -> None:
-        """Apply received entries once they are ``delay_ms`` old (the modelled replication delay)."""
-        while self._repl_gen == gen:
-            if not self._pending:
-                self._pending_event.clear()
-                await self._pending_event.wait()
-                continue
-            due = self._pending[0][1] + self.delay_ms / 1000 - time.time()
-            if due > 0:
-                await asyncio.sleep(min(due, 0.05))  # re-read the delay often: it may change live
-                continue
-            await self._apply_due(ignore_delay=False)
-
-    async def _apply_due(self, *, ignore_delay: bool) -> None:
-        executor = self._executor
-        if executor is None:
-            return
-        horizon = time.time() - self.delay_ms / 1000
-        batch: list[list[Any]] = []
-        while self._pending and len(batch) < APPLY_BATCH and (ignore_delay or self._pending[0][1] <= horizon):
-            batch.append(self._pending.popleft())
-        if batch:
-            await asyncio.get_running_loop().run_in_executor(executor, self._apply, batch)
-
-    def _start_replication(self) -> None:
-        self._stop_replication_tasks()
-        if self.role == "replica":
-            self.received = max(self.received, self.lsn)
-            gen = self._repl_gen
-            self._repl_tasks = [
-                asyncio.create_task(self._pull(gen), name=f"sqldb-pull-{self.id}"),
-                asyncio.create_task(self._applier(gen), name=f"sqldb-apply-{self.id}"),
-            ]
-
-    def _stop_replication_tasks(self) -> list[asyncio.Task[Any]]:
-        self._repl_gen += 1
-        tasks, self._repl_tasks = self._repl_tasks, []
-        for task in tasks:
-            task.cancel()
-        return tasks
-
-    async def _ended(self, tasks: list[asyncio.Task[Any]]) -> None:
-        """Wait for stopped tasks, bounded: a task that lost its cancellation ends by its generation."""
-        await wait_ended(tasks, who=self.who, what="its replication tasks", timeout=STOP_WAIT_S)
-
     @classmethod
     def clone_params(cls, base: NodeSpec, topology: Topology) -> dict[str, Any]:
         """A copy of a shard is a new, empty shard (its router moves rows to it); a copy of any other
@@ -393,58 +251,10 @@ class SqlDbNode(Node):
         # promote and delay: the cluster's roles are replication's to change (core.engine.replication)
         await self.ctx.replication_command(cmd)
 
-    async def promote(self) -> int:
-        """Become the primary: stop following, apply everything received at once; the new head."""
-        await self._ended(self._stop_replication_tasks())
-        while self._pending and self._executor is not None:
-            await self._apply_due(ignore_delay=True)
-        self.role, self.following = "primary", None
-        self.received = self.head = self.lsn
-        self.primary_down_since = None
-        return self.lsn
-
-    async def follow(self, primary_id: str, *, upto: int | None = None) -> bool:
-        """Become (or stay) a replica of ``primary_id``. ``upto``: the new primary's head at its
-        promotion; what this node received beyond it never happened there and is dropped, and if
-        it already applied some of it, it is rebuilt (re-seeded, then the log replayed). True if
-        it was rebuilt."""
-        await self._ended(self._stop_replication_tasks())
-        self.role, self.following = "replica", primary_id
-        self.primary_down_since = None
-        rebuilt = False
-        if upto is not None:
-            while self._pending and self._pending[-1][0] > upto:
-                self._pending.pop()
-            self.received = min(self.received, upto)
-            if self.lsn > upto:
-                if self.up:
-                    await self._rebuild()
-                    rebuilt = True
-                else:
-                    self.rebuild_after = upto  # done when it restarts
-        if self.up:
-            self._start_replication()
-        return rebuilt
-
-    async def _rebuild(self) -> None:
-        """Throw the data away and start again from the seed; the pull then replays the log."""
-        up = self.up
-        await self.stop()
-        await self.discard()
-        self._pending.clear()
-        self.received = self.lsn = 0
-        if up:
-            await self.start()
-
     # Lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self.capacity = self._new_capacity()
-        if self.rebuild_after is not None:  # demoted while down, and it had run past the new primary
-            self.rebuild_after = None
-            await self.discard()
-        self._pending.clear()
-        self.received = 0
-        self.primary_down_since = None
+        await self._replica_starting()
         seed = self.path is None
         if seed:
             self._owns = sharding.seed_filter(self.ctx.topology, self.id)
@@ -463,19 +273,14 @@ class SqlDbNode(Node):
                 await self.discard()
             raise
         self.up = True
-        if self.role == "replica":
-            # A restarted replica follows whoever is primary now.
-            self.following = self.ctx.primary_for(self.id) or self.following
-            self.received = self.lsn
-            self._start_replication()
+        self._replica_started()
 
     async def stop(self) -> None:
         """Crash-like: stop listening, reset every connection, close SQLite and its thread.
 
         The file stays (a crashed database keeps its disk); ``discard`` deletes it."""
         self.up = False
-        await self._ended(self._stop_replication_tasks())
-        self._pending.clear()
+        await self._replica_stopping()
         self._close_sockets()
         await wait_ended(list(self._handlers), who=self.who, what="its connections' handlers", timeout=STOP_WAIT_S)
         executor, self._executor = self._executor, None
@@ -502,8 +307,7 @@ class SqlDbNode(Node):
 
     def force(self) -> None:
         super().force()
-        self._stop_replication_tasks()
-        self._pending.clear()
+        self._replica_forced()
         self._close_sockets()
         executor, self._executor = self._executor, None
         if executor is not None:
@@ -535,21 +339,5 @@ class SqlDbNode(Node):
         share = self.ctx.share_of_rows(self.id)
         if share is not None:
             snap["share"] = share
-        if self.role == "replica":
-            head = max(self.head, self.received)
-            snap.update(
-                following=self.following,
-                received=self.received,
-                lag=max(0, head - self.lsn),
-                lag_ms=round((time.time() - self._pending[0][1]) * 1000) if self._pending else 0,
-                delay_ms=self.delay_ms,
-            )
-        if self.lost_writes:
-            snap["lost_writes"] = self.lost_writes
+        snap.update(self._replica_snapshot())
         return snap
-
-
-def _row_change(sql: str, rowcount: int) -> int:
-    """How a statement changed the number of rows held: + for an insert, - for a delete."""
-    verb = sql.lstrip()[:6].upper()
-    return max(0, rowcount) if verb == "INSERT" else -max(0, rowcount) if verb == "DELETE" else 0
