@@ -235,6 +235,33 @@ async def test_promote_while_the_primary_is_up_is_a_switchover_without_loss(lab,
     assert lab.frame()["replication"]["lost_writes"] == 0
 
 
+async def test_a_promotion_that_cancels_an_apply_waiting_for_sqlite_keeps_what_was_received(network):
+    """The applier takes a batch while the SQLite thread is busy; a promotion cancels it then: the
+    batch must stay pending and be applied by the promotion, not dropped (it used to be, 2 runs in 25)."""
+    async with Lab(replicated(replicas=1, delay_ms=10000, failover_after_s=0), network=network) as lab:
+        site = Site(lab)
+        try:
+            for i in range(3):
+                assert (await site.post(60 + i))[0] == 201
+            replica = lab.nodes["db-2"]
+            await until(lambda: replica.received == 3, what="the replica to receive the writes")
+            assert replica.lsn == 0 and len(replica._pending) == 3  # type: ignore[attr-defined]  # held back
+            busy = replica._executor.submit(time.sleep, 0.3)  # type: ignore[attr-defined]  # the thread is busy
+            applying = asyncio.ensure_future(replica._apply_due(ignore_delay=True))  # type: ignore[attr-defined]
+            await asyncio.sleep(0.05)  # it has taken its batch and waits for the thread
+            applying.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await applying
+            assert len(replica._pending) == 3  # type: ignore[attr-defined]
+            await asyncio.wrap_future(busy)
+            await lab.command({"action": "promote", "node": "db-2"})
+            assert replica.lsn == 3
+            status, body, _ = await site.post(70)
+            assert status == 201 and body["lsn"] == 4  # the next position, not a reused one
+        finally:
+            await site.close()
+
+
 async def test_bad_replication_commands_are_refused_and_the_lab_keeps_running(lab, site):
     from core.engine.commands import CommandError
 

@@ -154,10 +154,16 @@ class SqlReplica:
             return
         horizon = time.time() - self.delay_ms / 1000
         batch: list[list[Any]] = []
-        while self._pending and len(batch) < APPLY_BATCH and (ignore_delay or self._pending[0][1] <= horizon):
-            batch.append(self._pending.popleft())
+        for entry in self._pending:
+            if len(batch) >= APPLY_BATCH or not (ignore_delay or entry[1] <= horizon):
+                break
+            batch.append(entry)
         if batch:
+            # Taken off _pending only once applied: a cancel while the batch waits for the SQLite
+            # thread (a promotion stops this task) must not lose it. Applying is idempotent.
             await asyncio.get_running_loop().run_in_executor(executor, self._apply, batch)
+            while self._pending and self._pending[0][0] <= self.lsn:
+                self._pending.popleft()
 
     def _apply(self, entries: list[list[Any]]) -> None:
         """Replay log entries from the primary, in order, in one transaction (in the SQLite thread)."""
