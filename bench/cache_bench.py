@@ -2,10 +2,10 @@
 stage-7 lab sustains with its cache (about 90 % hit ratio) and without it, and their ratio.
 
 The lab: two clients (Zipf 1 over ``--users`` users, 5 % writes) → dns, lb → two web servers with
-ample modelled CPU → a real redis-server cache (TTL 60 s) and one SQL database sized at 2 connection
+ample modelled CPU → a real redis-server cache (TTL 300 s) and one SQL database sized at 2 connection
 slots × 10 ms (about 200 queries/s, about 100 uncached pages/s). The rate steps up through
 ``--rates``; at each step the lab runs ``--settle`` s, then ``--measure`` s are averaged. A rate is
-sustained when the answered rate is at least 95 % of it with under 1 % errors and p95 under 1 s.
+sustained when the answered rate (median of the seconds) is at least 90 % of it with under 1 % errors and p95 under 1 s.
 Without the cache the database is the ceiling; with it, what is left: the web tier, or this
 machine's own event loop (``engine.lag_ms`` is reported, so a ceiling set by the machine shows).
 
@@ -40,7 +40,7 @@ def topology(cache: bool, users: int) -> Any:
     edges = [["c-1", "dns"], ["c-2", "dns"], ["c-1", "lb"], ["c-2", "lb"], ["lb", "web-1"], ["lb", "web-2"],
              ["web-1", "db"], ["web-2", "db"]]
     if cache:
-        nodes.append({"id": "cache", "kind": "cache", "host": 61, "params": {"ttl_s": 60}})
+        nodes.append({"id": "cache", "kind": "cache", "host": 61, "params": {"ttl_s": 300}})
         edges += [["web-1", "cache"], ["web-2", "cache"]]
     return parse_topology({"nodes": nodes, "edges": edges})
 
@@ -57,8 +57,9 @@ async def ramp(cache: bool, rates: list[float], settle: float, measure: float, u
                 await asyncio.sleep(0.25)
                 frames.append(lab.frame())
             t = [f["totals"] for f in frames]
-            ok = statistics.mean(x.get("ok_rps") or 0 for x in t)
-            err = statistics.mean(x.get("err_rps") or 0 for x in t)
+            # Medians: Poisson arrivals make any one second's rate noisy.
+            ok = statistics.median(x.get("ok_rps") or 0 for x in t)
+            err = statistics.median(x.get("err_rps") or 0 for x in t)
             p95 = statistics.median(x.get("p95_ms") or 0 for x in t)
             step = {"rate": rate, "ok_rps": round(ok, 1), "err_rps": round(err, 2), "p95_ms": round(p95, 1),
                     "db_rps": round(statistics.mean(f["nodes"]["db"].get("rps") or 0 for f in frames), 1),
@@ -66,7 +67,7 @@ async def ramp(cache: bool, rates: list[float], settle: float, measure: float, u
                     "lag_ms": round(max(f["engine"]["lag_ms"] for f in frames), 1)}
             if cache:
                 step["hit_ratio"] = frames[-1]["nodes"]["cache"].get("hit_ratio")
-            step["sustained"] = ok >= 0.95 * rate and err < 0.01 * rate and p95 < 1000
+            step["sustained"] = ok >= 0.9 * rate and err < 0.01 * rate and p95 < 1000
             print(json.dumps({"cache": cache, **step}), flush=True)
             steps.append(step)
             if not step["sustained"]:
@@ -77,9 +78,9 @@ async def ramp(cache: bool, rates: list[float], settle: float, measure: float, u
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rates", default="50,75,100,150,200,300,400,500,600,800,1000")
+    parser.add_argument("--rates", default="25,50,75,100,125,150,200,250,300,400,500,600,800,1000")
     parser.add_argument("--settle", type=float, default=6.0)
-    parser.add_argument("--measure", type=float, default=4.0)
+    parser.add_argument("--measure", type=float, default=8.0)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--json")
     args = parser.parse_args()
