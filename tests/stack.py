@@ -46,6 +46,12 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> obje
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+# As the Procfile starts it. The consumer closes a message over 16 KB with 4009; daphne (autobahn)
+# drops the connection without a close frame when its own cap is hit, so its cap sits above the
+# consumer's (4 MB: what a socket may make it buffer) and a too-big command gets a proper close.
+DAPHNE_LIMITS = ("--websocket-max-message-size", "4194304", "--websocket-max-frame-size", "4194304")
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -118,7 +124,8 @@ def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = No
         if web:
             port = free_port()
             stack.web = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "core.asgi:application"],
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_LIMITS,
+                 "core.asgi:application"],
                 cwd=BASE_DIR, env=env, start_new_session=True,
                 stdout=logs["daphne"], stderr=subprocess.STDOUT)
             stack.procs.append(stack.web)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import redis.asyncio
@@ -23,6 +24,45 @@ from visualizer.models import Lab
 log = logging.getLogger(__name__)
 CLOSE_NO_SESSION = 4401
 CLOSE_NO_LAB = 4404
+# "Message too big": RFC 6455's 1009 is the transport's to send (autobahn, under daphne, refuses it
+# from an application), so the application's own range carries it, as 4401/4404 do.
+CLOSE_TOO_BIG = 4009
+# A command is a few hundred bytes; anything much bigger is not one. Daphne is started with a cap
+# of its own above this (Procfile: 4 MB), past which it drops the connection unannounced.
+MAX_MESSAGE_BYTES = 16 * 1024
+QUOTE_CHARS = 200  # an error frame quotes at most this much of a bad command
+# Commands a socket may send: RATE a second, in bursts of BURST (the diagram sends a few a second).
+COMMAND_RATE = 20.0
+COMMAND_BURST = 40.0
+
+
+class TokenBucket:
+    """``take()`` is True while the socket is within its rate; a refused command costs nothing."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def _quote(command: Any, raw: str | None = None) -> Any:
+    """What an error frame may echo: a small command as it came, else a short prefix of its text."""
+    try:
+        text = json.dumps(command, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        text = None
+    if text is not None and len(text) <= QUOTE_CHARS:
+        return command
+    return (raw if raw is not None else (text or ""))[:QUOTE_CHARS]
 
 
 def _as_bytes(data: str | bytes) -> bytes:
@@ -38,6 +78,7 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         self.pubsub: redis.asyncio.client.PubSub | None = None
         self.reader: asyncio.Task[None] | None = None
         self.lab_id: str | None = None
+        self.bucket = TokenBucket(COMMAND_RATE, COMMAND_BURST)
         # Accept first, then close with a code: a refused handshake hides the code from browsers.
         await self.accept()
         session_key = await self._session_key()
@@ -60,21 +101,34 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Parse here rather than in decode_json: bad JSON must get an error frame, not a dropped socket.
-        try:
-            content = json.loads(text_data if text_data is not None else (bytes_data or b"").decode())
-        except (ValueError, UnicodeDecodeError):
-            raw = text_data if text_data is not None else repr(bytes_data)
-            await self._error("a command must be JSON", raw[:200])
+        size = len(text_data) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_MESSAGE_BYTES:
+            await self.close(code=CLOSE_TOO_BIG)
             return
-        await self.receive_json(content)
+        raw = text_data if text_data is not None else (bytes_data or b"").decode(errors="replace")
+        if not self.bucket.take():
+            await self._error(f"slow down: at most {COMMAND_RATE:g} commands a second", _quote(None, raw))
+            return
+        try:
+            content = json.loads(raw)
+        except (ValueError, RecursionError):  # RecursionError: nested too deep ("[" * 5000)
+            await self._error("a command must be a JSON object", raw[:QUOTE_CHARS])
+            return
+        await self._command(content, raw)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        await self._command(content, None)
+
+    async def _command(self, content: Any, raw: str | None) -> None:
         # The form only: nodes come and go at run time (add/remove), so the engine, which knows
         # the live topology, rejects an unknown node with an error message of its own.
         try:
             command = validate_command(content)
         except CommandError as exc:
-            await self._error(str(exc), content)
+            await self._error(str(exc)[:QUOTE_CHARS * 2], _quote(content, raw))
+            return
+        except RecursionError:
+            await self._error("a command must be a flat JSON object", _quote(None, raw))
             return
         action = command["action"]
         lab = await database_sync_to_async(services.lab_for_session)(
@@ -89,7 +143,7 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
                 await self.send(text_data=status)
             self._start_reader()
         elif lab is None:
-            await self._error("lab is not running", content)
+            await self._error("lab is not running", _quote(content, raw))
         elif action == "stop":
             await database_sync_to_async(services.lab_stop)(lab=lab)
         else:

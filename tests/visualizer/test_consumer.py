@@ -227,3 +227,39 @@ async def test_starting_again_stops_the_previous_lab(lesson: Lesson, alice: str)
     await first.arefresh_from_db()
     assert first.state == Lab.State.STOPPED and second.state == Lab.State.QUEUED
     assert first.network != second.network
+
+
+# Hardening: what one socket may send ----------------------------------------------------------------
+
+
+async def test_an_oversized_message_closes_the_socket_as_too_big(lesson: Lesson, alice: str) -> None:
+    comm, _ = await connected(alice)
+    await comm.send_to(text_data=json.dumps({"action": "start", "id": "x" * 20_000}))
+    closed = await comm.receive_output(timeout=3)
+    assert closed == {"type": "websocket.close", "code": 4009}
+
+
+async def test_a_deeply_nested_message_gets_an_error_and_the_socket_stays_usable(lesson: Lesson, alice: str) -> None:
+    comm, _ = await connected(alice)
+    await comm.send_to(text_data="[" * 5000)
+    error = await comm.receive_json_from(timeout=3)
+    assert error["type"] == "error" and error["command"] == "[" * 200  # a short prefix, not the whole
+    await comm.send_to(text_data=json.dumps({"action": "stop", "id": [[[[["deep"]]]]] * 100}))
+    error = await comm.receive_json_from(timeout=3)
+    assert error["type"] == "error" and isinstance(error["command"], str) and len(error["command"]) <= 200
+    await comm.send_json_to({"action": "start"})
+    assert (await receive_until(comm, "status"))["state"] == "queued"
+    await comm.disconnect()
+
+
+async def test_a_flood_of_commands_is_told_to_slow_down_and_the_socket_stays(lesson: Lesson, alice: str) -> None:
+    comm, _ = await connected(alice)
+    for _ in range(200):
+        await comm.send_json_to({"action": "kill", "node": "web"})
+    messages = [await comm.receive_json_from(timeout=3) for _ in range(200)]
+    slowed = [m for m in messages if m["message"].startswith("slow down")]
+    assert 100 < len(slowed) < 200  # a burst went through (as "lab is not running"), the rest was refused
+    await asyncio.sleep(1.0)  # the bucket refills
+    await comm.send_json_to({"action": "kill", "node": "web"})
+    assert (await comm.receive_json_from(timeout=3))["message"] == "lab is not running"
+    await comm.disconnect()
