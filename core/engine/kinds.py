@@ -220,6 +220,9 @@ class Kind:
     events: dict[str, EventKind] = field(default_factory=dict)
     # The diagram's name for its column when the tier is none of the usual ones (English, translated).
     tier_title: str = ""
+    # What a node of this kind tells the diagram about the whole topology (``data_tier``: there is
+    # data to read and write, so clients show their workload mix; ``sharded``: databases are shards).
+    context: tuple[str, ...] = ()
     # "top": the diagram draws it in a lane above the request path (a side service the web tier or
     # clients consult: DNS, a cache), so the path's lines stay straight and never cross its box.
     lane: str = "main"
@@ -372,6 +375,7 @@ KINDS: dict[str, Kind] = {
         tier=4,
         role="server",
         runtime="core.engine.nodes.sqldb:SqlDbNode",
+        context=("data_tier",),
         port=SQL_PORT,
         proto="tcp",
         scalable=True,  # a copy is a replica of its cluster's primary
@@ -504,6 +508,7 @@ KINDS: dict[str, Kind] = {
         tier_title=gettext_noop("shard router"),
         role="server",
         runtime="core.engine.nodes.router:RouterNode",
+        context=("sharded",),
         port=SQL_PORT,  # it speaks the SQL node's protocol: the web tier sees one database
         proto="tcp",
         gauges=("vnodes", "shards", "queries", "scattered", "precomputed", "fanned_out", "moving", "moved_rows",
@@ -553,6 +558,7 @@ KINDS: dict[str, Kind] = {
         tier=4,
         role="server",
         runtime="core.engine.nodes.kvdb:KvDbNode",
+        context=("data_tier",),
         port=KV_PORT,
         proto="tcp",
         gauges=("keys", "ops", "used_memory_mb", "slow_ms"),

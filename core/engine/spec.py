@@ -122,6 +122,7 @@ class Topology:
                     "commands": {a: c.to_dict() for a, c in n.kind_info.commands.items()},
                     "lines": list(n.kind_info.lines),
                     "lane": n.kind_info.lane,
+                    "context": list(n.kind_info.context),
                     **({"tier_title": n.kind_info.tier_title} if n.kind_info.tier_title else {}),
                     **({"drawing": n.kind_info.drawing} if n.kind_info.drawing else {}),
                     **({"sizes": sizes_list()} if n.kind_info.resizable else {}),
@@ -275,7 +276,7 @@ def _parse_params(raw: Any, kind: Kind, path: Path, err, refs: list) -> dict[str
 
 _DERIVED = frozenset(
     {"title", "tier", "role", "port", "proto", "modelled", "sizes", "scalable", "commands", "lines", "drawing",
-     "tier_title", "lane"}
+     "tier_title", "lane", "context"}
 )
 
 

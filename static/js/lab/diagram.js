@@ -164,7 +164,12 @@ function fitLine(t) {
 
 /** Whether a topology has database replicas (the db boxes then show replication state). */
 function hasReplication(topology) {
-  return topology.nodes.some((n) => n.kind === "sqldb" && n.params && n.params.replica_of);
+  return topology.nodes.some((n) => n.params && n.params.replica_of);
+}
+
+/** Whether some node's kind says this of the topology (Kind.context: "data_tier", "sharded"). */
+function declares(topology, context) {
+  return topology.nodes.some((n) => (n.context || []).includes(context));
 }
 
 const pairKey = (a, b) => [a, b].sort().join("|");
@@ -203,8 +208,7 @@ export class Diagram {
     this.topology = topology;
     this.replicated = hasReplication(topology);
     this.ctx = { replicated: this.replicated,
-      dataTier: topology.nodes.some((n) => n.kind === "sqldb" || n.kind === "kvdb"),
-      sharded: topology.nodes.some((n) => n.kind === "router") };
+      dataTier: declares(topology, "data_tier"), sharded: declares(topology, "sharded") };
     this.partKey = "";
     this.replKey = "";
     this.layout(topology);
