@@ -4,6 +4,12 @@ PREFIX = "scalelab"
 STATUS_TTL_S = 15  # refreshed every second by a live lab: a dead worker's lab expires quickly
 HISTORY_POINTS = 300
 TOPOLOGY_TTL_S = 3600  # refreshed by every status of a lab whose topology changed
+# A live lab's heartbeat: the runner sets it every HEARTBEAT_S with this TTL, so a lab whose worker
+# was killed has none within seconds (the web side then records it lost). The worker claiming a lab
+# sets the first one with STARTING_GRACE_S, to cover the engine's start-up before its first beat.
+HEARTBEAT_S = 1.0
+HEARTBEAT_TTL_S = 5
+STARTING_GRACE_S = 10
 
 
 def out_channel(lab_id: str) -> str:
@@ -27,6 +33,11 @@ def frame_key(lab_id: str) -> str:
 def topology_key(lab_id: str) -> str:
     """The last ``topology`` message: the live topology once a node was added or removed."""
     return f"{PREFIX}:lab:{lab_id}:topology"
+
+
+def heartbeat_key(lab_id: str) -> str:
+    """Exists while the lab's engine runs (value: the pid hosting it); see HEARTBEAT_TTL_S."""
+    return f"{PREFIX}:lab:{lab_id}:heartbeat"
 
 
 def history_key(lab_id: str) -> str:

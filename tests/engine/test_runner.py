@@ -61,7 +61,7 @@ async def test_it_streams_frames_obeys_commands_and_stops(redis_url, network):
         await r.publish(keys.in_channel("t1"), json.dumps({"action": "stop"}))
         assert await asyncio.wait_for(task, 5) == "stopped"
         stopped = json.loads(await r.get(keys.status_key("t1")))
-        assert stopped["state"] == "stopped"
+        assert stopped["state"] == "stopped" and "reason" not in stopped  # a stop command needs no word
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -75,3 +75,42 @@ async def test_it_stops_itself_when_nobody_watches(redis_url, network):
         10,
     )
     assert reason == "idle"
+
+
+async def test_a_watched_lab_stops_at_its_lifetime_and_says_why(redis_url, network):
+    r = aioredis.from_url(redis_url)
+    pubsub = r.pubsub()
+    await pubsub.subscribe(keys.out_channel("t3"))  # watched: idleness would never stop it
+    try:
+        reason = await asyncio.wait_for(
+            run_lab(lab_id="t3", topology=stage1().to_dict(), network=network, redis_url=redis_url,
+                    idle_seconds=600, max_seconds=1.5),
+            15,
+        )
+        assert reason == "limit"
+        last = json.loads(await r.get(keys.status_key("t3")))
+        assert (last["state"], last["reason"], last["limit_s"]) == ("stopped", "limit", 1.5)
+        assert last["message"] == "stopped: reached the 1.5-second limit"
+    finally:
+        await pubsub.aclose()
+        await r.aclose()
+
+
+async def test_a_running_lab_keeps_its_heartbeat_fresh(redis_url, network):
+    r = aioredis.from_url(redis_url)
+    pubsub = r.pubsub()
+    await pubsub.subscribe(keys.out_channel("t4"))
+    task = asyncio.create_task(run_lab(lab_id="t4", topology=stage1().to_dict(), network=network,
+                                       redis_url=redis_url))
+    try:
+        await next_message(pubsub, "status", where=lambda m: m["state"] == "running")
+        for _ in range(3):
+            await asyncio.sleep(1.0)
+            assert 0 < await r.ttl(keys.heartbeat_key("t4")) <= keys.HEARTBEAT_TTL_S
+        await r.publish(keys.in_channel("t4"), json.dumps({"action": "stop"}))
+        assert await asyncio.wait_for(task, 10) == "stopped"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pubsub.aclose()
+        await r.aclose()
