@@ -90,15 +90,22 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # never at import: the test suite points it at its own redis-server after start-up.
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6390/0", schemes=("redis", "rediss", "unix"))
 
-# Labs: concurrent labs (= Celery worker processes) and how long an unwatched lab lives.
+# Labs: concurrent labs (= Celery worker processes), how long an unwatched lab lives, and how long
+# any lab lives, watched or not (so that a few sessions cannot hold every slot for good).
 LAB_SLOTS = env_int("LAB_SLOTS", 4, min=1, max=64)
 LAB_IDLE_SECONDS = env_float("LAB_IDLE_SECONDS", 600.0, min=1.0)
+LAB_MAX_SECONDS = env_int("LAB_MAX_SECONDS", 7200, min=60, max=7 * 24 * 3600)
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a lab holds its slot for minutes: never hoard tasks
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_ACKS_LATE = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A Redis restart must not end the worker (after 100 failed tries it would: None is for ever), nor
+# the labs it runs: their tasks run on, and the labs reconnect by themselves (core.engine.runner).
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 LOGGING = {

@@ -34,6 +34,8 @@ QUOTE_CHARS = 200  # an error frame quotes at most this much of a bad command
 # Commands a socket may send: RATE a second, in bursts of BURST (the diagram sends a few a second).
 COMMAND_RATE = 20.0
 COMMAND_BURST = 40.0
+WATCH_S = 2.0  # how often a socket looks whether its lab's worker is still alive (services.lab_watch)
+RESUBSCRIBE_S = (0.5, 5.0)  # backoff while Redis is unreachable: first wait, longest wait
 
 
 class TokenBucket:
@@ -72,6 +74,7 @@ def _as_bytes(data: str | bytes) -> bytes:
 class LabConsumer(AsyncJsonWebsocketConsumer):
     lesson: Lesson
     session_key: str
+    watcher: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         self.redis: redis.asyncio.Redis | None = None
@@ -147,7 +150,7 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         elif action == "stop":
             await database_sync_to_async(services.lab_stop)(lab=lab)
         else:
-            await database_sync_to_async(services.lab_command)(lab=lab, command=command)
+            await self._send_command(lab, command, _quote(content, raw))
 
     async def _subscribe(self, lab: Lab | None) -> None:
         self.lab_id = str(lab.id) if lab is not None else None
@@ -161,27 +164,79 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         # Started after hello (or the start reply) so messages buffered meanwhile follow it in order.
         if self.pubsub is not None and self.reader is None:
             self.reader = asyncio.create_task(self._forward(self.pubsub, self.lab_id))
+        if self.lab_id is not None and self.watcher is None:
+            self.watcher = asyncio.create_task(self._watch(self.lab_id))
 
     async def _forward(self, pubsub: redis.asyncio.client.PubSub, lab_id: str | None) -> None:
         try:
-            async for message in pubsub.listen():
-                if message["type"] == "message":
-                    await self.send(text_data=message["data"])
-                    if lab_id is not None and b'"check"' in _as_bytes(message["data"]):
-                        await self._progress(message["data"], lab_id)
+            while True:
+                try:
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            await self.send(text_data=message["data"])
+                            if lab_id is not None and b'"check"' in _as_bytes(message["data"]):
+                                await self._progress(message["data"], lab_id)
+                    return
+                except (redis.RedisError, OSError) as exc:
+                    await self._resubscribe(pubsub, lab_id, exc)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("lost the lab's event stream")
             await self._error("lost the lab's event stream; reload the page", None)
 
+    async def _resubscribe(self, pubsub: redis.asyncio.client.PubSub, lab_id: str | None, exc: BaseException) -> None:
+        """Redis went away (a restart): wait for it with backoff, subscribe again, and send the
+        lab's status as Redis has it now, since what was published meanwhile is lost."""
+        log.warning("lab %s: lost its event stream (%r); resubscribing", lab_id, exc)
+        await self._error("lost contact with the lab's messages; reconnecting…", None)
+        delay = RESUBSCRIBE_S[0]
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(RESUBSCRIBE_S[1], delay * 2)
+            try:
+                await pubsub.ping()  # reconnects, and redis-py subscribes the channel again
+                status = await self.redis.get(keys.status_key(lab_id)) if self.redis and lab_id else None
+            except (redis.RedisError, OSError):
+                continue
+            if status:
+                await self.send(text_data=status)
+            return
+
+    async def _watch(self, lab_id: str) -> None:
+        """While this socket shows a live lab: notice a dead worker or a queued lab Redis lost."""
+        while True:
+            try:
+                live = await database_sync_to_async(services.lab_watch)(lab_id=lab_id)
+            except (redis.RedisError, OSError):
+                live = True  # Redis is away: look again later
+            except Exception:
+                log.exception("lab %s: watching it failed", lab_id)
+                return
+            if not live:
+                return
+            await asyncio.sleep(WATCH_S)
+
+    async def _send_command(self, lab: Lab, command: dict[str, Any], quoted: Any) -> None:
+        if await database_sync_to_async(services.lab_command)(lab=lab, command=command):
+            return
+        # Nobody received it: say so rather than let it vanish (and look at once whether it died).
+        if lab.state == Lab.State.QUEUED:
+            await self._error("the lab is not running yet: this command was not sent", quoted)
+            return
+        await self._error("the lab did not receive this command: its worker is not answering", quoted)
+        if self.lab_id == str(lab.id):
+            with contextlib.suppress(redis.RedisError, OSError):
+                await database_sync_to_async(services.lab_watch)(lab_id=self.lab_id)
+
     async def _unsubscribe(self) -> None:
-        reader, pubsub, client = self.reader, self.pubsub, self.redis
-        self.reader = self.pubsub = self.redis = None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+        reader, watcher, pubsub, client = self.reader, self.watcher, self.pubsub, self.redis
+        self.reader = self.watcher = self.pubsub = self.redis = None
+        for task in (reader, watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

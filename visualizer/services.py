@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,11 @@ from visualizer.models import Lab, Progress
 log = logging.getLogger(__name__)
 QUEUED_STATUS_TTL_S = 3600  # nobody refreshes a queued lab's status while it waits for a slot
 STOP_POLL_S = 1.0
+# A Redis that has just (re)started holds no heartbeats yet: running labs write theirs again within
+# a second or two of reconnecting, so a missing one means nothing until Redis has been up this long.
+REDIS_SETTLE_S = keys.HEARTBEAT_TTL_S + 5
+LOST_MESSAGE = "lost: the worker hosting this lab stopped; start again"
+REDIS_FAILED_MESSAGE = "failed: the lab ended while Redis was unreachable"
 
 
 def lab_for_session(*, session_key: str, lesson: Lesson) -> Lab | None:
@@ -73,9 +79,10 @@ def lab_stop(*, lab: Lab) -> None:
                     ttl=keys.STATUS_TTL_S)
 
 
-def lab_command(*, lab: Lab, command: dict[str, Any]) -> None:
-    """Forward a shape-checked command to the running engine."""
-    core_redis.client().publish(keys.in_channel(str(lab.id)), json.dumps(command))
+def lab_command(*, lab: Lab, command: dict[str, Any]) -> bool:
+    """Forward a shape-checked command to the running engine; False if no engine was listening
+    (the lab is still queued, or its worker died): the caller must tell the user it was lost."""
+    return core_redis.client().publish(keys.in_channel(str(lab.id)), json.dumps(command)) > 0
 
 
 def lab_snapshot(*, lesson: Lesson, lab: Lab | None, session_key: str | None = None) -> dict[str, Any]:
@@ -161,39 +168,77 @@ def _number(value: Any) -> float | None:
 
 
 def lab_run(*, lab_id: str) -> None:
-    """Run a lab in this (worker) process until it stops; record how it ended."""
+    """Run a lab in this (worker) process until it stops; record how it ended.
+
+    Idempotent: only the delivery that moves the row from queued to starting runs it, so a lab
+    enqueued again after a Redis restart (lab_watch) never runs twice."""
     lab = Lab.objects.select_related("lesson").filter(pk=lab_id).first()
     if lab is None:
         log.warning("lab %s does not exist; nothing to run", lab_id)
         return
-    if lab.state != Lab.State.QUEUED or lab.lesson.topology is None:
-        return  # stopped while it waited for a slot
-    Lab.objects.filter(pk=lab_id, state=Lab.State.QUEUED).update(state=Lab.State.STARTING)
+    if lab.lesson.topology is None:
+        return
+    # The claim is the update's row count, not the state read above: two deliveries may read
+    # "queued" at once, and only one of them moves the row.
+    if not Lab.objects.filter(pk=lab_id, state=Lab.State.QUEUED).update(state=Lab.State.STARTING):
+        return  # stopped while it waited for a slot, or run by another delivery
+    r = core_redis.client()
+    try:
+        _lab_claimed(r, lab)
+    except redis.RedisError as exc:
+        log.warning("lab %s: no first heartbeat: %r", lab_id, exc)
     close_old_connections()
     try:
-        asyncio.run(_lab_run_async(lab_id=lab_id, topology=lab.lesson.topology, network=lab.network,
-                                   checks=lesson_checks(lab.lesson), measures=lesson_measures(lab.lesson)))
+        reason = asyncio.run(_lab_run_async(
+            lab_id=lab_id, topology=lab.lesson.topology, network=lab.network,
+            checks=lesson_checks(lab.lesson), measures=lesson_measures(lab.lesson)))
     except Exception as exc:
         log.exception("lab %s failed", lab_id)
-        Lab.objects.filter(pk=lab_id).update(state=Lab.State.FAILED)
-        status = {"type": "status", "lab": lab_id, "state": "failed", "message": str(exc), "nodes": {}}
-        _status_publish(core_redis.client(), lab, status, ttl=keys.STATUS_TTL_S)
+        _lab_end(lab_id, Lab.State.FAILED)
+        status = {"type": "status", "lab": lab_id, "state": "failed", "reason": "error",
+                  "message": str(exc), "nodes": {}}
+        try:
+            _status_publish(r, lab, status, ttl=keys.STATUS_TTL_S)
+        except redis.RedisError:  # lab_watch words it for the page once Redis is back
+            log.warning("lab %s: its failure could not be published", lab_id)
     else:
-        Lab.objects.filter(pk=lab_id).update(state=Lab.State.STOPPED)
+        _lab_end(lab_id, Lab.State.FAILED if reason == "failed" else Lab.State.STOPPED)
     finally:
         close_old_connections()
 
 
+def _lab_claimed(r: Any, lab: Lab) -> None:
+    """Say "starting" and beat a first heartbeat with the start-up's grace: until the engine beats
+    itself, a worker that dies from here on leaves a lab that lab_watch finds lost (a lab that
+    still said "queued" would pass for one waiting for a slot)."""
+    status = {"type": "status", "lab": str(lab.id), "state": Lab.State.STARTING.value, "nodes": {}}
+    pipe = r.pipeline(transaction=False)
+    pipe.set(keys.heartbeat_key(str(lab.id)), os.getpid(), ex=keys.STARTING_GRACE_S)
+    pipe.set(keys.status_key(str(lab.id)), json.dumps(status), ex=keys.STATUS_TTL_S)
+    pipe.publish(keys.out_channel(str(lab.id)), json.dumps(status))
+    pipe.execute()
+
+
+def _lab_end(lab_id: str, state: Lab.State) -> None:
+    # Only a live row: one stopped by its student stays stopped, one recorded lost stays failed.
+    Lab.objects.filter(pk=lab_id, state__in=(Lab.State.STARTING, Lab.State.RUNNING)).update(state=state)
+
+
 async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str,
-                         checks: dict[str, str] | None = None, measures: dict[str, str] | None = None) -> None:
+                         checks: dict[str, str] | None = None, measures: dict[str, str] | None = None) -> str:
     from core.engine.runner import run_lab  # imported late: only workers need the engine
+
+    async def running() -> None:
+        await asyncio.to_thread(_lab_mark_running, lab_id)
 
     engine = asyncio.create_task(run_lab(
         lab_id=lab_id, topology=topology, network=network, redis_url=settings.REDIS_URL,
-        idle_seconds=settings.LAB_IDLE_SECONDS, checks=checks, measures=measures,
+        idle_seconds=settings.LAB_IDLE_SECONDS, max_seconds=settings.LAB_MAX_SECONDS,
+        checks=checks, measures=measures, on_running=running,
     ))
     # A stop published before the engine subscribed to its in channel would be lost: while the row
-    # says stopped, repeat the stop command until the engine has gone.
+    # says stopped (or failed: recorded lost by the web side, whose word the engine must follow),
+    # repeat the stop command until the engine has gone.
     while True:
         done, _ = await asyncio.wait({engine}, timeout=STOP_POLL_S)
         if done:
@@ -211,9 +256,85 @@ async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str,
 
 def _lab_stopped(lab_id: str) -> bool:
     try:
-        return Lab.objects.filter(pk=lab_id, state=Lab.State.STOPPED).exists()
+        return Lab.objects.filter(pk=lab_id, state__in=(Lab.State.STOPPED, Lab.State.FAILED)).exists()
     finally:
         close_old_connections()
+
+
+def _lab_mark_running(lab_id: str) -> None:
+    try:
+        Lab.objects.filter(pk=lab_id, state=Lab.State.STARTING).update(state=Lab.State.RUNNING)
+    finally:
+        close_old_connections()
+
+
+def lab_watch(*, lab_id: str) -> bool:
+    """Bring a live lab's row in line with what Redis shows; False once the lab is no longer live.
+
+    For a page that shows the lab (the consumer calls it every few seconds), so that no lab is
+    silently dead:
+    - starting or running with no heartbeat (keys.HEARTBEAT_TTL_S; the worker's first one covers
+      the start-up): its worker died. It is recorded failed, with a status ``lost`` that says so.
+    - queued with no status key: Redis lost it (a restart; the broker's message went with it). It is
+      enqueued again; ``lab_run`` runs a lab once however often it is delivered.
+    - ended with no status key: its last status was lost with Redis; one is published from the row.
+    Raises redis.RedisError while Redis is unreachable (call again later).
+    """
+    r = core_redis.client()
+    pipe = r.pipeline(transaction=False)
+    pipe.exists(keys.heartbeat_key(lab_id))
+    pipe.get(keys.status_key(lab_id))
+    beating, status = pipe.execute()
+    if beating:
+        return True  # the common case costs one round trip and no query
+    if status and json.loads(status).get("state") == Lab.State.QUEUED:
+        return True
+    lab = Lab.objects.filter(pk=lab_id).first()
+    if lab is None:
+        return False
+    if lab.state == Lab.State.QUEUED:
+        _lab_requeue(r, lab)
+        return True
+    if not lab.live:
+        if status is None:
+            state = "failed" if lab.state == Lab.State.FAILED else "stopped"
+            ended = {"type": "status", "lab": lab_id, "state": state, "nodes": {}}
+            if state == "failed":
+                ended |= {"reason": "redis", "message": REDIS_FAILED_MESSAGE}
+            if r.set(keys.status_key(lab_id), json.dumps(ended), ex=keys.STATUS_TTL_S, nx=True):
+                r.publish(keys.out_channel(lab_id), json.dumps(ended))
+        return False
+    if int(r.info("server").get("uptime_in_seconds", 0)) < REDIS_SETTLE_S:
+        return True  # Redis has just restarted: the lab may not have beaten since
+    lab_mark_lost(lab=lab)
+    return False
+
+
+def lab_mark_lost(*, lab: Lab) -> None:
+    """Record a lab whose worker died as failed, and tell its pages (status ``lost``)."""
+    if not Lab.objects.filter(pk=lab.pk, state__in=(Lab.State.STARTING, Lab.State.RUNNING)).update(
+            state=Lab.State.FAILED):
+        return  # it ended meanwhile: its own last status stands
+    lab.state = Lab.State.FAILED
+    log.warning("lab %s: its worker stopped beating; recorded lost", lab.id)
+    r = core_redis.client()
+    # If its engine does run on (it could not reach Redis for a while), it stops: the row is final.
+    r.publish(keys.in_channel(str(lab.id)), json.dumps({"action": "stop"}))
+    status = {"type": "status", "lab": str(lab.id), "state": "lost", "reason": "lost", "message": LOST_MESSAGE,
+              "nodes": {}}
+    _status_publish(r, lab, status, ttl=keys.STATUS_TTL_S)
+
+
+def _lab_requeue(r: Any, lab: Lab) -> None:
+    status = {"type": "status", "lab": str(lab.id), "state": Lab.State.QUEUED.value,
+              "slots": settings.LAB_SLOTS, "nodes": {}}
+    if not r.set(keys.status_key(str(lab.id)), json.dumps(status), ex=QUEUED_STATUS_TTL_S, nx=True):
+        return  # another page of the session got there first
+    from visualizer.tasks import run_lab  # the task module imports this one
+
+    run_lab.apply_async(args=[str(lab.id)], task_id=lab.task_id or str(lab.id))
+    r.publish(keys.out_channel(str(lab.id)), json.dumps(status))
+    log.warning("lab %s: enqueued again (Redis lost it while it waited for a slot)", lab.id)
 
 
 def _status_publish(r: Any, lab: Lab, status: dict[str, Any], *, ttl: int) -> None:
