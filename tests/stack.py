@@ -25,6 +25,7 @@ import psutil
 import redis
 
 from core.engine import keys
+from tests.conftest import redis_server_start
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CONTENT = BASE_DIR / "lessons" / "content"
@@ -44,6 +45,25 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> obje
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RestartableRedis:
+    """A redis-server of one test's own on a fixed port, to kill and start again (keeping nothing
+    on disk, as the bundled one runs): what a Redis restart does to the labs."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = redis_server_start(self.port)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def start(self) -> None:
+        self.proc = redis_server_start(self.port)
 
 
 # As the Procfile starts it. The consumer closes a message over 16 KB with 4009; daphne (autobahn)

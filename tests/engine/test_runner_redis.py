@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,25 +16,9 @@ import redis.asyncio as aioredis
 
 from core.engine import keys
 from core.engine.runner import RedisLink, duration_text, run_lab
-from tests.conftest import free_port, redis_server_start
 from tests.engine.test_runner import next_message
 from tests.engine.topologies import stage1
-
-
-class RestartableRedis:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = redis_server_start(self.port)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def start(self) -> None:
-        self.proc = redis_server_start(self.port)
+from tests.stack import RestartableRedis
 
 
 @pytest.fixture
