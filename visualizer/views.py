@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
@@ -15,6 +16,7 @@ from visualizer.texts import event_texts, kind_texts
 
 def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
     lesson = get_object_or_404(Lesson, slug=slug)
+    limit = settings.LAB_MAX_SECONDS
     # Labs belong to the browser's session, and the WebSocket needs its cookie: make sure it exists.
     if not request.session.session_key:
         request.session.save()
@@ -26,6 +28,9 @@ def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "lesson": lesson,
             "topology_json": json.dumps(lesson.topology),
             "ws_path": f"/ws/lab/{lesson.slug}/",
+            # How long any lab lives (settings.LAB_MAX_SECONDS), said beside the Start button.
+            "lab_max_hours": limit // 3600 if limit % 3600 == 0 else None,
+            "lab_max_minutes": round(limit / 60),
             "event_texts": event_texts(),  # the event log's words, declared by the engine's kinds
             "kind_texts": kind_texts(),  # the words of the nodes' menus and boxes, likewise
             # The steps panel: text in the page's language; progress as the server recorded it.

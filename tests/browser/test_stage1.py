@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import psutil
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.stack import Stack
+from tests.visualizer.test_worker import on_network
 
 pytestmark = pytest.mark.browser
 
@@ -60,5 +62,24 @@ def test_a_student_runs_stage_1_kills_the_server_and_recovers(page: Page, live: 
     expect(page.get_by_test_id("node-web-state")).to_have_text(re.compile("up", re.I), timeout=5000)
     wait_number(page, "#total-err", "v => v === 0", timeout_ms=10000)
 
+    page.get_by_test_id("stop-button").click()
+    expect(page.get_by_test_id("lab-state")).to_have_attribute("data-state", "stopped", timeout=10000)
+
+
+def test_a_student_is_told_when_the_worker_hosting_their_lab_dies(page: Page, live: Stack) -> None:
+    page.goto(f"{live.url}/stage/single-server/")
+    expect(page.get_by_test_id("lab-limit")).to_have_text("Labs stop after 2 h")  # LAB_MAX_SECONDS
+    page.get_by_test_id("start-button").click()
+    expect(page.get_by_test_id("lab-state")).to_have_attribute("data-state", "running", timeout=30000)
+    address = (page.get_by_test_id("node-web-addr").text_content() or "").split(":")[0]
+    [host] = {c.pid for c in on_network(address.rsplit(".", 1)[0])}
+    psutil.Process(host).kill()  # the pool process hosting this lab, as the OOM killer would
+
+    expect(page.get_by_test_id("lab-state")).to_have_attribute("data-state", "lost", timeout=20000)
+    expect(page.locator("#lab-message")).to_have_text("lost: the worker hosting this lab stopped; start again")
+    start = page.get_by_test_id("start-button")
+    expect(start).to_be_enabled()
+    start.click()  # the worker replaced its pool process
+    expect(page.get_by_test_id("lab-state")).to_have_attribute("data-state", "running", timeout=30000)
     page.get_by_test_id("stop-button").click()
     expect(page.get_by_test_id("lab-state")).to_have_attribute("data-state", "stopped", timeout=10000)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -50,3 +55,16 @@ def test_it_parses_postgres_urls() -> None:
 def test_it_rejects_other_database_urls(url: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="DATABASE_URL"):
         parse_database_url(url)
+
+
+@pytest.mark.parametrize(("value", "ok"), [("59", False), ("60", True), ("soon", False)])
+def test_the_lab_lifetime_has_a_floor(value: str, ok: bool) -> None:
+    # Read at import: a fresh interpreter, as the worker and daphne read it.
+    env = {**os.environ, "LAB_MAX_SECONDS": value, "DJANGO_SETTINGS_MODULE": "core.settings"}
+    result = subprocess.run([sys.executable, "-c", "from django.conf import settings; print(settings.LAB_MAX_SECONDS)"],
+                            env=env, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert (result.returncode == 0) is ok, result.stderr
+    if ok:
+        assert result.stdout.strip() == value
+    else:
+        assert "LAB_MAX_SECONDS must be" in result.stderr

@@ -34,6 +34,28 @@ export function labStateName(state) {
   }
 }
 
+/** A lifetime as the page says it: "2 h", "90 min", "45 s". */
+export function durationText(seconds) {
+  if (seconds >= 3600 && seconds % 3600 === 0) return interpolate(gettext("%(n)s h"), { n: seconds / 3600 }, true);
+  if (seconds >= 60 && seconds % 60 === 0) return interpolate(gettext("%(n)s min"), { n: seconds / 60 }, true);
+  return interpolate(gettext("%(n)s s"), { n: seconds }, true);
+}
+
+/** Why a lab ended, in the page's language when the status names the reason (the engine and the
+ * server word it in English: core/engine/runner.py, visualizer/services.py). */
+export function statusMessage(status) {
+  switch (status.reason) {
+    case "lost": return gettext("lost: the worker hosting this lab stopped; start again");
+    case "limit":
+      return typeof status.limit_s === "number"
+        ? interpolate(gettext("stopped: labs stop after %(limit)s"), { limit: durationText(status.limit_s) }, true)
+        : status.message || "";
+    case "idle": return gettext("stopped: nobody watched it for a while");
+    case "redis": return gettext("failed: the lab lost its connection to the server's Redis; start again");
+    default: return status.message || "";
+  }
+}
+
 /** A node's state in the start-up progress chips. */
 function nodeStateName(state) {
   switch (state) {
@@ -158,7 +180,8 @@ export function startLab(root) {
     const now = labState();
     if (now !== prev) {
       const said = interpolate(gettext("lab %(state)s"), { state: labStateName(now) }, true);
-      events.note(`${said}${status.message ? `: ${status.message}` : ""}`);
+      const why = statusMessage(status);
+      events.note(`${said}${why ? `: ${why}` : ""}`);
       if (now === "running" && store.wantedRate !== null) {
         send({ action: "traffic", rate: store.wantedRate });
         store.wantedRate = null;
@@ -346,7 +369,7 @@ export function startLab(root) {
     if (badge.textContent !== text) badge.textContent = text;
     badge.dataset.state = state;
     badge.className = `badge state-${state}`;
-    const message = store.status.message && state !== "running" ? store.status.message : "";
+    const message = state !== "running" ? statusMessage(store.status) : "";
     $("lab-message").textContent = message;
 
     $("start-button").disabled = !open || ACTIVE.has(state) || store.pending === "start";
