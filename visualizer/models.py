@@ -8,6 +8,8 @@ from django.db import models
 
 from lessons.models import Lesson
 
+_LIVE = models.Q(state__in=["queued", "starting", "running"])  # Lab.LIVE_STATES, for Lab.Meta
+
 
 class Lab(models.Model):
     class State(models.TextChoices):
@@ -37,9 +39,9 @@ class Lab(models.Model):
         # The database, not the code path, keeps one live lab per session and one live lab per
         # network: two starts that arrive at once cannot both win (visualizer.services.lab_start).
         constraints = [
-            models.UniqueConstraint(fields=["session_key"], condition=models.Q(state__in=["queued", "starting", "running"]),
+            models.UniqueConstraint(fields=["session_key"], condition=_LIVE,
                                     name="one_live_lab_per_session"),
-            models.UniqueConstraint(fields=["network"], condition=models.Q(state__in=["queued", "starting", "running"]),
+            models.UniqueConstraint(fields=["network"], condition=_LIVE,
                                     name="one_live_lab_per_network"),
         ]
 

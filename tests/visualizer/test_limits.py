@@ -44,7 +44,7 @@ def test_two_concurrent_starts_leave_one_live_lab(lesson: Lesson, alice: str) ->
         try:
             barrier.wait(timeout=5)
             results.append(services.lab_start(session_key=alice, lesson=lesson))
-        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+        except Exception as exc:
             results.append(exc)
         finally:
             close_old_connections()
@@ -95,7 +95,8 @@ async def test_labs_per_client_address_are_capped(lesson: Lesson) -> None:
         assert (await receive_until(comm, "status"))["state"] == "queued"
     refused = await receive_until(comms[2], "error")
     assert "2 labs running" in refused["message"]
-    live = await database_sync_to_async(Lab.objects.filter(client_address="10.1.2.3", state__in=Lab.LIVE_STATES).count)()
+    live = await database_sync_to_async(
+        Lab.objects.filter(client_address="10.1.2.3", state__in=Lab.LIVE_STATES).count)()
     assert live == 2
     # A start from another address still works.
     other = await database_sync_to_async(session_create)()
