@@ -81,7 +81,13 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
         if not path:
             raise ImproperlyConfigured(f"{name}: sqlite URL needs a path, e.g. sqlite:///var/db.sqlite3")
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(Path(unquote(path)))}
+        file = Path(unquote(path))
+        # Several processes write (daphne, every worker): a writer takes the lock when its
+        # transaction begins (IMMEDIATE) and waits for it rather than failing at once. The test
+        # database is a file beside it, so that tests see the same locking as a deploy does.
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(file),
+                "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+                "TEST": {"NAME": str(file.with_name(f"test_{file.name}"))}}
     if parts.scheme in ("postgres", "postgresql"):
         db = parts.path.lstrip("/")
         if not db:

@@ -95,6 +95,10 @@ REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6390/0", schemes=("redis", "
 LAB_SLOTS = env_int("LAB_SLOTS", 4, min=1, max=64)
 LAB_IDLE_SECONDS = env_float("LAB_IDLE_SECONDS", 600.0, min=1.0)
 LAB_MAX_SECONDS = env_int("LAB_MAX_SECONDS", 7200, min=60, max=7 * 24 * 3600)
+# What one browser may hold: open lab pages (WebSockets) per session, and live labs started from
+# one client address (behind a NAT a room shares one: raise it; 0 = no cap).
+SOCKETS_PER_SESSION = env_int("SOCKETS_PER_SESSION", 10, min=1, max=1000)
+LABS_PER_ADDRESS = env_int("LABS_PER_ADDRESS", 10, min=0, max=10000)
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a lab holds its slot for minutes: never hoard tasks

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 import redis.asyncio
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
 from core import redis as core_redis
@@ -27,6 +30,7 @@ CLOSE_NO_LAB = 4404
 # "Message too big": RFC 6455's 1009 is the transport's to send (autobahn, under daphne, refuses it
 # from an application), so the application's own range carries it, as 4401/4404 do.
 CLOSE_TOO_BIG = 4009
+CLOSE_TOO_MANY = 4429  # the session already has settings.SOCKETS_PER_SESSION lab pages open
 # A command is a few hundred bytes; anything much bigger is not one. Daphne is started with a cap
 # of its own above this (Procfile: 4 MB), past which it drops the connection unannounced.
 MAX_MESSAGE_BYTES = 16 * 1024
@@ -36,6 +40,9 @@ COMMAND_RATE = 20.0
 COMMAND_BURST = 40.0
 WATCH_S = 2.0  # how often a socket looks whether its lab's worker is still alive (services.lab_watch)
 RESUBSCRIBE_S = (0.5, 5.0)  # backoff while Redis is unreachable: first wait, longest wait
+# A socket holds a lease in Redis (so the cap counts every daphne process's sockets); a process
+# that dies without closing its sockets lets their leases lapse after this.
+SOCKET_LEASE_S = 60.0
 
 
 class TokenBucket:
@@ -71,6 +78,55 @@ def _as_bytes(data: str | bytes) -> bytes:
     return data if isinstance(data, bytes) else data.encode()
 
 
+class SocketLease:
+    """One socket's place among its session's open sockets, counted in Redis across processes.
+
+    A sorted set per session (named by a hash: the key is a credential) of socket -> expiry; a
+    live socket renews its lease, a socket of a dead process drops out when its lease lapses.
+    """
+
+    def __init__(self, session_key: str, socket_id: str) -> None:
+        digest = hashlib.sha256(session_key.encode()).hexdigest()[:24]
+        self.key = f"{keys.PREFIX}:session:{digest}:sockets"
+        self.member = socket_id
+        self.redis = core_redis.async_client()
+        self.renewer: asyncio.Task[None] | None = None
+
+    async def take(self, cap: int) -> bool:
+        """Join the session's sockets; False (and not joined) if it already has ``cap``."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zremrangebyscore(self.key, 0, now)
+        pipe.zadd(self.key, {self.member: now + SOCKET_LEASE_S})
+        pipe.zcard(self.key)
+        pipe.expire(self.key, int(SOCKET_LEASE_S) + 1)
+        async with asyncio.timeout(core_redis.TIMEOUT_S):
+            _, _, count, _ = await pipe.execute()
+        if count > cap:
+            return False
+        self.renewer = asyncio.create_task(self._renew())
+        return True
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(SOCKET_LEASE_S / 3)
+            with contextlib.suppress(Exception):  # a missed renewal is retried; two lapse a lease
+                async with asyncio.timeout(core_redis.TIMEOUT_S):
+                    await self.redis.zadd(self.key, {self.member: time.time() + SOCKET_LEASE_S})
+                    await self.redis.expire(self.key, int(SOCKET_LEASE_S) + 1)
+
+    async def release(self) -> None:
+        if self.renewer is not None:
+            self.renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.renewer
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(core_redis.TIMEOUT_S):
+                await self.redis.zrem(self.key, self.member)
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+
 class LabConsumer(AsyncJsonWebsocketConsumer):
     lesson: Lesson
     session_key: str
@@ -82,6 +138,7 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         self.reader: asyncio.Task[None] | None = None
         self.lab_id: str | None = None
         self.bucket = TokenBucket(COMMAND_RATE, COMMAND_BURST)
+        self.lease: SocketLease | None = None
         # Accept first, then close with a code: a refused handshake hides the code from browsers.
         await self.accept()
         session_key = await self._session_key()
@@ -93,6 +150,12 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NO_LAB)
             return
         self.session_key, self.lesson = session_key, lesson
+        self.lease = SocketLease(session_key, uuid.uuid4().hex)
+        if not await self.lease.take(settings.SOCKETS_PER_SESSION):
+            await self.lease.release()
+            self.lease = None
+            await self.close(code=CLOSE_TOO_MANY)
+            return
         lab = await database_sync_to_async(services.lab_for_session)(session_key=session_key, lesson=lesson)
         await self._subscribe(lab)
         await self.send_json(await database_sync_to_async(services.lab_snapshot)(
@@ -101,6 +164,8 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         await self._unsubscribe()
+        if self.lease is not None:
+            await self.lease.release()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Parse here rather than in decode_json: bad JSON must get an error frame, not a dropped socket.
@@ -137,7 +202,12 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         lab = await database_sync_to_async(services.lab_for_session)(
             session_key=self.session_key, lesson=self.lesson)
         if action == "start":
-            lab = await database_sync_to_async(services.lab_start)(session_key=self.session_key, lesson=self.lesson)
+            try:
+                lab = await database_sync_to_async(services.lab_start)(
+                    session_key=self.session_key, lesson=self.lesson, client_address=self._client_address())
+            except services.LabRefused as exc:
+                await self._error(str(exc), _quote(content, raw))
+                return
             await self._unsubscribe()
             await self._subscribe(lab)
             # The queued status went out before we subscribed: send what Redis holds now.
@@ -261,6 +331,10 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
 
     async def _error(self, message: str, command: Any) -> None:
         await self.send_json({"type": "error", "message": message, "command": command})
+
+    def _client_address(self) -> str | None:
+        client = self.scope.get("client")  # daphne --proxy-headers puts X-Forwarded-For here
+        return client[0] if client else None
 
     async def _session_key(self) -> str | None:
         session: SessionBase | None = self.scope.get("session")

@@ -8,6 +8,8 @@ from django.db import models
 
 from lessons.models import Lesson
 
+_LIVE = models.Q(state__in=["queued", "starting", "running"])  # Lab.LIVE_STATES, for Lab.Meta
+
 
 class Lab(models.Model):
     class State(models.TextChoices):
@@ -26,11 +28,22 @@ class Lab(models.Model):
     network = models.CharField(max_length=15, help_text="127.A.B: node i is 127.A.B.(10+i)")
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     task_id = models.CharField(max_length=255, blank=True)
+    # Where the start came from (the socket's peer, or the proxy's X-Forwarded-For under daphne's
+    # --proxy-headers): live labs per address are capped (settings.LABS_PER_ADDRESS).
+    client_address = models.GenericIPAddressField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created"]
+        # The database, not the code path, keeps one live lab per session and one live lab per
+        # network: two starts that arrive at once cannot both win (visualizer.services.lab_start).
+        constraints = [
+            models.UniqueConstraint(fields=["session_key"], condition=_LIVE,
+                                    name="one_live_lab_per_session"),
+            models.UniqueConstraint(fields=["network"], condition=_LIVE,
+                                    name="one_live_lab_per_network"),
+        ]
 
     def __str__(self) -> str:
         return f"lab {self.id} ({self.lesson_id}, {self.state})"

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
 from core import redis as core_redis
@@ -33,6 +33,7 @@ STOP_POLL_S = 1.0
 REDIS_SETTLE_S = keys.HEARTBEAT_TTL_S + 5
 LOST_MESSAGE = "lost: the worker hosting this lab stopped; start again"
 REDIS_FAILED_MESSAGE = "failed: the lab ended while Redis was unreachable"
+START_ATTEMPTS = 5  # inserts lost to a concurrent start's network before giving up
 
 
 def lab_for_session(*, session_key: str, lesson: Lesson) -> Lab | None:
@@ -44,18 +45,44 @@ def lab_for_session(*, session_key: str, lesson: Lesson) -> Lab | None:
     )
 
 
-def lab_start(*, session_key: str, lesson: Lesson) -> Lab:
-    """Stop the session's previous live lab, then queue a new one on a fresh 127.A.B network."""
+class LabRefused(Exception):
+    """A start the server will not do; the message says why, for the student."""
+
+
+def lab_start(*, session_key: str, lesson: Lesson, client_address: str | None = None) -> Lab:
+    """Stop the session's previous live lab, then queue a new one on a free 127.A.B network.
+
+    Race-free: the database holds one live lab per session and per network (Lab.Meta), so of two
+    starts that arrive at once for one session, the one that loses the insert returns the winner's
+    lab. Raises LabRefused when the client's address already has settings.LABS_PER_ADDRESS live labs.
+    """
     if lesson.topology is None:
         raise ValueError(f"lesson {lesson.slug!r} has no lab")
-    for previous in Lab.objects.filter(session_key=session_key, state__in=Lab.LIVE_STATES):
-        lab_stop(lab=previous)
+    if client_address and settings.LABS_PER_ADDRESS:
+        others = (Lab.objects.filter(client_address=client_address, state__in=Lab.LIVE_STATES)
+                  .exclude(session_key=session_key).count())
+        if others >= settings.LABS_PER_ADDRESS:
+            raise LabRefused(f"your address already has {others} labs running, the most this server "
+                             "allows: stop one of them first")
     r = core_redis.client()
-    # Start the counter at a random block: labs of another Redis (or of one that was flushed) on
-    # the same machine then rarely meet on the same 127.A.B network.
-    r.set(keys.NETBLOCK_COUNTER, secrets.randbelow(keys.NETBLOCKS), nx=True)
-    network = keys.network_for(r.incr(keys.NETBLOCK_COUNTER))
-    lab = Lab.objects.create(session_key=session_key, lesson=lesson, network=network)
+    for _ in range(START_ATTEMPTS):
+        for previous in Lab.objects.filter(session_key=session_key, state__in=Lab.LIVE_STATES):
+            lab_stop(lab=previous)
+        network = _network_allocate(r)
+        try:
+            with transaction.atomic():
+                lab = Lab.objects.create(session_key=session_key, lesson=lesson, network=network,
+                                         client_address=client_address or None)
+        except IntegrityError:
+            # Another start of this session got in between our stop and our insert: it is as new
+            # as ours, so it is the answer. Otherwise the network was taken meanwhile: try again.
+            winner = lab_for_session(session_key=session_key, lesson=lesson)
+            if winner is not None:
+                return winner
+            continue
+        break
+    else:
+        raise LabRefused("could not start a lab right now; try again")
     lab.task_id = str(lab.id)
     lab.save(update_fields=["task_id"])
     status = {"type": "status", "lab": str(lab.id), "state": Lab.State.QUEUED.value,
@@ -67,6 +94,15 @@ def lab_start(*, session_key: str, lesson: Lesson) -> Lab:
     # Enqueue only once the row is committed, or the worker might not find it.
     transaction.on_commit(lambda: run_lab.apply_async(args=[str(lab.id)], task_id=lab.task_id))
     return lab
+
+
+def _network_allocate(r: redis.Redis) -> str:
+    """The next 127.A.B block no live lab holds (the counter wraps after keys.NETBLOCKS)."""
+    # Start the counter at a random block: labs of another Redis (or of one that was flushed) on
+    # the same machine then rarely meet on the same 127.A.B network.
+    r.set(keys.NETBLOCK_COUNTER, secrets.randbelow(keys.NETBLOCKS), nx=True)
+    held = set(Lab.objects.filter(state__in=Lab.LIVE_STATES).values_list("network", flat=True))
+    return keys.network_allocate(lambda: r.incr(keys.NETBLOCK_COUNTER), held)
 
 
 def lab_stop(*, lab: Lab) -> None:

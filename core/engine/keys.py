@@ -1,5 +1,7 @@
 """Redis names shared by the engine (publisher) and the web process (subscriber)."""
 
+from collections.abc import Callable, Collection
+
 PREFIX = "scalelab"
 STATUS_TTL_S = 15  # refreshed every second by a live lab: a dead worker's lab expires quickly
 HISTORY_POINTS = 300
@@ -46,6 +48,19 @@ def history_key(lab_id: str) -> str:
 
 NETBLOCK_COUNTER = f"{PREFIX}:netblock"
 NETBLOCKS = (254 - 20 + 1) * 256  # distinct 127.A.B lab networks, A in 20..254
+
+
+def network_allocate(next_block: Callable[[], int], held: Collection[str]) -> str:
+    """The first network the counter (``next_block``) gives that is not in ``held``.
+
+    ``len(held) + 1`` draws always find one: each draw is a different block until the counter
+    wraps, which takes NETBLOCKS draws.
+    """
+    for _ in range(min(len(held), NETBLOCKS - 1) + 1):
+        network = network_for(next_block())
+        if network not in held:
+            return network
+    raise RuntimeError("every lab network is held by a live lab")
 
 
 def network_for(block: int) -> str:

@@ -251,8 +251,12 @@ export function startLab(root) {
 
   function onConnection(state, retryInMs, code) {
     if (state === "refused") {
-      toasts.show(code === 4401 ? gettext("Your session has expired: reload the page to get a new one.")
-        : gettext("This lab is not available any more: reload the page."), 600000);
+      const why = {
+        4401: gettext("Your session has expired: reload the page to get a new one."),
+        4429: gettext("This lab is open in too many tabs: close some of them, then reload this page."),
+        4009: gettext("The page sent the lab server a message that was too big: reload the page."),
+      }[code] || gettext("This lab is not available any more: reload the page.");
+      toasts.show(why, 600000);
     }
     if (state === "closed" && store.conn === "open") events.note(gettext("connection to the lab server lost; reconnecting"), "conn");
     if (state === "open" && store.everOpen) events.note(gettext("reconnected"), "conn");
