@@ -20,7 +20,10 @@ table, in the same transaction as the write); a replica asks its primary for the
 the time is up. A replica answers a write with ``error: read-only replica``.
 
 The port is open to anything on the machine, so the node runs only the application's kind of
-statement (``core.engine.sqlguard``: a refused one is answered ``error: not allowed: …``).
+statement (``core.engine.sqlguard``: a refused one is answered ``error: not allowed: …``), and a
+connection whose first line is not a JSON object (an HTTP request a web page made a browser send,
+say) is closed unanswered, before its next line is read. A bad line later on is answered with an
+error, and the connection goes on.
 
 ``ms`` is the time the request spent inside the database (queueing for a connection slot, the
 modelled service time and the real SQLite execution). ``id`` is echoed as is: the web tier puts the
@@ -46,6 +49,16 @@ class ProtocolError(ValueError):
 
 
 READ_ONLY = "read-only replica"
+
+
+def is_request_line(line: bytes) -> bool:
+    """Whether a connection's first line is this protocol's: a JSON object. Anything else (an HTTP
+    request line, from a web page that made a browser post to the port, say) ends the connection
+    before a further line is read, so nothing that follows it can run."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def encode_request(req_id: str, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> bytes:

@@ -230,6 +230,23 @@ async def test_it_refuses_what_the_application_never_sends(network, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+async def test_a_connection_that_starts_like_http_is_closed_before_its_body_runs(network):
+    """A web page can make a browser POST to 127.A.B.x:5432; its body lines must never run."""
+    async with Lab(stage2(users=20, posts=50), network=network) as lab:
+        body = sqlwire.encode_request("evil", sqlwire.POST_SQL, [1, "from a web page", "/x.jpg", 1])
+        reader, writer = await asyncio.open_connection(lab.address("db"), sqlwire.PORT)
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: " + lab.address("db").encode() + b":5432\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, unanswered
+        writer.close()
+        [count] = await ask(lab.address("db"), [sqlwire.encode_request("n", "SELECT count(*) FROM posts")])
+        assert count["rows"] == [[50]]  # the body's INSERT never ran
+        assert lab.nodes["db"].lsn == 0
+
+
 async def test_a_statement_that_runs_too_long_is_interrupted_and_the_node_goes_on(network):
     async with Lab(stage2(users=200, posts=1000), network=network) as lab:
         lab.nodes["db"]._gate.run_limit_s = 0.2

@@ -24,7 +24,8 @@ Anything on the machine can connect, so the node runs only the application's kin
 judged by SQLite's authorizer (``core.engine.sqlguard``): ``Guard.check`` before a statement queues
 (refused, or a read, or a write, whatever its first word), ``Gate`` on the real connection while it
 runs (the same rule, writes only on a primary, bounded in time). A refused statement gets the
-protocol's error reply and the node goes on.
+protocol's error reply and the node goes on. A connection whose first line is not a JSON object is
+closed unanswered (``sqlwire.is_request_line``).
 
 ``DbPool`` (``core.engine.nodes.clients``) is the other side: the client a web node uses.
 """
@@ -162,14 +163,16 @@ class SqlDbNode(SqlReplica, Node):
             self._handlers.add(task)
         self._writers.add(writer)
         peer = (writer.get_extra_info("peername") or ("",))[0]
+        first = True
         try:
             while True:
                 try:
                     line = await reader.readline()
                 except (ValueError, ConnectionError):  # a line over MAX_LINE, or a reset
                     return
-                if not line:
-                    return
+                if not line or (first and not sqlwire.is_request_line(line)):
+                    return  # ended, or not this protocol (an HTTP request): closed, nothing more read
+                first = False
                 # A partition drops packets: the caller hears nothing and times out.
                 while self.cut_off(peer):
                     await asyncio.sleep(0.1)
