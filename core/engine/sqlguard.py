@@ -36,7 +36,7 @@ from typing import Any
 from core.engine import sqlwire
 
 RUN_LIMIT_S = 3.0  # the longest a caller's statement may run in SQLite (a page's query takes ms)
-PROGRESS_OPS = 10_000  # SQLite VM steps between looks at the clock
+PROGRESS_OPS = 100_000  # SQLite VM steps between looks at the clock (about a millisecond)
 KNOWN_MAX = 1024  # statements whose verdict is kept
 TABLES = frozenset(sqlwire.DATA_TABLES)
 # Plain functions: no I/O, no unbounded allocation (randomblob, zeroblob, printf widths), no
