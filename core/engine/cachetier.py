@@ -74,7 +74,8 @@ class CacheTier:
             if node is None:
                 return None
             client = self._clients[cache_id] = CacheClient(
-                node.address, node.port or 6379, source=self.node.address, node=node  # its "slow" fault
+                node.address, node.port or 6379, source=self.node.address, node=node,  # its "slow" fault
+                password=self.ctx.server_password(cache_id),
             )
         return client
 

@@ -1,7 +1,8 @@
 """What a node sees of its lab: a narrow view, so a node's module reads on its own.
 
 A node never holds the ``Lab``: it gets this context, which answers where its peers are, records its
-requests and events, lends the lab's random source and says which pairs a partition cuts off.
+requests and events, lends the lab's random source, says which pairs a partition cuts off and
+hands out the passwords of the lab's own servers.
 Everything else about the lab (its lifecycle, commands, frames) is none of a node's business.
 """
 
@@ -58,6 +59,12 @@ class NodeContext:
 
     def partitioned(self, a: str, b: str) -> bool:
         return self._lab.partitioned(a, b)
+
+    def server_password(self, node_id: str) -> str:
+        """The password of a node's own server (a ``kvdb`` or ``cache`` redis-server): random, made
+        for this lab, given to the node that runs the server and to its callers in the lab, and to
+        nobody else (never put it in an event, a snapshot or a log line)."""
+        return self._lab.server_password(node_id)
 
     def record(self, trace: Trace) -> None:
         self._lab.telemetry.record(trace)

@@ -72,7 +72,10 @@ class DataAccess:
         store = self._kv.get(kv_id)
         if store is None:
             node = self.ctx.peer(kv_id)
-            store = self._kv[kv_id] = KvStore(node.address, node.port or 6379, node, source=self.node.address)  # type: ignore[arg-type]
+            store = self._kv[kv_id] = KvStore(
+                node.address, node.port or 6379, node,  # type: ignore[arg-type]
+                source=self.node.address, password=self.ctx.server_password(kv_id),
+            )
         start = time.monotonic()
         at_ms = (start - received) * 1000
         try:

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -94,6 +95,10 @@ class Lab:
         self._initial_topology = topology
         self._topology_dict: dict[str, Any] | None = None  # cached: the status carries it every second
         self._by_address = {self.address(n.id): n.id for n in topology.nodes}
+        # The password of each node's own redis-server (core.engine.nodes.redisproc): made on first
+        # use, kept for the lab's life (a restarted server takes the same), and only ever handed to
+        # the lab's own nodes; never in the topology, a status, a frame or a log line.
+        self._passwords: dict[str, str] = {}
         self.context = NodeContext(self)  # all a node sees of the lab
         self.nodes: dict[str, Node] = {n.id: _runtime(n.kind_info.runtime)(n, self.context) for n in topology.nodes}
         self._node_state = {n.id: "stopped" for n in topology.nodes}
@@ -114,6 +119,13 @@ class Lab:
     def partitioned(self, a: str, b: str) -> bool:
         """True when a partition separates nodes ``a`` and ``b`` (in either direction)."""
         return frozenset((a, b)) in self.partitions
+
+    def server_password(self, node_id: str) -> str:
+        """The password of ``node_id``'s own server, random and known only to this lab."""
+        password = self._passwords.get(node_id)
+        if password is None:
+            password = self._passwords[node_id] = secrets.token_urlsafe(32)
+        return password
 
     # Lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:

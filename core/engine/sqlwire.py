@@ -19,6 +19,12 @@ table, in the same transaction as the write); a replica asks its primary for the
 ``wait_ms`` makes it a long poll: with nothing new the primary answers when a write arrives or
 the time is up. A replica answers a write with ``error: read-only replica``.
 
+The port is open to anything on the machine, so the node runs only the application's kind of
+statement (``core.engine.sqlguard``: a refused one is answered ``error: not allowed: …``), and a
+connection whose first line is not a JSON object (an HTTP request a web page made a browser send,
+say) is closed unanswered, before its next line is read. A bad line later on is answered with an
+error, and the connection goes on.
+
 ``ms`` is the time the request spent inside the database (queueing for a connection slot, the
 modelled service time and the real SQLite execution). ``id`` is echoed as is: the web tier puts the
 client's request id in it, so a query can be traced back to the request that caused it. A reply
@@ -43,19 +49,16 @@ class ProtocolError(ValueError):
 
 
 READ_ONLY = "read-only replica"
-_WRITE_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER"})
 
 
-def is_write(sql: str) -> bool:
-    """Whether a statement changes data (and so goes to the primary and into the change log)."""
-    words = sql.lstrip().split(None, 1)
-    return bool(words) and words[0].upper() in _WRITE_VERBS
-
-
-def row_change(sql: str, rowcount: int) -> int:
-    """How a statement changed the number of rows held: + for an insert, - for a delete."""
-    verb = sql.lstrip()[:6].upper()
-    return max(0, rowcount) if verb == "INSERT" else -max(0, rowcount) if verb == "DELETE" else 0
+def is_request_line(line: bytes) -> bool:
+    """Whether a connection's first line is this protocol's: a JSON object. Anything else (an HTTP
+    request line, from a web page that made a browser post to the port, say) ends the connection
+    before a further line is read, so nothing that follows it can run."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def encode_request(req_id: str, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> bytes:
@@ -71,7 +74,7 @@ def decode_message(line: bytes) -> dict[str, Any]:
     """A request line as a dict: a log request has ``log_from`` (int), a query ``sql`` and ``params``."""
     try:
         msg = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise ProtocolError('a request is a JSON object {"id", "sql", "params"}')
@@ -90,7 +93,7 @@ def decode_request(line: bytes) -> tuple[str, str, list[Any]]:
     """(id, sql, params) of one request line; ProtocolError says what is wrong with it."""
     try:
         msg = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise ProtocolError('a request is a JSON object {"id", "sql", "params"}')
@@ -119,7 +122,7 @@ def encode_reply(
 def decode_reply(line: bytes) -> dict[str, Any]:
     try:
         msg = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(msg, dict) or ("rows" not in msg and "error" not in msg and "log" not in msg):
         raise ProtocolError("a reply is a JSON object with rows, log or error")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
+from redis import exceptions as rexc
 
 from core.engine.commands import CommandError
 from core.engine.kvwire import PORT
@@ -17,7 +17,7 @@ from core.engine.lab import Lab
 from core.engine.nodes.cache import CacheNode, HitWindow
 from core.engine.nodes.clients import CacheClient, CacheError
 from core.engine.spec import Topology, parse_topology
-from tests.engine.test_kvdb import redis_children, refused, until
+from tests.engine.test_kvdb import admin_of, raw, redis_children, refused, stranger, until
 
 
 def cache_topology(**params: object) -> Topology:
@@ -25,11 +25,14 @@ def cache_topology(**params: object) -> Topology:
 
 
 def client_of(lab: Lab, *, timeout_s: float = 1.0, node: CacheNode | None = None) -> CacheClient:
-    return CacheClient(lab.address("cache"), PORT, source=f"{lab.network}.80", timeout_s=timeout_s, node=node)
+    return CacheClient(
+        lab.address("cache"), PORT, source=f"{lab.network}.80", timeout_s=timeout_s, node=node,
+        password=lab.server_password("cache"),
+    )
 
 
 async def config(lab: Lab, name: str) -> str:
-    admin = aioredis.Redis(host=lab.address("cache"), port=PORT, decode_responses=True)
+    admin = admin_of(lab, "cache", decode_responses=True)
     try:
         return (await admin.config_get(name))[name]
     finally:
@@ -67,6 +70,26 @@ async def test_it_runs_redis_as_a_cache_that_keeps_nothing_on_disk(network):
         assert await refused(f"{network}.200"), "something listens on another address"
         assert {k: gauges(lab)[k] for k in ("maxmemory_mb", "ttl_s", "policy", "write_policy", "coalesce")} == {
             "maxmemory_mb": 16, "ttl_s": 30, "policy": "allkeys-lru", "write_policy": "invalidate", "coalesce": "off"}
+
+
+async def test_it_refuses_a_caller_without_the_labs_password(network):
+    async with Lab(cache_topology(), network=network) as lab:
+        for command in (b"CONFIG GET dir", b"CONFIG SET dir /tmp", b"GET page:1"):
+            assert (await raw(lab.address("cache"), command)).startswith(b"-NOAUTH"), command
+        client = stranger(lab, "cache")
+        try:
+            with pytest.raises(rexc.AuthenticationError):
+                await client.config_set("maxmemory", "1")
+        finally:
+            await client.aclose()
+        cache = client_of(lab)  # the web tier's client, with the lab's password
+        try:
+            await cache.set("page:1", "x", 30)
+            assert await cache.get("page:1") == "x"
+        finally:
+            await cache.close()
+        await lab.command({"action": "memory", "node": "cache", "mb": 8})  # the node's own CONFIG SET
+        assert await config(lab, "maxmemory") == str(8 * 2**20)
 
 
 async def test_it_counts_hits_and_misses_of_real_lookups(network):
@@ -239,7 +262,7 @@ async def test_the_slow_fault_delays_every_call(network):
 async def test_the_cache_sees_the_calling_address(network):
     async with Lab(cache_topology(), network=network) as lab:
         cache = client_of(lab)
-        admin = aioredis.Redis(host=lab.address("cache"), port=PORT, decode_responses=True)
+        admin = admin_of(lab, "cache", decode_responses=True)
         try:
             await cache.get("page:1")
             assert any(c["addr"].startswith(f"{network}.80:") for c in await admin.client_list())
@@ -251,7 +274,7 @@ async def test_the_cache_sees_the_calling_address(network):
 async def test_close_now_drops_every_connection_at_once(network):
     async with Lab(cache_topology(), network=network) as lab:
         cache = client_of(lab)
-        admin = aioredis.Redis(host=lab.address("cache"), port=PORT, decode_responses=True)
+        admin = admin_of(lab, "cache", decode_responses=True)
         try:
             await asyncio.gather(*(cache.get(f"page:{i}") for i in range(3)))  # several pooled connections
             cache.close_now()  # synchronous: nothing to await

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -156,3 +157,41 @@ async def test_coalescing_turns_a_stampede_of_misses_on_one_key_into_one_databas
             assert lab.frame()["nodes"]["web"]["coalesced"] + hits == 19 and hits < 19
         finally:
             await site.close()
+
+
+async def test_the_lab_emits_its_servers_passwords_nowhere(network, caplog):
+    """A lab's redis-servers take a password known only to the lab: not in the topology the browser
+    draws, a status, a frame, an event or a log line, whatever the lab goes through."""
+    spec = {
+        "nodes": [
+            {"id": "web", "kind": "web", "host": 80, "params": {"workers": 16, "service_ms": 1}},
+            {"id": "db", "kind": "sqldb", "host": 90, "params": {"users": 200, "posts": 1000, "service_ms": 1}},
+            {"id": "cache-1", "kind": "cache", "host": 71, "params": {}},
+            {"id": "kv", "kind": "kvdb", "host": 60, "params": {"users": 200, "posts": 1000}},
+        ],
+        "edges": [["web", "db"], ["web", "cache-1"], ["web", "kv"]],
+    }
+    emitted: list[dict[str, Any]] = []
+    caplog.set_level(logging.DEBUG)
+    lab = Lab(parse_topology(spec), network=network, emit=emitted.append)
+    async with lab:
+        site = Site(lab)
+        try:
+            assert (await site.profile(7))[0] == 200 and (await site.profile(7))[0] == 200
+            await site.post(7, "hello")
+            async with site.session.get(f"{site.base}/api/users/7?store=kv") as r:
+                assert r.status == 200  # the key-value store's page: the web tier has the password
+        finally:
+            await site.close()
+        await lab.command({"action": "memory", "node": "cache-1", "mb": 8})
+        await lab.command({"action": "kill", "node": "kv"})
+        await lab.command({"action": "restart", "node": "kv"})
+        added = await lab._add("cache-1")
+        said = [json.dumps(m) for m in emitted]
+        said += [json.dumps(lab.frame()), json.dumps(lab.status()), json.dumps(lab.topology_dict())]
+        passwords = [lab.server_password(n) for n in ("cache-1", "kv", added)]
+    assert len(set(passwords)) == 3  # one per server
+    assert any('"topology"' in m for m in said) and any('"events"' in m for m in said)
+    for password in passwords:
+        assert all(password not in m for m in said)
+        assert password not in caplog.text

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from core.engine import kvwire, sqlwire
 from core.engine.lab import Lab
@@ -36,6 +39,11 @@ def kv_topology(*, users: int = 50, posts: int = 400, appendonly: str = "everyse
             "edges": [],
         }
     )
+
+
+def admin_of(lab: Lab, node_id: str = "kv", **options: object) -> aioredis.Redis:
+    """A client of a node's redis-server with the password the lab made for it, as the lab's own."""
+    return aioredis.Redis(host=lab.address(node_id), port=kvwire.PORT, password=lab.server_password(node_id), **options)
 
 
 def running(pid: int) -> bool:
@@ -100,7 +108,7 @@ async def test_it_runs_a_real_redis_server_bound_only_to_its_own_address(network
         # redis-server rewrites its argv into a title naming where it listens.
         title = Path(f"/proc/{node.proc.pid}/cmdline").read_bytes().decode()
         assert f"redis-server {lab.address('kv')}:{kvwire.PORT}\0" in title
-        client = aioredis.Redis(host=lab.address("kv"), port=kvwire.PORT, decode_responses=True)
+        client = admin_of(lab, decode_responses=True)
         try:
             assert await client.ping() is True
             assert await client.config_get("bind") == {"bind": lab.address("kv")}
@@ -109,12 +117,72 @@ async def test_it_runs_a_real_redis_server_bound_only_to_its_own_address(network
         assert await refused(f"{network}.200"), "something listens on another address"  # not 0.0.0.0
 
 
+def stranger(lab: Lab, node_id: str = "kv", password: str | None = None) -> aioredis.Redis:
+    """A client of the lab's redis-server from anyone else on the machine (no retries: one answer)."""
+    return aioredis.Redis(host=lab.address(node_id), port=kvwire.PORT, password=password,
+                          retry=Retry(NoBackoff(), 0), socket_timeout=2)
+
+
+async def raw(address: str, command: bytes) -> bytes:
+    """What redis-server answers one inline command, with no client library in between."""
+    reader, writer = await asyncio.open_connection(address, kvwire.PORT)
+    try:
+        writer.write(command + b"\r\n")
+        return await asyncio.wait_for(reader.readline(), 2)
+    finally:
+        writer.close()
+
+
+async def test_it_refuses_a_caller_without_the_labs_password_and_serves_the_labs_own(network):
+    async with Lab(kv_topology(), network=network) as lab:
+        for command in (b"CONFIG GET dir", b"CONFIG SET dir /tmp", b"SET x 1", b"KEYS *"):
+            assert (await raw(lab.address("kv"), command)).startswith(b"-NOAUTH"), command
+        for password in (None, "not-the-password"):
+            client = stranger(lab, password=password)
+            try:
+                with pytest.raises(rexc.AuthenticationError):
+                    await client.config_get("dir")
+                with pytest.raises(rexc.AuthenticationError):
+                    await client.set("x", "1")
+            finally:
+                await client.aclose()
+        store = KvStore(lab.address("kv"), kvwire.PORT, password=lab.server_password("kv"))
+        admin = admin_of(lab, decode_responses=True)
+        try:
+            assert (await store.login(1))[0] is True  # the lab's own client
+            assert await admin.config_get("protected-mode") == {"protected-mode": "yes"}
+            for command in (("DEBUG", "SLEEP", "0"), ("MODULE", "LIST"), ("SAVE",), ("REPLICAOF", "NO", "ONE")):
+                with pytest.raises(rexc.ResponseError, match="unknown command"):  # even with the password
+                    await admin.execute_command(*command)
+            assert await admin.exists("x") == 0
+        finally:
+            await store.close()
+            await admin.aclose()
+
+
+async def test_its_password_is_in_no_argv_environment_or_file_of_the_server(network):
+    async with Lab(kv_topology(), network=network) as lab:
+        node = lab.nodes["kv"]
+        password = lab.server_password("kv").encode()
+        proc = Path(f"/proc/{node.proc.pid}")
+        assert password not in (proc / "cmdline").read_bytes() and password not in (proc / "environ").read_bytes()
+        await lab.command({"action": "restart", "node": "kv"})  # a restart: the same password, still hidden
+        assert (await raw(lab.address("kv"), b"GET lsn")).startswith(b"-NOAUTH")
+        store = KvStore(lab.address("kv"), kvwire.PORT, password=lab.server_password("kv"))
+        try:
+            assert (await store.login(1))[0] is True
+        finally:
+            await store.close()
+        files = [f for f in Path(node.dir).rglob("*") if f.is_file()]
+        assert files and all(password not in f.read_bytes() for f in files)
+
+
 async def test_it_seeds_the_same_data_as_the_sql_database(network):
     users, posts = 60, 500
     sql = sql_database(users, posts)
     async with Lab(kv_topology(users=users, posts=posts), network=network) as lab:
-        client = aioredis.Redis(host=lab.address("kv"), port=kvwire.PORT, decode_responses=True)
-        store = KvStore(lab.address("kv"), kvwire.PORT)
+        client = admin_of(lab, decode_responses=True)
+        store = KvStore(lab.address("kv"), kvwire.PORT, password=lab.server_password("kv"))
         try:
             user_keys = [k async for k in client.scan_iter(match="user:*", count=1000)]
             post_keys = [k async for k in client.scan_iter(match="post:*", count=1000)]
@@ -146,7 +214,7 @@ async def test_a_post_fans_out_to_every_follower_feed_and_returns_the_next_lsn(n
     users, posts = 40, 300
     sql = sql_database(users, posts)
     async with Lab(kv_topology(users=users, posts=posts), network=network) as lab:
-        store = KvStore(lab.address("kv"), kvwire.PORT, lab.nodes["kv"])
+        store = KvStore(lab.address("kv"), kvwire.PORT, lab.nodes["kv"], password=lab.server_password("kv"))
         try:
             pid, ms, lsn, op = await store.post(5, "hello")
             assert pid == posts + 1 and lsn == 1 and ms > 0 and op.startswith("INCR seq:post")
@@ -167,7 +235,7 @@ async def test_a_kill_refuses_connections_and_leaves_no_process(network):
     async with Lab(kv_topology(), network=network) as lab:
         node = lab.nodes["kv"]
         pid = node.proc.pid
-        store = KvStore(lab.address("kv"), kvwire.PORT, node)
+        store = KvStore(lab.address("kv"), kvwire.PORT, node, password=lab.server_password("kv"))
         try:
             await store.login(1)  # the pool holds a connection now
             await lab.command({"action": "kill", "node": "kv"})
@@ -183,7 +251,7 @@ async def test_a_kill_refuses_connections_and_leaves_no_process(network):
 
 async def test_a_restart_after_a_kill_replays_the_append_only_file(network):
     async with Lab(kv_topology(), network=network) as lab:
-        store = KvStore(lab.address("kv"), kvwire.PORT, lab.nodes["kv"])
+        store = KvStore(lab.address("kv"), kvwire.PORT, lab.nodes["kv"], password=lab.server_password("kv"))
         try:
             pid, _, lsn, _ = await store.post(3, "survives")
             # everysec: Redis may acknowledge a write before writing it out (it postpones the
@@ -201,7 +269,7 @@ async def test_a_restart_after_a_kill_replays_the_append_only_file(network):
 
 async def test_without_append_only_a_restart_starts_over_from_the_seed(network):
     async with Lab(kv_topology(appendonly="no"), network=network) as lab:
-        store = KvStore(lab.address("kv"), kvwire.PORT, lab.nodes["kv"])
+        store = KvStore(lab.address("kv"), kvwire.PORT, lab.nodes["kv"], password=lab.server_password("kv"))
         try:
             pid, _, _, _ = await store.post(3, "lost")
             await lab.command({"action": "kill", "node": "kv"})
@@ -225,7 +293,7 @@ async def test_stopping_the_lab_leaves_no_process_and_no_file(network):
 
 async def test_the_slow_fault_delays_every_call(network):
     async with Lab(kv_topology(), network=network) as lab:
-        store = KvStore(lab.address("kv"), kvwire.PORT, lab.nodes["kv"])
+        store = KvStore(lab.address("kv"), kvwire.PORT, lab.nodes["kv"], password=lab.server_password("kv"))
         try:
             await lab.command({"action": "slow", "node": "kv", "ms": 150})
             assert (await store.feed(1))[1] >= 150 and (await store.login(1))[1] >= 150
@@ -236,8 +304,8 @@ async def test_the_slow_fault_delays_every_call(network):
 
 async def test_a_redis_error_is_an_error_not_an_outage(network):
     async with Lab(kv_topology(), network=network) as lab:
-        client = aioredis.Redis(host=lab.address("kv"), port=kvwire.PORT)
-        store = KvStore(lab.address("kv"), kvwire.PORT)
+        client = admin_of(lab)
+        store = KvStore(lab.address("kv"), kvwire.PORT, password=lab.server_password("kv"))
         try:
             await client.set(kvwire.feed_key(2), "not a list")
             with pytest.raises(DbError) as err:
@@ -254,8 +322,8 @@ async def test_a_redis_error_is_an_error_not_an_outage(network):
 async def test_the_database_sees_the_calling_address(network):
     async with Lab(kv_topology(), network=network) as lab:
         source = f"{network}.80"
-        store = KvStore(lab.address("kv"), kvwire.PORT, source=source)
-        client = aioredis.Redis(host=lab.address("kv"), port=kvwire.PORT)
+        store = KvStore(lab.address("kv"), kvwire.PORT, source=source, password=lab.server_password("kv"))
+        client = admin_of(lab)
         try:
             await store.login(1)
             addrs = [c["addr"] for c in await client.client_list()]
@@ -269,7 +337,7 @@ async def test_its_gauges_count_keys_ops_and_memory(network):
     users, posts = 50, 400
     async with Lab(kv_topology(users=users, posts=posts), network=network) as lab:
         node = lab.nodes["kv"]
-        store = KvStore(lab.address("kv"), kvwire.PORT, node)
+        store = KvStore(lab.address("kv"), kvwire.PORT, node, password=lab.server_password("kv"))
         try:
             await store.feed(1)
             await store.login(1)
@@ -287,7 +355,7 @@ async def test_seeding_the_default_data_set_is_quick(network):
         took = time.monotonic() - began
         node = lab.nodes["kv"]
         print(f"\nkvdb 2000 users / 20000 posts: start {took * 1000:.0f} ms, seed {node.seed_ms:.0f} ms")
-        store = KvStore(lab.address("kv"), kvwire.PORT, node)
+        store = KvStore(lab.address("kv"), kvwire.PORT, node, password=lab.server_password("kv"))
         try:
             assert (await store.profile(2000))[0]["user"]["name"] == "user2000"
         finally:

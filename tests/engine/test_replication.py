@@ -124,6 +124,67 @@ async def test_a_replica_refuses_writes(lab):
     assert reply["error"] == sqlwire.READ_ONLY
 
 
+WRITES = [
+    "WITH x AS (SELECT 1) INSERT INTO posts (user_id, caption, photo_url, created_at) SELECT 1, 'w', '/w', 1 FROM x",
+    "insert into posts (user_id, caption, photo_url, created_at) values (1, 'lower', '/l', 1)",
+    "-- a comment first\nINSERT INTO posts (user_id, caption, photo_url, created_at) VALUES (1, 'c', '/c', 1)",
+    "/* a comment */ DELETE FROM follows",
+    "  \n\tUPDATE users SET bio = 'changed'",
+    "REPLACE INTO users (id, name, bio, joined_at) VALUES (1, 'x', 'y', 1)",
+    "INSERT OR REPLACE INTO users (id, name, bio, joined_at) VALUES (1, 'x', 'y', 1)",
+    "WITH x AS (SELECT 1) DELETE FROM posts WHERE user_id IN (SELECT * FROM x)",
+]
+
+
+async def test_a_replica_refuses_every_write_however_it_is_spelt(lab):
+    replica = lab.nodes["db-2"]
+    before = replica.rows
+    reader, writer = await asyncio.open_connection(lab.address("db-2"), sqlwire.PORT)
+    try:
+        for i, sql in enumerate(WRITES):
+            writer.write(sqlwire.encode_request(f"w{i}", sql))
+            reply = sqlwire.decode_reply(await reader.readline())
+            assert reply.get("error") == sqlwire.READ_ONLY, (sql, reply)
+        writer.write(sqlwire.encode_request("r", "SELECT count(*) FROM posts WHERE user_id = 1"))
+        assert "rows" in sqlwire.decode_reply(await reader.readline())  # reads go on
+    finally:
+        writer.close()
+    assert replica.rows == before and replica.lsn == 0
+    conn = sqlite3.connect(f"file:{replica.path}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT count(*) FROM users WHERE bio = 'changed' OR name = 'x'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM follows").fetchone()[0] > 0
+    finally:
+        conn.close()
+
+
+async def test_a_write_the_primary_takes_whatever_its_first_word_is_logged_and_replicated(lab):
+    sql = WRITES[0]
+    primary = lab.nodes["db-1"]
+    rows = primary.rows
+    reader, writer = await asyncio.open_connection(lab.address("db-1"), sqlwire.PORT)
+    writer.write(sqlwire.encode_request("w", sql))
+    reply = sqlwire.decode_reply(await reader.readline())
+    writer.close()
+    assert reply["lsn"] == 1 and reply["rowid"] > 0  # a write, down the write path: in the change log
+    assert primary.rows == rows + 1
+    await until(lambda: all(lab.nodes[d].lsn == 1 for d in ("db-2", "db-3")), what="replicas to apply")
+    assert lab.nodes["db-2"].rows == rows + 1
+
+
+async def test_a_replica_does_not_apply_a_log_entry_the_primary_would_have_refused(lab):
+    """A forged change-log entry (the primary never logs such a statement) is skipped, not run."""
+    replica = lab.nodes["db-2"]
+    replica._pending.append([1, time.time(), "DROP TABLE follows", "[]"])
+    await replica._apply_due(ignore_delay=True)
+    assert replica.lsn == 1  # its position kept, as for any entry that fails
+    conn = sqlite3.connect(f"file:{replica.path}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT count(*) FROM follows").fetchone()[0] > 0
+    finally:
+        conn.close()
+
+
 @pytest.mark.topology(delay_ms=800)
 async def test_with_a_delay_a_read_after_ones_own_write_is_stale_then_fresh(lab, site):
     status, body, _ = await site.post(11, "just now")

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from core.engine import ring
+from core.engine import ring, sqlwire
 from core.engine.lab import Lab
 from core.engine.spec import Topology, parse_topology, topology_from_dict
 
@@ -81,6 +81,27 @@ async def test_a_users_queries_land_on_the_users_shard_and_the_feed_on_every_sha
         calls = [h for h in hops if h[0] == "router"]
         assert [h[1] for h in calls[:2]] == [placement.owner(5)] * 2  # the profile, whom 5 follows: 5's shard
         assert sorted(h[1] for h in calls[2:]) == ["db-1", "db-2", "db-3"]  # then every shard at once
+
+
+async def test_the_router_runs_only_the_applications_statements_and_hangs_up_on_http(network, tmp_path):
+    async with Lab(sharded(shards=2), network=network) as lab:
+        address = lab.address("router")
+        reader, writer = await asyncio.open_connection(address, sqlwire.PORT)
+        writer.write(sqlwire.encode_request("v", f"VACUUM INTO '{tmp_path}/copy.db'", [1]))
+        writer.write(sqlwire.encode_request("p", sqlwire.PROFILE_SQL, [7]))
+        vacuum = sqlwire.decode_reply(await reader.readline())
+        profile = sqlwire.decode_reply(await reader.readline())
+        writer.close()
+        assert "application's own statements" in vacuum["error"] and profile["rows"][0][1] == "user7"
+        # A browser's POST made by a web page: closed at its first line, the body never routed.
+        body = sqlwire.encode_request("evil", sqlwire.POST_SQL, [7, "from a web page", "/x.jpg", 1])
+        reader, writer = await asyncio.open_connection(address, sqlwire.PORT)
+        writer.write(b"POST / HTTP/1.1\r\nContent-Type: text/plain\r\n\r\n" + body)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert lab.nodes["router"].queries == 1 and all(lab.nodes[d].lsn == 0 for d in ("db-1", "db-2"))
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_a_post_goes_to_its_authors_shard_and_is_read_back(network):

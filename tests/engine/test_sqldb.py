@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 import time
 
@@ -172,6 +173,93 @@ async def test_a_failed_query_is_a_500(network, monkeypatch):
         [sample] = lab.frame()["samples"]
         assert next(h for h in sample["hops"] if h["dst"] == "web")["status"] == "500"
         assert lab.nodes["db"].up
+
+
+async def test_it_refuses_vacuum_into_a_file_and_goes_on_serving(network, tmp_path):
+    target = tmp_path / "copy.db"
+    async with Lab(stage2(users=20, posts=50), network=network) as lab:
+        refused, after = await ask(
+            lab.address("db"),
+            [
+                sqlwire.encode_request("v", f"VACUUM INTO '{target}'"),
+                sqlwire.encode_request("n", "SELECT count(*) FROM users"),
+            ],
+        )
+        assert refused["id"] == "v" and refused["error"].startswith("not allowed")
+        assert after["rows"] == [[20]]  # the same connection goes on
+        assert lab.nodes["db"].up
+    assert not target.exists()
+
+
+REFUSED = [
+    "ATTACH '{dir}/other.db' AS other",
+    "VACUUM",
+    "PRAGMA writable_schema = ON",
+    "PRAGMA journal_mode = DELETE",
+    "PRAGMA user_version = 7",
+    "SELECT load_extension('{dir}/evil.so')",
+    "BEGIN",
+    "CREATE TABLE t (x)",
+    "DROP TABLE follows",
+    "SELECT sql FROM sqlite_master",
+    "INSERT INTO changelog (lsn, t, sql, params) VALUES (9999, 0, 'DELETE FROM users', '[]')",
+]
+
+
+async def test_it_refuses_what_the_application_never_sends(network, tmp_path):
+    async with Lab(stage2(users=20, posts=50), network=network) as lab:
+        statements = [sql.format(dir=tmp_path) for sql in REFUSED]
+        replies = await ask(lab.address("db"), [sqlwire.encode_request(str(i), s) for i, s in enumerate(statements)])
+        for sql, reply in zip(statements, replies, strict=True):
+            assert reply["error"].startswith("not allowed"), (sql, reply)
+        pool = DbPool(lab.address("db"), sqlwire.PORT, source=lab.address("web"))
+        try:
+            with pytest.raises(DbError, match="not allowed"):  # the web tier's client: an error reply
+                await pool.query("x", statements[0])
+            assert (await pool.query("n", "SELECT count(*) FROM follows"))[0] == [[200]]
+        finally:
+            pool.close()
+        probe = sqlite3.connect(lab.nodes["db"].path)
+        try:
+            assert probe.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert probe.execute("PRAGMA user_version").fetchone() == (0,)
+            assert probe.execute("SELECT count(*) FROM changelog").fetchone() == (0,)
+            assert probe.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'").fetchone() == (0,)
+        finally:
+            probe.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_connection_that_starts_like_http_is_closed_before_its_body_runs(network):
+    """A web page can make a browser POST to 127.A.B.x:5432; its body lines must never run."""
+    async with Lab(stage2(users=20, posts=50), network=network) as lab:
+        body = sqlwire.encode_request("evil", sqlwire.POST_SQL, [1, "from a web page", "/x.jpg", 1])
+        reader, writer = await asyncio.open_connection(lab.address("db"), sqlwire.PORT)
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: " + lab.address("db").encode() + b":5432\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, unanswered
+        writer.close()
+        [count] = await ask(lab.address("db"), [sqlwire.encode_request("n", "SELECT count(*) FROM posts")])
+        assert count["rows"] == [[50]]  # the body's INSERT never ran
+        assert lab.nodes["db"].lsn == 0
+
+
+async def test_a_statement_that_runs_too_long_is_interrupted_and_the_node_goes_on(network):
+    async with Lab(stage2(users=200, posts=1000), network=network) as lab:
+        lab.nodes["db"]._gate.run_limit_s = 0.2
+        began = time.monotonic()
+        cross, after = await ask(
+            lab.address("db"),
+            [
+                sqlwire.encode_request("x", "SELECT count(*) FROM posts a, posts b, posts c"),
+                sqlwire.encode_request("n", "SELECT count(*) FROM users"),
+            ],
+        )
+        assert cross["error"] == "interrupted" and time.monotonic() - began < 3
+        assert after["rows"] == [[200]]
 
 
 async def test_stopping_the_lab_deletes_the_file_and_leaves_no_socket_or_thread(network):

@@ -60,7 +60,9 @@ def _bytes(mb: float) -> int:
 class CacheNode(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.redis = RedisProcess(self.address, self.port or PORT, who=self.who)
+        self.redis = RedisProcess(
+            self.address, self.port or PORT, who=self.who, password=self.ctx.server_password(self.id)
+        )
         # The settings, from the params until a command changes them; a restart keeps them.
         self.maxmemory_mb = float(self.params["maxmemory_mb"])
         self.policy = str(self.params["policy"])

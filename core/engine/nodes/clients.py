@@ -154,7 +154,8 @@ class KvStore:
     """The web tier's client of a kv node: a small pool of connections (redis.asyncio), one method
     per page. Each returns ``(result, ms, lsn, op_text)``: ``ms`` the round trips' time (with the
     node's "slow" fault), ``lsn`` the log position read with a read or made by a write, ``op_text``
-    the commands as a trace hop shows them. Raises DbError like the SQL node's pool."""
+    the commands as a trace hop shows them. Raises DbError like the SQL node's pool. ``password``: the
+    server's (a lab's redis-server refuses a caller without it)."""
 
     def __init__(
         self,
@@ -163,6 +164,7 @@ class KvStore:
         node: KvDbNode | None = None,
         *,
         source: str | None = None,
+        password: str | None = None,
         timeout_s: float = 5.0,
         max_connections: int = 8,
     ) -> None:
@@ -171,6 +173,7 @@ class KvStore:
             connection_class=_SourcedConnection,
             host=address,
             port=port,
+            password=password,  # the server's, from the lab (NodeContext.server_password)
             source=source,
             max_connections=max_connections,
             timeout=timeout_s,  # waiting for a free connection
@@ -273,11 +276,12 @@ class CacheError(Exception):
 class CacheClient:
     """The web tier's client of a cache node: a small pool bound to the web node's address, every
     call bounded by ``timeout_s`` in all (a dead cache costs a page at most that; a refused
-    connection fails at once). Raises CacheError. ``node``: the cache node, for its "slow" fault."""
+    connection fails at once). Raises CacheError. ``node``: the cache node, for its "slow" fault;
+    ``password``: the server's."""
 
     def __init__(
-        self, address: str, port: int, *, source: str | None, timeout_s: float = 1.0, max_connections: int = 4,
-        node: Node | None = None,
+        self, address: str, port: int, *, source: str | None, password: str | None = None, timeout_s: float = 1.0,
+        max_connections: int = 4, node: Node | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.node = node
@@ -285,6 +289,7 @@ class CacheClient:
             connection_class=_SourcedConnection,
             host=address,
             port=port,
+            password=password,  # the server's, from the lab (NodeContext.server_password)
             source=source,
             max_connections=max_connections,
             timeout=timeout_s,

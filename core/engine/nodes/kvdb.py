@@ -38,7 +38,9 @@ SEED_TIMEOUT_S = 30.0  # a seeding round trip (a pipeline of SEED_BATCH commands
 class KvDbNode(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.redis = RedisProcess(self.address, self.port or kvwire.PORT, who=self.who)
+        self.redis = RedisProcess(
+            self.address, self.port or kvwire.PORT, who=self.who, password=self.ctx.server_password(self.id)
+        )
         self.ops = 0  # commands served, counted by KvStore
         self.keys = 0
         self.used_memory_mb = 0.0
@@ -107,7 +109,7 @@ class KvDbNode(Node):
         # Building the plan is ~0.2 s of CPU: off the event loop, as the SQL node seeds in a thread.
         plan = await asyncio.to_thread(list, kvwire.seed_plan(self.params["users"], self.params["posts"]))
         client = aioredis.Redis(
-            host=self.address, port=self.port, single_connection_client=True,
+            host=self.address, port=self.port, password=self.redis.password, single_connection_client=True,
             socket_timeout=SEED_TIMEOUT_S, socket_connect_timeout=READY_TIMEOUT_S,
         )
         try:

@@ -13,6 +13,15 @@ worker process itself dies, the kernel kills redis-server too: the child asks fo
 ``PR_SET_PDEATHSIG = SIGKILL`` (Linux ``prctl``) before it execs. The kernel sends that signal
 when the *thread* that forked the child exits, which is the event loop's thread: a lab's loop
 lives as long as its worker.
+
+Callers are authenticated: anything on the machine can reach 127.x, and an open redis-server lets
+anyone ``CONFIG SET dir`` and write files where the worker can. So the server requires the
+password its lab made for the node (``NodeContext.server_password``), with protected mode on as
+well, and the commands no part of the lab sends and that load code, write files on demand, hand the
+data to another server or stop it (``DISABLED``) are renamed away. ``CONFIG`` stays, behind the
+password: the cache sets its memory and policy live with it. The password goes to redis-server on
+its standard input (``redis-server -`` reads its configuration there), so it is in no argv that
+``ps`` shows and in no file; the log tail an error quotes has it blanked out.
 """
 
 from __future__ import annotations
@@ -41,6 +50,15 @@ READY_TIMEOUT_S = 5.0  # redis-server must answer PING within this after spawnin
 STOP_GRACE_S = 1.5  # SIGTERM grace; below Lab.stop_timeout (2 s) so the SIGKILL is ours to send
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 LOG_NAME = "redis.log"
+# Not sent by any node, web tier or check; each is an "unknown command" even with the password.
+DISABLED = ("DEBUG", "MODULE", "SAVE", "BGSAVE", "BGREWRITEAOF", "REPLICAOF", "SLAVEOF", "MIGRATE", "SHUTDOWN")
+
+
+def server_config(password: str) -> bytes:
+    """The configuration a lab's redis-server reads on its standard input: who may call it."""
+    lines = [f"requirepass {password}", "protected-mode yes"]
+    lines += [f'rename-command {command} ""' for command in DISABLED]
+    return ("\n".join(lines) + "\n").encode()
 
 
 def redis_server_binary() -> str:
@@ -70,13 +88,15 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 class RedisProcess:
-    """A redis-server on ``address:port``: ``make_dir``, ``start(*args)``, then ``terminate`` or
-    ``kill`` (start again at will), and at the end ``discard`` (or, forced, ``force``)."""
+    """A redis-server on ``address:port`` that requires ``password``: ``make_dir``, ``start(*args)``,
+    then ``terminate`` or ``kill`` (start again at will), and at the end ``discard`` (or, forced,
+    ``force``)."""
 
-    def __init__(self, address: str, port: int, *, who: str) -> None:
+    def __init__(self, address: str, port: int, *, who: str, password: str) -> None:
         self.address = address
         self.port = port
         self.who = who  # how the log names the node
+        self.password = password
         self.dir: str | None = None  # from make_dir() to discard()
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -94,17 +114,24 @@ class RedisProcess:
         assert self.dir is not None, "make_dir() first"
         argv = [
             redis_server_binary(),
+            "-",  # the rest of the configuration (the password) from stdin: server_config
             *("--bind", self.address, "--port", str(self.port), "--dir", self.dir),
-            *("--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"),
+            *("--daemonize", "no", "--loglevel", "warning"),
             *args,
         ]
         try:
             # Its output goes to a file, not a pipe: a pipe nobody drains would block it.
             with open(os.path.join(self.dir, LOG_NAME), "ab") as out:
                 self.proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    *argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                     preexec_fn=_die_with_parent(),
                 )
+            stdin = self.proc.stdin
+            assert stdin is not None
+            stdin.write(server_config(self.password))
+            with contextlib.suppress(ConnectionError):  # it exited at once: _wait_ready says why
+                await stdin.drain()
+            stdin.close()  # redis-server reads its configuration up to the end of its input
             await self._wait_ready()
         except BaseException:
             await self.kill()
@@ -125,19 +152,23 @@ class RedisProcess:
             await asyncio.sleep(0.02)
 
     async def ping(self) -> bool:
-        """One PING on a fresh connection (unbounded: the caller bounds it)."""
+        """AUTH and one PING on a fresh connection (unbounded: the caller bounds it)."""
         # Raw RESP: no client library state to clean up between tries.
         reader, writer = await asyncio.open_connection(self.address, self.port)
         try:
-            writer.write(b"PING\r\n")
+            password = self.password.encode()
+            writer.write(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(password), password))
+            if await reader.readline() != b"+OK\r\n":
+                return False
             return await reader.readline() == b"+PONG\r\n"  # "-LOADING" while it replays an AOF
         finally:
             writer.transport.abort()
 
     def client(self, timeout_s: float) -> aioredis.Redis:
         """A one-connection client of the server for the node's own use (seeding, gauges, CONFIG)."""
-        return aioredis.Redis(host=self.address, port=self.port, single_connection_client=True,
-                              socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True)
+        return aioredis.Redis(host=self.address, port=self.port, password=self.password,
+                              single_connection_client=True, socket_timeout=timeout_s,
+                              socket_connect_timeout=timeout_s, decode_responses=True)
 
     async def poll(self, alive: Alive, sample: Callable[[aioredis.Redis], Awaitable[None]], every_s: float) -> None:
         """A gauge refresher (run it with ``Background.start``): ``sample(client)`` every ``every_s``
@@ -161,9 +192,11 @@ class RedisProcess:
             with open(os.path.join(self.dir, LOG_NAME), "rb") as f:
                 f.seek(0, os.SEEK_END)
                 f.seek(max(0, f.tell() - chars))
-                return f.read().decode(errors="replace").strip()
+                tail = f.read().decode(errors="replace").strip()
         except OSError:
             return ""
+        # It goes into an error a student may see: the password never does (redis quotes a bad line).
+        return tail.replace(self.password, "[password]")
 
     async def terminate(self, grace_s: float = STOP_GRACE_S) -> None:
         """Orderly: SIGTERM (Redis flushes its AOF), SIGKILL after ``grace_s``; always reaped."""

@@ -19,6 +19,11 @@ first parameter); ``core.engine.ring`` says which shard owns a user, by ``modulo
 
 Each call to a shard is a hop router -> shard in the reply (``hops``), so a clicked request shows it.
 
+What it accepts is narrower than a SQL node: only the application's own statements, by their exact
+text (anything else: ``the router routes only the application's own statements``), and it sends
+its shards only SQL of its own with the caller's values as bound parameters, so no caller's text
+reaches a shard. As a SQL node does, it closes a connection whose first line is not a JSON object.
+
 Resharding: when the placement changes (a shard added or removed, the algorithm or vnodes set),
 every user whose owner changes is moved online, a batch at a time: the batch's users are held (a
 query for one of them waits, bounded), their rows copied to the new shard, deleted from the old,
@@ -348,14 +353,16 @@ class RouterNode(Node):
             self._handlers.add(task)
         self._writers.add(writer)
         peer = (writer.get_extra_info("peername") or ("",))[0]
+        first = True
         try:
             while True:
                 try:
                     line = await reader.readline()
                 except (ValueError, ConnectionError):
                     return
-                if not line:
-                    return
+                if not line or (first and not sqlwire.is_request_line(line)):
+                    return  # ended, or not this protocol (an HTTP request): closed, nothing more read
+                first = False
                 while self.cut_off(peer):  # a partition drops packets: the caller times out
                     await asyncio.sleep(0.1)
                 writer.write(await self._answer(line))

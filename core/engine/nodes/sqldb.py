@@ -20,6 +20,13 @@ the long polls on each write: the primary's side of replication is part of servi
 refuses writes. The replica's side (pulling, applying with a delay, ``promote`` and ``follow``)
 is ``core.engine.nodes.sqlreplica``, mixed into this node.
 
+Anything on the machine can connect, so the node runs only the application's kind of statement,
+judged by SQLite's authorizer (``core.engine.sqlguard``): ``Guard.check`` before a statement queues
+(refused, or a read, or a write, whatever its first word), ``Gate`` on the real connection while it
+runs (the same rule, writes only on a primary, bounded in time). A refused statement gets the
+protocol's error reply and the node goes on. A connection whose first line is not a JSON object is
+closed unanswered (``sqlwire.is_request_line``).
+
 ``DbPool`` (``core.engine.nodes.clients``) is the other side: the client a web node uses.
 """
 
@@ -37,7 +44,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from core.engine import scratch, sharding, sqlwire
+from core.engine import scratch, sharding, sqlguard, sqlwire
 from core.engine.capacity import Capacity, Overloaded
 from core.engine.lifecycle import wait_ended
 from core.engine.nodes.base import Node
@@ -67,6 +74,8 @@ class SqlDbNode(SqlReplica, Node):
         self._owns: Callable[[int], bool] | None = None  # a shard seeds only its users (core.engine.sharding)
         self.lsn = 0  # last change applied (on a primary: last written)
         self._log_event = asyncio.Event()  # set (and replaced) on each write: wakes the replicas' long polls
+        self._guard = sqlguard.Guard()  # what a caller's statement is, before it queues
+        self._gate = sqlguard.Gate()  # the same rule on the real connection, while it runs
 
     def _new_capacity(self) -> Capacity:
         return Capacity(
@@ -97,27 +106,34 @@ class SqlDbNode(SqlReplica, Node):
             conn.execute("COMMIT")
             conn.execute("ANALYZE")
             self.seed_ms = (time.monotonic() - start) * 1000
+        self._gate.install(conn)
         self._conn = conn
         self.lsn = conn.execute("SELECT COALESCE(MAX(lsn), 0) FROM changelog").fetchone()[0]
         self.rows = sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in sqlwire.DATA_TABLES)
 
     def _run(self, sql: str, params: list[Any]) -> list[list[Any]]:
+        """A caller's read."""
         assert self._conn is not None
-        cur = self._conn.execute(sql, params)
-        try:
-            return [list(r) for r in cur.fetchall()]
-        finally:
-            cur.close()
+        with self._gate.caller(writes=False):
+            cur = self._conn.execute(sql, params)
+            try:
+                return [list(r) for r in cur.fetchall()]
+            finally:
+                cur.close()
 
-    def _write(self, sql: str, params: list[Any]) -> tuple[int, int]:
-        """A write and its change-log entry in one transaction: (rowid, lsn)."""
+    def _write(self, sql: str, params: list[Any], stmt: sqlguard.Statement) -> tuple[int, int]:
+        """A caller's write and its change-log entry in one transaction: (rowid, lsn)."""
         assert self._conn is not None
         conn = self._conn
         conn.execute("BEGIN")
         try:
-            cur = conn.execute(sql, params)
+            # SQLite's own count: Python's rowcount is -1 for a write it does not recognise (WITH …).
+            before = conn.total_changes
+            with self._gate.caller(writes=True):
+                cur = conn.execute(sql, params)
+                cur.fetchall()  # to its end (a RETURNING clause), before the log entry
             rowid = cur.lastrowid or 0
-            changed = sqlwire.row_change(sql, cur.rowcount)
+            changed = sqlguard.row_change(stmt, conn.total_changes - before)
             lsn = self.lsn + 1
             conn.execute(sqlwire.LOG_INSERT, (lsn, time.time(), sql, json.dumps(params)))
             conn.execute("COMMIT")
@@ -147,14 +163,16 @@ class SqlDbNode(SqlReplica, Node):
             self._handlers.add(task)
         self._writers.add(writer)
         peer = (writer.get_extra_info("peername") or ("",))[0]
+        first = True
         try:
             while True:
                 try:
                     line = await reader.readline()
                 except (ValueError, ConnectionError):  # a line over MAX_LINE, or a reset
                     return
-                if not line:
-                    return
+                if not line or (first and not sqlwire.is_request_line(line)):
+                    return  # ended, or not this protocol (an HTTP request): closed, nothing more read
+                first = False
                 # A partition drops packets: the caller hears nothing and times out.
                 while self.cut_off(peer):
                     await asyncio.sleep(0.1)
@@ -181,7 +199,12 @@ class SqlDbNode(SqlReplica, Node):
         if "log_from" in msg:
             return await self._answer_log(msg, received)
         req_id, sql, params = msg["id"], msg["sql"], msg["params"]
-        write = sqlwire.is_write(sql)
+        try:
+            stmt = self._guard.check(sql, params)
+        except (sqlguard.Refused, sqlite3.Error) as exc:
+            self.errors += 1
+            return sqlwire.encode_reply(req_id, error=str(exc), ms=(time.monotonic() - received) * 1000)
+        write = stmt.write
         if write and self.role != "primary":
             self.errors += 1
             return sqlwire.encode_reply(req_id, error=sqlwire.READ_ONLY, ms=0.0, lsn=self.lsn)
@@ -198,7 +221,7 @@ class SqlDbNode(SqlReplica, Node):
                 raise ConnectionError("database stopped")
             loop = asyncio.get_running_loop()
             if write:
-                rowid, lsn = await loop.run_in_executor(executor, self._write, sql, params)
+                rowid, lsn = await loop.run_in_executor(executor, self._write, sql, params, stmt)
                 self._log_written()
             else:
                 lsn = self.lsn  # what this answer reflects: read before the query runs

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from core.engine import sqlwire
+from core.engine import sqlguard, sqlwire
 from core.engine.lifecycle import wait_ended
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ class SqlReplica:
     rows: int
     _executor: ThreadPoolExecutor | None
     _conn: sqlite3.Connection | None
+    _guard: sqlguard.Guard
+    _gate: sqlguard.Gate
     start: Callable[[], Awaitable[None]]
     stop: Callable[[], Awaitable[None]]
     discard: Callable[[], Awaitable[None]]
@@ -161,11 +163,23 @@ class SqlReplica:
         if batch:
             # Taken off _pending only once applied: a cancel while the batch waits for the SQLite
             # thread (a promotion stops this task) must not lose it. Applying is idempotent.
-            await asyncio.get_running_loop().run_in_executor(executor, self._apply, batch)
+            await asyncio.get_running_loop().run_in_executor(executor, self._apply, self._judged(batch))
             while self._pending and self._pending[0][0] <= self.lsn:
                 self._pending.popleft()
 
-    def _apply(self, entries: list[list[Any]]) -> None:
+    def _judged(self, entries: list[list[Any]]) -> list[tuple[list[Any], Any, sqlguard.Statement | str]]:
+        """Each entry with its parameters and what the guard makes of it (a write, or why it is not
+        run): the primary logs only statements it let through, so this refuses only a forged entry."""
+        judged: list[tuple[list[Any], Any, sqlguard.Statement | str]] = []
+        for entry in entries:
+            try:
+                params = json.loads(entry[3])
+                judged.append((entry, params, self._guard.check(entry[2], params)))
+            except (sqlguard.Refused, sqlite3.Error, ValueError, TypeError) as exc:
+                judged.append((entry, None, str(exc) or type(exc).__name__))
+        return judged
+
+    def _apply(self, entries: list[tuple[list[Any], Any, sqlguard.Statement | str]]) -> None:
         """Replay log entries from the primary, in order, in one transaction (in the SQLite thread)."""
         assert self._conn is not None
         conn = self._conn
@@ -173,11 +187,17 @@ class SqlReplica:
         last = self.lsn
         changed = 0
         try:
-            for lsn, t, sql, params in entries:
+            for (lsn, t, sql, params), values, stmt in entries:
                 if lsn <= last:
                     continue
                 try:
-                    changed += sqlwire.row_change(sql, conn.execute(sql, json.loads(params)).rowcount)
+                    if isinstance(stmt, str):
+                        raise sqlite3.DatabaseError(stmt)
+                    # A replica writes what its primary wrote, under the rule a caller's write obeys.
+                    before = conn.total_changes  # SQLite's own count (rowcount misses WITH …)
+                    with self._gate.caller(writes=True):
+                        conn.execute(sql, values).fetchall()
+                    changed += sqlguard.row_change(stmt, conn.total_changes - before)
                 except sqlite3.Error as exc:  # keep the position: one bad entry must not stop the replica
                     log.warning("%s: entry %s failed to apply: %s", self.id, lsn, exc)
                 conn.execute(sqlwire.LOG_INSERT, (lsn, t, sql, params))
