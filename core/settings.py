@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -33,6 +34,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files, before anything that would touch the session or database for them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # The language: the django_language cookie set by the header's switcher, else Accept-Language.
     "django.middleware.locale.LocaleMiddleware",
@@ -84,7 +87,18 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves /static/ in every process that serves pages, debug or not, straight from the
+# finders (static/ and the apps' own, such as the admin's). There is no build step, so there is no
+# collectstatic to forget on a deploy, and no STATIC_ROOT (a stale copy there would be served).
+# What that costs: no hashed names (browsers recheck a file after WhiteNoise's 60 s max-age) and
+# no pre-compressed copies, for a few hundred kB a class reads once. With DEBUG on it also picks up
+# edited files without a restart.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True
+# Under ASGI Django reads a file response's (synchronous) iterator in a thread, and says so once
+# per process; for files this small that costs nothing, so the line would only alarm.
+warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators",
+                        module="django.core.handlers.asgi")
 
 # Redis: Celery broker and the labs' pub/sub. Read settings.REDIS_URL at call time (core.redis),
 # never at import: the test suite points it at its own redis-server after start-up.
