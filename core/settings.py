@@ -7,17 +7,56 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from core.env import env_bool, env_float, env_int, env_list, env_str, env_url, parse_database_url
+from core.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_origins,
+    env_str,
+    env_url,
+    parse_database_url,
+    secret_key_file,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = env_str("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
+# Off unless a developer turns it on (DEBUG=1) on their own machine: its error pages show code,
+# settings and request data to whoever sends a bad request, and a workshop server has a class on
+# it. Nothing a local user needs depends on it (WhiteNoise serves static files either way).
+DEBUG = env_bool("DEBUG", False)
+# Signs sessions and CSRF tokens. Unset, each install makes its own once and keeps it in
+# var/secret_key (mode 0600, not in git), so `make run` needs no setup and sessions survive a
+# restart. Machines that share a database set the same SECRET_KEY (docs/deploy.md).
+SECRET_KEY = env_str("SECRET_KEY", "") or secret_key_file(BASE_DIR / "var" / "secret_key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.errors.SettingsFilter"
+
+# Behind the TLS proxy of docs/deploy.md, which terminates HTTPS and passes plain HTTP to daphne
+# on 127.0.0.1. Opt-in, because the header it trusts is only safe when a proxy that sets it
+# (overwriting any client's own) stands in front: `proxy_set_header X-Forwarded-Proto $scheme`.
+# Without it Django takes every request for plain HTTP and refuses each POST: the browser's
+# Origin (https://…) does not match the http:// it sees.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    if DEBUG:
+        raise ImproperlyConfigured(
+            "DEBUG=1 shows tracebacks and settings to every visitor: it is for a developer's own machine, "
+            "not for a server behind BEHIND_TLS_PROXY"
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Everyone comes through the proxy, so every request is HTTPS; one that is not gets redirected.
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # HSTS for the lab's own host name and names under it (nothing else of the domain). The
+    # preload list is a promise for a whole registered domain, which only its owner can make.
+    SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 365 * 24 * 3600, min=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]  # SECURE_HSTS_PRELOAD, see above
+# Origins other than the request's own host that may POST, e.g. when students reach the lab under
+# another name or port than the Host header the proxy passes on (https://lab.example.org:8443).
+CSRF_TRUSTED_ORIGINS = env_origins("TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "daphne",
