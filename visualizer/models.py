@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from django.db import models
 
 from lessons.models import Lesson
+
+
+def session_tag(session_key: str) -> str:
+    """A short name for a browser session that cannot be turned back into its key.
+
+    What the admin shows instead of the key (with which anyone could act as that student): enough
+    to tell one student's rows from another's.
+    """
+    return hashlib.sha256(session_key.encode()).hexdigest()[:8]
 
 
 class Lab(models.Model):
@@ -64,4 +74,4 @@ class Progress(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.session_key[:8]}… passed {self.lesson_id}/{self.step_id}"
+        return f"{session_tag(self.session_key)} passed {self.lesson_id}/{self.step_id}"
