@@ -11,14 +11,13 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from visualizer.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # daphne serves /static/ itself so users need no collectstatic step (local tool).
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        # /static/ is WhiteNoise's, a middleware (core.settings): not Django's development handler.
+        "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
             SessionMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

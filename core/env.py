@@ -6,6 +6,7 @@ A typo in a setting should stop the process at start-up, not surface later as od
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -68,6 +69,44 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     if urlsplit(raw).scheme not in schemes:
         raise ImproperlyConfigured(f"{name} must start with one of {', '.join(schemes)}, got {raw!r}")
     return raw
+
+
+def env_origins(name: str, default: str = "") -> list[str]:
+    """Comma-separated origins such as https://lab.example.org (scheme required, no path)."""
+    origins = env_list(name, default)
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ImproperlyConfigured(f"{name}: each origin is scheme://host[:port], got {origin!r}")
+    return [origin.rstrip("/") for origin in origins]
+
+
+def secret_key_file(path: Path) -> str:
+    """The key kept in path, made (random, mode 0600) the first time it is asked for.
+
+    Lets `make run` start with no setup while every install still gets a key of its own, stable
+    across restarts (so sessions survive them). Several processes may start at once: the file
+    appears whole or not at all (written aside, then hard-linked into place), and the loser of
+    the race reads the winner's key.
+    """
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50) + "\n")
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+        finally:
+            aside.unlink()
+        key = path.read_text().strip()
+    if len(key) < 50:
+        raise ImproperlyConfigured(f"{path}: the secret key there is too short; delete the file to make a new one")
+    return key
 
 
 def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any]:

@@ -2,21 +2,62 @@
 
 from __future__ import annotations
 
+import warnings
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from core.env import env_bool, env_float, env_int, env_list, env_str, env_url, parse_database_url
+from core.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_origins,
+    env_str,
+    env_url,
+    parse_database_url,
+    secret_key_file,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = env_str("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
+# Off unless a developer turns it on (DEBUG=1) on their own machine: its error pages show code,
+# settings and request data to whoever sends a bad request, and a workshop server has a class on
+# it. Nothing a local user needs depends on it (WhiteNoise serves static files either way).
+DEBUG = env_bool("DEBUG", False)
+# Signs sessions and CSRF tokens. Unset, each install makes its own once and keeps it in
+# var/secret_key (mode 0600, not in git), so `make run` needs no setup and sessions survive a
+# restart. Machines that share a database set the same SECRET_KEY (docs/deploy.md).
+SECRET_KEY = env_str("SECRET_KEY", "") or secret_key_file(BASE_DIR / "var" / "secret_key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.errors.SettingsFilter"
+
+# Behind the TLS proxy of docs/deploy.md, which terminates HTTPS and passes plain HTTP to daphne
+# on 127.0.0.1. Opt-in, because the header it trusts is only safe when a proxy that sets it
+# (overwriting any client's own) stands in front: `proxy_set_header X-Forwarded-Proto $scheme`.
+# Without it Django takes every request for plain HTTP and refuses each POST: the browser's
+# Origin (https://…) does not match the http:// it sees.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    if DEBUG:
+        raise ImproperlyConfigured(
+            "DEBUG=1 shows tracebacks and settings to every visitor: it is for a developer's own machine, "
+            "not for a server behind BEHIND_TLS_PROXY"
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Everyone comes through the proxy, so every request is HTTPS; one that is not gets redirected.
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # HSTS for the lab's own host name and names under it (nothing else of the domain). The
+    # preload list is a promise for a whole registered domain, which only its owner can make.
+    SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 365 * 24 * 3600, min=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]  # SECURE_HSTS_PRELOAD, see above
+# Origins other than the request's own host that may POST, e.g. when students reach the lab under
+# another name or port than the Host header the proxy passes on (https://lab.example.org:8443).
+CSRF_TRUSTED_ORIGINS = env_origins("TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "daphne",
@@ -27,12 +68,15 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "lessons",
     "visualizer",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files, before anything that would touch the session or database for them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # The language: the django_language cookie set by the header's switcher, else Accept-Language.
     "django.middleware.locale.LocaleMiddleware",
@@ -41,6 +85,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out log-in into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "core.urls"
@@ -71,7 +117,25 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in ("UserAttributeSimilarityValidator", "MinimumLengthValidator", "CommonPasswordValidator",
+                 "NumericPasswordValidator")
+]
+
+# The admin log-in is throttled by django-axes: after AXES_FAILURE_LIMIT wrong passwords for one
+# user name from one address, that pair is refused (429) for AXES_COOLOFF_TIME. Its records live
+# in the database, so daphne and any other process that logs in share them. User name and address
+# together: a guesser is stopped without letting them lock the instructor out from elsewhere.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before any check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "core.client_ip.client_ip"
 
 LANGUAGE_CODE = env_str("LANGUAGE_CODE", "en")
 TIME_ZONE = "UTC"
@@ -84,7 +148,18 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves /static/ in every process that serves pages, debug or not, straight from the
+# finders (static/ and the apps' own, such as the admin's). There is no build step, so there is no
+# collectstatic to forget on a deploy, and no STATIC_ROOT (a stale copy there would be served).
+# What that costs: no hashed names (browsers recheck a file after WhiteNoise's 60 s max-age) and
+# no pre-compressed copies, for a few hundred kB a class reads once. With DEBUG on it also picks up
+# edited files without a restart.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True
+# Under ASGI Django reads a file response's (synchronous) iterator in a thread, and says so once
+# per process; for files this small that costs nothing, so the line would only alarm.
+warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators",
+                        module="django.core.handlers.asgi")
 
 # Redis: Celery broker and the labs' pub/sub. Read settings.REDIS_URL at call time (core.redis),
 # never at import: the test suite points it at its own redis-server after start-up.

@@ -1,4 +1,4 @@
-"""HTTP routes; WebSocket routes live in visualizer.routing, static files in core.asgi."""
+"""HTTP routes; WebSocket routes live in visualizer.routing, static files are WhiteNoise's (core.settings)."""
 
 from django.contrib import admin
 from django.urls import include, path

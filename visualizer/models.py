@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from django.db import models
@@ -9,6 +10,15 @@ from django.db import models
 from lessons.models import Lesson
 
 _LIVE = models.Q(state__in=["queued", "starting", "running"])  # Lab.LIVE_STATES, for Lab.Meta
+
+
+def session_tag(session_key: str) -> str:
+    """A short name for a browser session that cannot be turned back into its key.
+
+    What the admin shows instead of the key (with which anyone could act as that student): enough
+    to tell one student's rows from another's.
+    """
+    return hashlib.sha256(session_key.encode()).hexdigest()[:8]
 
 
 class Lab(models.Model):
@@ -77,4 +87,4 @@ class Progress(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.session_key[:8]}… passed {self.lesson_id}/{self.step_id}"
+        return f"{session_tag(self.session_key)} passed {self.lesson_id}/{self.step_id}"

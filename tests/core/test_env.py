@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from core.env import env_bool, env_float, env_int, env_list, env_url, parse_database_url
+from core.env import env_bool, env_float, env_int, env_list, env_origins, env_url, parse_database_url, secret_key_file
 
 
 def test_it_reads_booleans(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,7 +27,8 @@ def test_it_reads_booleans(monkeypatch: pytest.MonkeyPatch) -> None:
     ("reader", "value"),
     [(lambda: env_bool("X", False), "maybe"), (lambda: env_int("X", 1, min=1), "0"),
      (lambda: env_int("X", 1), "four"), (lambda: env_float("X", 1.0), "soon"),
-     (lambda: env_url("X", "redis://a", schemes=("redis",)), "http://a")],
+     (lambda: env_url("X", "redis://a", schemes=("redis",)), "http://a"),
+     (lambda: env_origins("X"), "lab.example.org"), (lambda: env_origins("X"), "https://lab.example.org/stage/")],
 )
 def test_it_fails_loudly_on_bad_values(monkeypatch: pytest.MonkeyPatch, reader, value: str) -> None:
     monkeypatch.setenv("X", value)
@@ -39,9 +41,38 @@ def test_it_splits_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env_list("X", "") == ["a", "b", "c"]
 
 
+def test_it_reads_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X", "https://lab.example.org/, http://127.0.0.1:8000")
+    assert env_origins("X") == ["https://lab.example.org", "http://127.0.0.1:8000"]
+    monkeypatch.delenv("X")
+    assert env_origins("X") == []
+
+
+def test_it_makes_a_secret_key_only_its_owner_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "secret_key"
+    key = secret_key_file(path)
+    assert len(key) >= 50
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert list(path.parent.iterdir()) == [path]  # nothing left aside
+
+
+def test_it_keeps_the_secret_key_across_starts(tmp_path: Path) -> None:
+    path = tmp_path / "secret_key"
+    assert secret_key_file(path) == secret_key_file(path)
+    assert secret_key_file(tmp_path / "another") != secret_key_file(path)
+
+
+def test_it_refuses_a_short_secret_key(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("short\n")
+    with pytest.raises(ImproperlyConfigured, match="secret_key"):
+        secret_key_file(tmp_path / "secret_key")
+
+
 def test_it_parses_sqlite_urls() -> None:
     assert parse_database_url("sqlite:////tmp/x/db.sqlite3") == {
-        "ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/x/db.sqlite3"}
+        "ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/x/db.sqlite3",
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        "TEST": {"NAME": "/tmp/x/test_db.sqlite3"}}
     assert parse_database_url("sqlite:///var/db.sqlite3")["NAME"] == "var/db.sqlite3"
 
 

@@ -1,0 +1,21 @@
+"""Which address a request came from, for the admin log-in throttle (django-axes)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The browser's address: REMOTE_ADDR, or behind the TLS proxy the proxy's own entry in
+    X-Forwarded-For.
+
+    Behind the proxy every request comes from 127.0.0.1, which would lock everyone out together.
+    nginx's $proxy_add_x_forwarded_for appends the address it saw to whatever the client sent, so
+    only the right-most entry is the proxy's word; the ones before it are the client's own claim.
+    """
+    if settings.BEHIND_TLS_PROXY:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+        if forwarded:
+            return forwarded
+    return request.META.get("REMOTE_ADDR", "")
