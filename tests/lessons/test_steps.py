@@ -149,6 +149,7 @@ def test_it_lists_translations_with_their_main_file(tmp_path: Path) -> None:
         ),
         ("question: How many errors per second?\n", "", "```predict", "steps.break.predict", "missing `question"),
         ("unit: req/s", "colour: red", "colour:", "steps.break.predict.colour", "unknown field"),
+        ("unit: req/s", "unit: &u req/s", "unit:", "steps.break.predict.unit", "anchors and aliases"),
         (
             "A step without a check.",
             "A step without a check.\n\n```instructor\nunclosed",
