@@ -145,6 +145,20 @@ def test_a_broken_edit_shows_the_errors_and_changes_nothing(alice: Client, lesso
     assert Lesson.objects.values().get(pk=lesson.pk) == before
 
 
+def test_a_check_nested_300_deep_is_a_syntax_error_not_a_server_error(alice: Client, lesson: Lesson) -> None:
+    before = Lesson.objects.values().get(pk=lesson.pk)
+    deep = "(" * 300 + "metric(totals.rps) > 0" + ")" * 300
+    for action in ("save", "preview"):
+        response = post(alice, lesson, lesson.source.replace("metric(totals.rps) > 0 for 3s", deep + " for 3s"),
+                        action=action)
+        assert response.status_code == 200
+        assert response.context["errors"] == [
+            f"{lesson.source_path}:32: steps.start.check: parentheses nested more than 20 deep (at '(', column 21)"
+        ]
+        assert "parentheses nested more than 20 deep" in response.content.decode()
+    assert Lesson.objects.values().get(pk=lesson.pk) == before
+
+
 def test_the_errors_are_the_same_as_lessons_check(alice: Client, lesson: Lesson, tmp_path: Path) -> None:
     broken = lesson.source.replace("## Break it {#break}", "## Break it {#start}")
     response = post(alice, lesson, broken)

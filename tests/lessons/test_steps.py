@@ -120,6 +120,13 @@ def test_it_lists_translations_with_their_main_file(tmp_path: Path) -> None:
             "steps.break.check",
             "no node with id 'wbe'",
         ),
+        (
+            "metric(totals.rps) > 0 for 3s",
+            "(" * 300 + "metric(totals.rps) > 0" + ")" * 300 + " for 3s",
+            "(((",
+            "steps.start.check",
+            "parentheses nested more than 20 deep (at '(', column 21)",
+        ),
         ("kill web\n", "kil web\n", "kil web", "steps.break.solution", "unknown action"),
         ("kill web\n", "kill wbe\n", "kill wbe", "steps.break.solution", "unknown node 'wbe'"),
         ("traffic 10\n", "traffic web 10\n", "traffic web", "steps.break.solution", "not a client"),
