@@ -56,12 +56,12 @@ def test_it_reads_steps_with_their_blocks() -> None:
 def test_it_keeps_special_blocks_out_of_the_student_text() -> None:
     lesson, _ = lesson_parse(FIXTURES / "steps.md")
     en = lesson.i18n["en"]
-    assert en["body_html"] == '<h1 id="steps">Steps</h1>\n<p>The intro, before any step.</p>'
+    assert en["body_html"] == '<h1 id="lesson-steps">Steps</h1>\n<p>The intro, before any step.</p>'
     for html in [lesson.body_html] + [s["html"] for s in en["steps"].values()]:
         assert "metric(" not in html and "wait 4s" not in html and "free slot" not in html
     assert en["steps"]["start"]["instructor_html"] == "<p>Labs wait for a free slot.</p>"
     assert "an ordinary code block" in en["steps"]["break"]["html"]
-    assert '<h2 id="break">Break it</h2>' in lesson.body_html
+    assert '<h2 id="lesson-break">Break it</h2>' in lesson.body_html
 
 
 def test_it_reads_the_bulgarian_translation() -> None:
