@@ -6,9 +6,9 @@ YAML node tree (yaml.compose) along each error's field path, so an author lands 
 One module a job: ``parse`` (a file or text with its translations; many files, ids unique),
 ``files`` (finding lesson files and their translations), ``front`` (the YAML front matter),
 ``lesson`` (the main file's fields and the LessonData it makes), ``body`` (intro and steps),
-``blocks`` (a step's check, solution, predict and hints blocks), ``translation`` (a translation
-checked against its English lesson), ``markdown`` (rendering and sanitising), ``report``
-(LessonError and the field-path-to-line report).
+``blocks`` (a step's check, solution, predict and hints blocks), ``safe_yaml`` (the YAML reader:
+no anchors or aliases), ``translation`` (a translation checked against its English lesson),
+``markdown`` (rendering and sanitising), ``report`` (LessonError and the field-path-to-line report).
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ from core.engine.checks import (
     parse_metric,
     parse_solution,
 )
-from core.engine.spec import next_node_id
+from core.engine.spec import format_path, next_node_id
 from lessons.loader.body import Block, Step
 from lessons.loader.markdown import render_markdown
 from lessons.loader.report import Report
+from lessons.loader.safe_yaml import AliasRefused, yaml_load
 
 PREDICT_FIELDS = ("question", "measure", "unit")
 
@@ -151,11 +152,12 @@ def parse_predict(
 ) -> dict[str, Any] | None:
     """A ```predict block: YAML with `question`, optional `unit` and (main file only) `measure`."""
     try:
-        data = yaml.safe_load(block.text)
+        _, data = yaml_load(block.text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        where = f"{name}.{format_path(exc.path)}" if isinstance(exc, AliasRefused) and exc.path else name
         report.at(
-            block.line + (mark.line + 1 if mark else 1), name, f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
+            block.line + (mark.line + 1 if mark else 1), where, f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
         )
         return None
     except RecursionError:

@@ -1,4 +1,4 @@
-"""Front matter: cut it from the body, parse its YAML (no alias cycles, no duplicate keys), check its texts."""
+"""Front matter: cut it from the body, parse its YAML (no aliases, no duplicate keys), check its texts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from core.engine.spec import format_path
 from lessons.loader.report import FieldPath, LessonError, Report
+from lessons.loader.safe_yaml import AliasRefused, yaml_load
 
 
 def split_front(text: str, report: Report) -> tuple[dict[Any, Any], str, int] | None:
@@ -25,58 +26,23 @@ def split_front(text: str, report: Report) -> tuple[dict[Any, Any], str, int] | 
     front = "".join(lines[1:end])
     body = "".join(lines[end + 1 :])
     try:
-        report.root = yaml.compose(front, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(front)
+        report.root, data = yaml_load(front)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 + report.offset if mark else 1
         problem = getattr(exc, "problem", None) or str(exc)
-        report.errors.append(LessonError(report.file, line, "front matter", f"invalid YAML: {problem}"))
+        where = (format_path(exc.path) if isinstance(exc, AliasRefused) else "") or "front matter"
+        report.errors.append(LessonError(report.file, line, where, f"invalid YAML: {problem}"))
         return None
     except RecursionError:
         report.errors.append(LessonError(report.file, 1, "front matter", "invalid YAML: nested too deeply"))
         return None
     if report.root is not None:
-        cycle = _alias_cycle(report.root)
-        if cycle is not None:
-            report.at(
-                cycle.start_mark.line + 1 + report.offset,
-                "front matter",
-                "invalid YAML: an alias (*name) refers to a value that contains it",
-            )
-            return None
         _check_duplicate_keys(report.root, (), report)
     if not isinstance(data, dict):
         report.add((), "the front matter must be a mapping of fields")
         return None
     return data, body, end + 2
-
-
-def _alias_cycle(root: Node) -> Node | None:
-    """A node that contains itself through an alias (`&a [*a]`), which no reader can walk; or None."""
-    path: set[int] = set()
-    done: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, leaving = stack.pop()
-        if leaving:
-            path.discard(id(node))
-            done.add(id(node))
-            continue
-        if id(node) in path:
-            return node
-        if id(node) in done:
-            continue
-        path.add(id(node))
-        stack.append((node, True))
-        if isinstance(node, MappingNode):
-            children = [part for pair in node.value for part in pair]
-        elif isinstance(node, SequenceNode):
-            children = list(node.value)
-        else:
-            children = []
-        stack.extend((child, False) for child in reversed(children))
-    return None
 
 
 def _check_duplicate_keys(node: Node, path: FieldPath, report: Report) -> None:

@@ -6,12 +6,11 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
 from lessons.loader.files import display_path, lesson_files, lesson_translations
 from lessons.loader.front import read_front, split_front
 from lessons.loader.lesson import LessonData, validate_lesson
 from lessons.loader.report import LessonError, Report
+from lessons.loader.safe_yaml import yaml_load
 from lessons.loader.translation import validate_translation
 
 
@@ -75,7 +74,7 @@ def lessons_check(
         if lesson is None:
             continue
         if lesson.slug in seen:
-            report = Report(display, root=yaml.compose(read_front(path), Loader=yaml.SafeLoader))
+            report = Report(display, root=yaml_load(read_front(path))[0])
             report.add(("id",), f"duplicate id {lesson.slug!r} (also in {seen[lesson.slug]})")
             errors.extend(report.errors)
             continue

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import inspect
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from core.engine.checks import (
     parse_check,
     parse_solution,
 )
+from core.engine.checks.syntax import MAX_NESTING
 
 RECORDED = Path(__file__).parent / "fixtures" / "single-server-solution.jsonl.gz"
 
@@ -103,6 +106,41 @@ def test_it_points_at_the_offending_token(text: str, line: int, col: int, token:
     err = info.value
     assert (err.line, err.col, err.token) == (line, col, token)
     assert reason in err.reason
+
+
+def test_it_refuses_300_nested_parentheses_at_the_first_one_too_deep() -> None:
+    with pytest.raises(CheckSyntaxError) as info:
+        parse_check("(" * 300 + "metric(web.rps) > 1" + ")" * 300)
+    err = info.value
+    assert (err.line, err.col, err.token) == (1, MAX_NESTING + 1, "(")
+    assert err.reason == f"parentheses nested more than {MAX_NESTING} deep"
+
+
+def test_it_refuses_deep_nesting_in_a_hint_too() -> None:
+    deep = "(" * (MAX_NESTING + 1) + "metric(web.rps) > 1" + ")" * (MAX_NESTING + 1)
+    with pytest.raises(CheckSyntaxError) as info:
+        parse_check(f'metric(web.rps) > 1\nwhen {deep} say "x"')
+    assert (info.value.line, info.value.col) == (2, 6 + MAX_NESTING)
+
+
+def test_the_deepest_check_allowed_parses_and_evaluates_in_a_small_stack() -> None:
+    # The worst a level can hold: an 'or', an 'and', a 'within' and a 'for' around the level below.
+    level = "({} for 1s within 10s after event(node_killed, node=web) and metric(web.up) == 0 or metric(web.up) == 1)"
+    text = "metric(web.up) == 1"
+    for _ in range(MAX_NESTING):
+        text = level.format(text)
+    frames = [frame(t / 4, nodes={"web": {"up": 1}}) for t in range(12)]
+    frames[1]["events"] = [{"t": 0.25, "kind": "node_killed", "node": "web"}]
+    limit = sys.getrecursionlimit()
+    # 400 frames above this test's own: a worker's or a view's stack is well within the rest of 1000.
+    sys.setrecursionlimit(len(inspect.stack()) + 400)
+    try:
+        check = parse_check(text)
+        passed, ev = run(text, frames)
+        assert repr(check) and check == parse_check(text)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert passed == [0.0] and ev.verdict("s").passed
 
 
 CHECK_WORDS = st.sampled_from(

@@ -6,6 +6,7 @@ anonymous browser. Only staff see instructor notes or reach the editor.
 
 from __future__ import annotations
 
+import re
 import shutil
 from io import StringIO
 from pathlib import Path
@@ -145,6 +146,20 @@ def test_a_broken_edit_shows_the_errors_and_changes_nothing(alice: Client, lesso
     assert Lesson.objects.values().get(pk=lesson.pk) == before
 
 
+def test_a_check_nested_300_deep_is_a_syntax_error_not_a_server_error(alice: Client, lesson: Lesson) -> None:
+    before = Lesson.objects.values().get(pk=lesson.pk)
+    deep = "(" * 300 + "metric(totals.rps) > 0" + ")" * 300
+    for action in ("save", "preview"):
+        response = post(alice, lesson, lesson.source.replace("metric(totals.rps) > 0 for 3s", deep + " for 3s"),
+                        action=action)
+        assert response.status_code == 200
+        assert response.context["errors"] == [
+            f"{lesson.source_path}:32: steps.start.check: parentheses nested more than 20 deep (at '(', column 21)"
+        ]
+        assert "parentheses nested more than 20 deep" in response.content.decode()
+    assert Lesson.objects.values().get(pk=lesson.pk) == before
+
+
 def test_the_errors_are_the_same_as_lessons_check(alice: Client, lesson: Lesson, tmp_path: Path) -> None:
     broken = lesson.source.replace("## Break it {#break}", "## Break it {#start}")
     response = post(alice, lesson, broken)
@@ -213,6 +228,50 @@ def test_script_and_onerror_in_a_saved_lesson_render_inert(alice: Client, bob: C
     preview = post(alice, lesson, hostile, action="preview").content.decode()
     body = preview.split('data-testid="preview"', 1)[1]
     assert "<script" not in body and "onerror" not in body and "alert" not in body
+
+
+# Heading ids
+
+
+def page_ids(html: str) -> list[str]:
+    return re.findall(r'\sid="([^"]*)"', html)
+
+
+def test_headings_named_steps_lab_and_progress_leave_every_id_on_the_page_unique(
+    alice: Client, bob: Client, lesson: Lesson
+) -> None:
+    # The fixture's intro is "# Steps"; a step now has "Lab" and "Progress" too, and links to the first.
+    edited = lesson.source.replace(
+        "Press **Start**.", "Press **Start**, then read [the steps](#steps).\n\n### Lab\n\n### Progress\n"
+    )
+    assert post(alice, lesson, edited).context["saved"]
+    for client in (alice, bob, Client()):
+        html = client.get(f"/stage/{lesson.slug}/").content.decode()
+        ids = page_ids(html)
+        assert sorted(i for i in set(ids) if ids.count(i) > 1) == []
+        assert {"steps", "lab", "progress"} <= set(ids)  # the page's own
+        assert {"lesson-steps", "lesson-lab", "lesson-progress"} <= set(ids)  # the lesson's
+        assert 'href="#lesson-steps"' in html  # the in-lesson link follows its heading
+
+
+def test_no_heading_can_take_an_id_of_the_page(alice: Client, bob: Client, lesson: Lesson) -> None:
+    url = f"/stage/{lesson.slug}/"
+    pages = [alice.get(url), alice.get(edit_url(lesson))]
+    own = {i for page in pages for i in page_ids(page.content.decode()) if not i.startswith("lesson-")}
+    # Each of the page's ids as a heading's text (the intro), a {#id} (a step) and raw HTML (another step).
+    hostile = (
+        lesson.source.replace("The intro, before any step.", "".join(f"\n### {i}\n" for i in sorted(own)))
+        .replace("Press **Start**.", "".join(f"\n### Also {{#{i}}}\n" for i in sorted(own)))
+        .replace("Kill the web server.", "".join(f'\n<h4 id="{i}">raw</h4>\n' for i in sorted(own)))
+    )
+    assert post(alice, lesson, hostile).context["saved"]
+    for client in (alice, bob, Client()):
+        ids = page_ids(client.get(url).content.decode())
+        assert [i for i in own if ids.count(i) > 1] == []
+        assert {"lesson-steps", "lesson-lab", "lesson-progress"} <= set(ids)  # the headings are there
+        assert all(i.startswith("lesson-") for i in ids if i not in own)
+    ids = page_ids(post(alice, lesson, hostile, action="preview").content.decode())
+    assert [i for i in own if ids.count(i) > 1] == []
 
 
 # Export

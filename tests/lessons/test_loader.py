@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,60 @@ def test_it_rejects_duplicate_ids_across_files(tmp_path: Path) -> None:
     assert len(lessons) == 1
     (error,) = errors
     assert error.file.endswith("b.md") and error.line == 2 and "duplicate id" in error.reason
+
+
+# Hostile YAML -----------------------------------------------------------------------------------
+
+# Nine levels of anchors, each level a list of ten aliases of the one before: a billion strings.
+BOMB = "\n".join(['a0: &a0 "lol"'] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)])
+# Run in a child process with a memory and time limit, so that a loader that expands the bomb fails
+# the test instead of taking the machine's memory for minutes.
+BOMB_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from lessons.loader import lesson_parse
+_, errors = lesson_parse(__import__("pathlib").Path(sys.argv[1]))
+print("\\n".join(str(e) for e in errors))
+"""
+
+
+def test_it_refuses_an_alias_bomb_at_once_and_does_not_print_it(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.md"
+    text = VALID.replace("minutes: 10\n", f"minutes: 10\n{BOMB}\n", 1)
+    path.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-c", BOMB_CHILD, str(path)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        f"{path}:{line_of(text, 'a0: &a0')}: a0: invalid YAML: anchors and aliases (&name, *name) are not "
+        "allowed in a lesson: write the value out"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "field"),
+    [
+        ("      params: {ttl: 5}", "      params: {ttl: &five 5}", "&five", "topology.nodes[0].params.ttl"),
+        ("  - See one server saturate", "  - *nowhere", "*nowhere", "objectives[1]"),
+        ("id: fixture-single", "id: fixture-single\n<<: *base", "<<:", "<<"),
+    ],
+)
+def test_it_refuses_anchors_and_aliases_with_their_line_and_field(
+    tmp_path: Path, old: str, new: str, needle: str, field: str
+) -> None:
+    text, errors = parse_variant(tmp_path, old, new)
+    (error,) = errors
+    assert (error.line, error.field) == (line_of(text, needle), field)
+    assert "anchors and aliases" in error.reason
+
+
+def test_it_reports_a_number_too_long_to_read(tmp_path: Path) -> None:
+    text, errors = parse_variant(tmp_path, "version: 1", "version: " + "9" * 5000)
+    (error,) = errors
+    assert (error.line, error.field) == (line_of(text, "version:"), "front matter")
+    assert error.reason == "invalid YAML: this number is too long"

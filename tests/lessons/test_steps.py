@@ -56,12 +56,12 @@ def test_it_reads_steps_with_their_blocks() -> None:
 def test_it_keeps_special_blocks_out_of_the_student_text() -> None:
     lesson, _ = lesson_parse(FIXTURES / "steps.md")
     en = lesson.i18n["en"]
-    assert en["body_html"] == '<h1 id="steps">Steps</h1>\n<p>The intro, before any step.</p>'
+    assert en["body_html"] == '<h1 id="lesson-steps">Steps</h1>\n<p>The intro, before any step.</p>'
     for html in [lesson.body_html] + [s["html"] for s in en["steps"].values()]:
         assert "metric(" not in html and "wait 4s" not in html and "free slot" not in html
     assert en["steps"]["start"]["instructor_html"] == "<p>Labs wait for a free slot.</p>"
     assert "an ordinary code block" in en["steps"]["break"]["html"]
-    assert '<h2 id="break">Break it</h2>' in lesson.body_html
+    assert '<h2 id="lesson-break">Break it</h2>' in lesson.body_html
 
 
 def test_it_reads_the_bulgarian_translation() -> None:
@@ -120,6 +120,13 @@ def test_it_lists_translations_with_their_main_file(tmp_path: Path) -> None:
             "steps.break.check",
             "no node with id 'wbe'",
         ),
+        (
+            "metric(totals.rps) > 0 for 3s",
+            "(" * 300 + "metric(totals.rps) > 0" + ")" * 300 + " for 3s",
+            "(((",
+            "steps.start.check",
+            "parentheses nested more than 20 deep (at '(', column 21)",
+        ),
         ("kill web\n", "kil web\n", "kil web", "steps.break.solution", "unknown action"),
         ("kill web\n", "kill wbe\n", "kill wbe", "steps.break.solution", "unknown node 'wbe'"),
         ("traffic 10\n", "traffic web 10\n", "traffic web", "steps.break.solution", "not a client"),
@@ -149,6 +156,7 @@ def test_it_lists_translations_with_their_main_file(tmp_path: Path) -> None:
         ),
         ("question: How many errors per second?\n", "", "```predict", "steps.break.predict", "missing `question"),
         ("unit: req/s", "colour: red", "colour:", "steps.break.predict.colour", "unknown field"),
+        ("unit: req/s", "unit: &u req/s", "unit:", "steps.break.predict.unit", "anchors and aliases"),
         (
             "A step without a check.",
             "A step without a check.\n\n```instructor\nunclosed",

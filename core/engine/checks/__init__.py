@@ -37,6 +37,9 @@ The language (docs/authoring.md has the author's version):
     event     := 'event' '(' KIND (',' FIELD '=' VALUE)* ')'
     DURATION  := NUMBER ('ms' | 's' | 'm')
 
+Parentheses nest at most ``syntax.MAX_NESTING`` (20) deep: deeper is a CheckSyntaxError at the first
+'(' too many, so neither the parser nor the evaluator can run out of Python's stack.
+
 Semantics, frame by frame (frames arrive in time order, ``t`` in seconds):
 - a comparison with a null metric (no traffic in the window, unknown node) is false;
 - ``event(...)`` is true from the first frame carrying a matching event on ("it has happened");

@@ -13,6 +13,10 @@ MAX_GAP_S = 2.0  # frames come 4 a second; a longer silence (lab restarted) brea
 OPS = (">=", "<=", "==", "!=", ">", "<")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 KEYWORDS = frozenset({"metric", "event", "for", "within", "after", "and", "or", "when", "say"})
+# Parentheses a condition may nest; a real check needs two or three. The parser, the evaluator and
+# the tree's repr recurse about 14 frames a level at worst (a level can hold an 'or', an 'and', a
+# 'within' and a 'for'), so 20 keeps them all under 300 frames, far from Python's limit of 1000.
+MAX_NESTING = 20
 
 _TOKEN = re.compile(
     r"""
@@ -146,6 +150,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0  # parentheses open around the current token
         self.refs: list[Ref] = []
 
     @property
@@ -225,11 +230,15 @@ class _Parser:
 
     def atom(self) -> Expr:
         if self.at("("):
+            if self.depth == MAX_NESTING:
+                raise self.fail(f"parentheses nested more than {MAX_NESTING} deep")
             opening = self.next()
+            self.depth += 1
             expr = self.condition()
             if not self.at(")"):
                 raise self.fail(f"expected ')' to close the '(' at line {opening.line}, col {opening.col}")
             self.next()
+            self.depth -= 1
             return expr
         if self.at("metric"):
             return self.compare()
