@@ -1,6 +1,9 @@
-"""Which address a request came from, for the admin log-in throttle (django-axes)."""
+"""Which address a request or a WebSocket came from: for the admin log-in throttle (django-axes)
+and for the cap on labs per address."""
 
 from __future__ import annotations
+
+import ipaddress
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -14,8 +17,16 @@ def client_ip(request: HttpRequest) -> str:
     nginx's $proxy_add_x_forwarded_for appends the address it saw to whatever the client sent, so
     only the right-most entry is the proxy's word; the ones before it are the client's own claim.
     """
+    return address_from(request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR", ""))
+
+
+def address_from(peer: str, forwarded_for: str) -> str:
+    """The browser's address, from the socket's peer and the X-Forwarded-For header ("" if none)."""
     if settings.BEHIND_TLS_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+        forwarded = forwarded_for.rsplit(",", 1)[-1].strip()
         if forwarded:
-            return forwarded
-    return request.META.get("REMOTE_ADDR", "")
+            peer = forwarded
+    try:
+        return str(ipaddress.ip_address(peer))
+    except ValueError:
+        return ""

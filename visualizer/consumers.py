@@ -18,6 +18,7 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
 from core import redis as core_redis
+from core.client_ip import address_from
 from core.engine import keys
 from core.engine.commands import CommandError, validate_command
 from lessons.models import Lesson
@@ -333,8 +334,10 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "message": message, "command": command})
 
     def _client_address(self) -> str | None:
-        client = self.scope.get("client")  # daphne --proxy-headers puts X-Forwarded-For here
-        return client[0] if client else None
+        client = self.scope.get("client")
+        headers = dict(self.scope.get("headers") or [])
+        forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+        return address_from(client[0] if client else "", forwarded) or None
 
     async def _session_key(self) -> str | None:
         session: SessionBase | None = self.scope.get("session")

@@ -108,3 +108,27 @@ async def test_labs_per_client_address_are_capped(lesson: Lesson) -> None:
     assert (await receive_until(comm, "status"))["state"] == "queued"
     for c in [*comms, comm]:
         await c.disconnect()
+
+
+@override_settings(LABS_PER_ADDRESS=1, BEHIND_TLS_PROXY=True)
+async def test_behind_the_proxy_labs_are_counted_by_the_forwarded_address(lesson: Lesson) -> None:
+    # Every socket comes from the proxy (127.0.0.1): the address is the proxy's X-Forwarded-For entry.
+    async def start_from(forwarded: str) -> dict:
+        session = await database_sync_to_async(session_create)()
+        comm = communicator(session)
+        comm.scope["client"] = ("127.0.0.1", 40000)
+        comm.scope["headers"].append((b"x-forwarded-for", forwarded.encode()))
+        await comm.connect()
+        await comm.receive_json_from(timeout=3)
+        await comm.send_json_to({"action": "start"})
+        while (msg := await comm.receive_json_from(timeout=3))["type"] not in ("status", "error"):
+            pass
+        await comm.disconnect()
+        return msg
+
+    assert (await start_from("198.51.100.1"))["state"] == "queued"
+    assert (await start_from("198.51.100.2"))["state"] == "queued"  # another student, same proxy
+    # A client's own claim before the proxy's entry does not make it someone else.
+    assert (await start_from("198.51.100.9, 198.51.100.1"))["type"] == "error"
+    rows = await database_sync_to_async(list)(Lab.objects.values_list("client_address", flat=True))
+    assert sorted(rows) == ["198.51.100.1", "198.51.100.2"]
