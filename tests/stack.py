@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psutil
 import redis
@@ -72,6 +73,13 @@ class RestartableRedis:
 DAPHNE_LIMITS = ("--websocket-max-message-size", "4194304", "--websocket-max-frame-size", "4194304")
 
 
+def _worker_start(env: dict[str, str], slots: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "core", "worker", "-P", "prefork", "-c", str(slots),
+         "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=BASE_DIR, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -81,6 +89,8 @@ class Stack:
     web: subprocess.Popen[bytes] | None = None
     url: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    slots: int = 1
+    worker_log: IO[bytes] | None = None
 
     def manage(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=self.env,
@@ -103,6 +113,15 @@ class Stack:
     def pool(self) -> list[psutil.Process]:
         assert self.worker is not None
         return psutil.Process(self.worker.pid).children(recursive=True)
+
+    def worker_restart(self) -> None:
+        """Start a new worker once the old one has died (a SIGKILL, say); wait for its pool processes."""
+        assert self.worker is not None and self.worker_log is not None
+        self.worker.wait(timeout=15)  # reap it: only a dead worker is replaced
+        new = _worker_start(self.env, self.slots, self.worker_log)
+        self.procs[self.procs.index(self.worker)] = new
+        self.worker = new
+        wait_for(lambda: len(self.pool()) == self.slots, 30, "the new worker's pool processes")
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -135,11 +154,8 @@ def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = No
     try:
         stack.manage("migrate", "-v", "0")
         stack.manage("lessons", "load", *(str(p) for p in lessons or []))
-        stack.worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "core", "worker", "-P", "prefork", "-c", str(slots),
-             "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=BASE_DIR, env=env, start_new_session=True,
-            stdout=logs["worker"], stderr=subprocess.STDOUT)
+        stack.slots, stack.worker_log = slots, logs["worker"]
+        stack.worker = _worker_start(env, slots, logs["worker"])
         stack.procs.append(stack.worker)
         if web:
             port = free_port()
