@@ -76,6 +76,13 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests last: Playwright's sync API keeps an event loop running in the main thread
-    for the rest of the session, which asyncio tests after it cannot share."""
-    items.sort(key=lambda item: "tests/browser/" in str(item.fspath))
+    """Lesson proofs first, browser tests last.
+
+    Browser tests last: Playwright's sync API keeps an event loop running in the main thread for
+    the rest of the session, which asyncio tests after it cannot share. Proofs first: they measure
+    real throughput (a hot shard's utilisation, a balancer's spread), and run after the other ~600
+    tests in the same process, two of their steps failed in 2 of 2 full runs while passing alone
+    and as a whole file every time; the cause is not pinned yet (see the issue 10 closing note).
+    """
+    items.sort(key=lambda item: (0 if "tests/lessons/test_prove.py" in str(item.fspath) else
+                                 2 if "tests/browser/" in str(item.fspath) else 1))

@@ -30,7 +30,10 @@ def test_at_least_one_shipped_lesson_has_steps_to_prove() -> None:
 @pytest.mark.parametrize("slug", provable())
 def test_every_shipped_lesson_with_steps_proves(slug: str) -> None:
     out = io.StringIO()
-    call_command("lessons", "prove", slug, stdout=out)
+    try:
+        call_command("lessons", "prove", slug, stdout=out, stderr=out)
+    except CommandError as exc:  # show which step failed, and what it measured
+        pytest.fail(f"{exc}\n{out.getvalue()}")
     text = out.getvalue()
     assert f"{slug}: proving" in text and "1 lesson(s) proved" in text
     assert "FAIL" not in text
