@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,9 +60,12 @@ async def prove_steps(
     checks = {s["id"]: s["check"] for s in steps if s.get("check")}
     passed: dict[str, float] = {}
     changed = asyncio.Event()
+    recent: deque[dict[str, Any]] = deque(maxlen=8)  # the last 2 s of frames, to say why a step failed
     lab = Lab(topology_from_dict(topology), network=network or random_network(), frame_interval=FRAME_INTERVAL)
 
     def emit(message: dict[str, Any]) -> None:  # the frames and verdicts a student's page would get
+        if message.get("type") == "frame":
+            recent.append(message)
         if message.get("type") == "check" and message.get("passed"):
             passed.setdefault(message["step"], time.monotonic())
             changed.set()
@@ -96,13 +100,40 @@ async def prove_steps(
                 else:
                     detail = live.verdict(step_id).get("detail", "")
                     result = StepResult(step_id, "FAIL", time.monotonic() - began,
-                                        f"check did not pass within {step_timeout:g} s: {detail}")
+                                        f"check did not pass within {step_timeout:g} s: {detail}; "
+                                        f"the lab showed: {lab_showed(recent)}")
             results.append(result)
             report(result)
     finally:
         await background.stop()
         await lab.stop()  # bounded: Lab.stop_deadline
     return results
+
+
+def lab_showed(frames: Iterable[dict[str, Any]]) -> str:
+    """What a failed step's last frames say about why: nodes down, nodes failing requests, and the
+    commonest failed hops of the sampled requests (for instance "client-1>lb: timeout x12")."""
+    frames = list(frames)
+    if not frames:
+        return "no frames"
+    last = frames[-1]
+    nodes = last.get("nodes", {})
+    down = sorted(n for n, v in nodes.items() if v.get("up") is False)
+    failing = sorted(((v.get("err_rps", 0), n) for n, v in nodes.items() if v.get("err_rps", 0) > 0), reverse=True)
+    hops: Counter[str] = Counter()
+    for frame in frames:
+        for sample in frame.get("samples", []):
+            for h in sample.get("hops", []):
+                if not h.get("ok", True):
+                    hops[f"{h.get('src')}>{h.get('dst')}: {h.get('status')}"] += 1
+            if sample.get("error") and not any(not h.get("ok", True) for h in sample.get("hops", [])):
+                hops[f"{sample.get('client', '?')}: {sample['error']}"] += 1
+    parts = [f"down {', '.join(down)}" if down else "every node up"]
+    if failing:
+        parts.append("failing " + ", ".join(f"{n} {rate:g}/s" for rate, n in failing[:4]))
+    if hops:
+        parts.append("failed hops " + ", ".join(f"{k} x{c}" for k, c in hops.most_common(4)))
+    return "; ".join(parts)
 
 
 async def _play(lab: Lab, solution: list[dict[str, Any]]) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from core.engine.commands import CommandError, validate_command
 from core.engine.context import NodeContext
+from core.engine.fdlimit import raise_open_files_limit
 from core.engine.kinds import KIND_COMMANDS, KINDS
 from core.engine.looplag import LoopLag
 from core.engine.nodes.base import Node
@@ -130,6 +131,7 @@ class Lab:
     # Lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Start servers, then clients, publishing each node's progress; LabStartError on failure."""
+        raise_open_files_limit()  # once is enough, but it is cheap: see core.engine.fdlimit
         self._set_state("starting")
         servers = [n for n in self.nodes.values() if n.spec.kind_info.role == "server"]
         clients = [n for n in self.nodes.values() if n.spec.kind_info.role == "client"]

@@ -55,6 +55,17 @@ def test_a_step_whose_solution_does_not_satisfy_its_check_fails() -> None:
     assert seen[0].startswith("start: PASS in ")
 
 
+def test_a_failed_step_says_what_the_lab_showed() -> None:
+    """The report names the dead node and the failed hop it caused, so a flaky run can be read."""
+    steps = [{"id": "served", "check": "metric(totals.ok_rps) > 5 for 1s",
+              "solution": [{"action": "kill", "node": "web"}, {"action": "wait", "seconds": 1}]}]
+    [result] = asyncio.run(prove_steps(stage1(rate=30).to_dict(), steps, step_timeout=2.0))
+    assert result.outcome == "FAIL"
+    showed = result.detail.split("the lab showed: ", 1)[1]
+    assert showed.startswith("down web")
+    assert ">web: connection refused x" in showed
+
+
 def test_an_unknown_lesson_id_is_an_error() -> None:
     with pytest.raises(CommandError, match="no such lesson: nope"):
         call_command("lessons", "prove", "nope", stdout=io.StringIO())
