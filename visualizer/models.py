@@ -41,6 +41,9 @@ class Lab(models.Model):
     # Where the start came from (the socket's peer, or the proxy's X-Forwarded-For under daphne's
     # --proxy-headers): live labs per address are capped (settings.LABS_PER_ADDRESS).
     client_address = models.GenericIPAddressField(null=True, blank=True)
+    # A lab started ahead for a workshop's hot pool (visualizer.pool): its session_key is a
+    # placeholder of its own until a participant claims it, when this is cleared.
+    pool = models.CharField(max_length=40, blank=True, db_index=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -88,3 +91,84 @@ class Progress(models.Model):
 
     def __str__(self) -> str:
         return f"{session_tag(self.session_key)} passed {self.lesson_id}/{self.step_id}"
+
+
+class Prediction(models.Model):
+    """What a session predicted for a step's question, before measuring it (the projector compares)."""
+
+    session_key = models.CharField(max_length=40, db_index=True)
+    lesson = models.ForeignKey(Lesson, on_delete=models.CASCADE, related_name="predictions")
+    step_id = models.CharField(max_length=64)
+    value = models.FloatField()
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session_key", "lesson", "step_id"], name="prediction_once_per_step"),
+        ]
+
+
+class Workshop(models.Model):
+    """A room of participants run by an instructor: which stages, how many, until when."""
+
+    class State(models.TextChoices):
+        DRAFT = "draft"
+        OPEN = "open"
+        ENDED = "ended"
+
+    title = models.CharField(max_length=120)
+    # Short, unambiguous, typed by students from a projector (visualizer.workshops.new_code).
+    code = models.CharField(max_length=12, unique=True)
+    lessons = models.ManyToManyField(Lesson, related_name="workshops")
+    cap = models.PositiveIntegerField(default=50, help_text="most participants")
+    ends_at = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.DRAFT)
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
+    announcement = models.CharField(max_length=500, blank=True)
+    # The stage the room is held to; null lets everyone move freely.
+    locked_lesson = models.ForeignKey(Lesson, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    pool_size = models.PositiveIntegerField(default=0, help_text="labs of the first stage started ahead")
+    created = models.DateTimeField(auto_now_add=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.code}, {self.state})"
+
+
+class Participant(models.Model):
+    """A student in a workshop: a nickname and the browser session that holds their progress."""
+
+    workshop = models.ForeignKey(Workshop, on_delete=models.CASCADE, related_name="participants")
+    nickname = models.CharField(max_length=30)
+    nickname_key = models.CharField(max_length=30, help_text="the nickname folded, for uniqueness")
+    session_key = models.CharField(max_length=40, db_index=True)
+    joined = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["joined"]
+        constraints = [
+            models.UniqueConstraint(fields=["workshop", "nickname_key"], name="nickname_once_per_workshop"),
+            models.UniqueConstraint(fields=["workshop", "session_key"], name="session_once_per_workshop"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.nickname} in {self.workshop.code}"
+
+
+class Broadcast(models.Model):
+    """A fault the instructor sent to every participant's lab at once; recovery is read from each
+    lab's own history (visualizer.workshops.recovery)."""
+
+    workshop = models.ForeignKey(Workshop, on_delete=models.CASCADE, related_name="broadcasts")
+    command = models.JSONField()
+    label = models.CharField(max_length=200, blank=True)
+    sent_at = models.DateTimeField(auto_now_add=True)
+    # {lab id: "sent" | "not running" | error text}: what each lab was told.
+    delivered = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-sent_at"]
