@@ -103,6 +103,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "visualizer.context.workshop",
             ],
         },
     },
@@ -174,6 +175,8 @@ LAB_MAX_SECONDS = env_int("LAB_MAX_SECONDS", 7200, min=60, max=7 * 24 * 3600)
 # one client address (behind a NAT a room shares one: raise it; 0 = no cap).
 SOCKETS_PER_SESSION = env_int("SOCKETS_PER_SESSION", 10, min=1, max=1000)
 LABS_PER_ADDRESS = env_int("LABS_PER_ADDRESS", 10, min=0, max=10000)
+# Workshops: the grid calls a participant stuck after this long with no step passed.
+WORKSHOP_STUCK_MINUTES = env_float("WORKSHOP_STUCK_MINUTES", 5.0, min=0.1)
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a lab holds its slot for minutes: never hoard tasks

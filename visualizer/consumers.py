@@ -22,7 +22,7 @@ from core.client_ip import address_from
 from core.engine import keys
 from core.engine.commands import CommandError, validate_command
 from lessons.models import Lesson
-from visualizer import services
+from visualizer import services, workshops
 from visualizer.models import Lab
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         self.lab_id: str | None = None
         self.bucket = TokenBucket(COMMAND_RATE, COMMAND_BURST)
         self.lease: SocketLease | None = None
+        self.checks_asked: set[str] = set()  # steps whose "check now" verdict this socket awaits
         # Accept first, then close with a code: a refused handshake hides the code from browsers.
         await self.accept()
         session_key = await self._session_key()
@@ -221,6 +222,8 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         elif action == "stop":
             await database_sync_to_async(services.lab_stop)(lab=lab)
         else:
+            if action == "check":
+                self.checks_asked.add(command["step"])
             await self._send_command(lab, command, _quote(content, raw))
 
     async def _subscribe(self, lab: Lab | None) -> None:
@@ -321,7 +324,15 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
             message = json.loads(data)
         except ValueError:
             return
-        if not (isinstance(message, dict) and message.get("type") == "check" and message.get("passed") is True):
+        if not (isinstance(message, dict) and message.get("type") == "check"):
+            return
+        if message.get("passed") is False and message.get("step") in self.checks_asked:
+            # This socket's own "check now" failed: a workshop's grid counts repeated ones as stuck.
+            self.checks_asked.discard(message["step"])
+            await database_sync_to_async(workshops.check_failed)(
+                session_key=self.session_key, lesson=self.lesson, step=message["step"])
+            return
+        if message.get("passed") is not True:
             return
         created = await database_sync_to_async(services.progress_record)(
             session_key=self.session_key, lesson=self.lesson, lab_id=lab_id, message=message)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
 
 from lessons.models import Lesson
 from lessons.steps import steps_for_page
 from visualizer.services import progress_for
 from visualizer.texts import event_texts, kind_texts
+from visualizer.workshops import participant_for_session
 
 
 def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
@@ -21,6 +24,13 @@ def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
     if not request.session.session_key:
         request.session.save()
         request.session.modified = True
+    participant = participant_for_session(request.session.session_key)
+    locked = participant.workshop.locked_lesson if participant is not None else None
+    if locked is not None and locked.pk != lesson.pk and not request.user.is_staff:
+        # The instructor holds the room to one stage: the others wait.
+        messages.info(request, _("Your instructor has asked everyone to stay on stage %(stage)s for now.")
+                      % {"stage": locked.stage})
+        return redirect("lesson", slug=locked.slug)
     return render(
         request,
         "lessons/lesson.html",

@@ -50,6 +50,7 @@ export class Steps {
             localStorage.setItem(this.predictKey(step.id), input.value);
           } catch (err) { /* private mode: the box still works for this visit */ }
         });
+        input.addEventListener("change", () => this.sendPrediction(step.id, input.value));
       }
     }
     this.render();
@@ -57,6 +58,20 @@ export class Steps {
 
   item(id) {
     return this.root ? this.root.querySelector(`li.step[data-step="${CSS.escape(id)}"]`) : null;
+  }
+
+  // The server keeps it too, so a workshop's projector can set the room's predictions beside the
+  // values its labs measured. A number only; a failed send costs nothing but the projector's dot.
+  sendPrediction(id, text) {
+    const value = Number(String(text).replace(",", "."));
+    const token = document.querySelector("input[name=csrfmiddlewaretoken]");
+    if (text === "" || !Number.isFinite(value) || !token) return;
+    fetch(`/stage/${encodeURIComponent(this.lesson)}/predict/`, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": token.value },
+      body: JSON.stringify({ step: id, value }),
+    }).catch(() => {});
   }
 
   predictKey(id) {

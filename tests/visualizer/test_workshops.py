@@ -1,0 +1,305 @@
+"""Workshops on the web side: joining, nicknames, progress per participant, staff-only pages, the
+banner and the lock, predictions, the grid, the projector and the CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+import redis
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from core.engine import keys
+from lessons.models import Lesson
+from tests.visualizer.test_consumer import connected, receive_until
+from visualizer import services, workshops
+from visualizer.models import Lab, Participant, Progress, Workshop
+
+pytestmark = pytest.mark.django_db(transaction=True)
+STEPS = ("start", "load", "kill")
+
+
+@pytest.fixture(autouse=True)
+def steps(lesson: Lesson) -> None:
+    lesson.steps = [{"id": s, "title": s.title(), "check": "event(lab_started)", "hints": [], "solution": [],
+                     "predict": None} for s in STEPS]
+    lesson.save(update_fields=["steps"])
+
+
+@pytest.fixture
+def room(lesson: Lesson) -> Workshop:
+    workshop = workshops.workshop_create(title="Friday class", lessons=[lesson], cap=3,
+                                         ends_at=timezone.now() + timedelta(hours=2))
+    workshops.workshop_open(workshop)
+    return workshop
+
+
+def joined(room: Workshop, nickname: str) -> Client:
+    client = Client()
+    response = client.post(f"/join/{room.code}/", {"nickname": nickname})
+    assert response.status_code == 302, response.content.decode()
+    return client
+
+
+def session_of(client: Client) -> str:
+    return client.session.session_key
+
+
+def staff() -> Client:
+    client = Client()
+    client.force_login(User.objects.get_or_create(username="teacher", defaults={"is_staff": True})[0])
+    return client
+
+
+def passed(session_key: str, lesson: Lesson, step: str, seconds: float, measured: float | None = None) -> None:
+    """A step passed, recorded the way the consumer records its own lab's check message."""
+    lab = Lab.objects.filter(session_key=session_key, lesson=lesson).first() or Lab.objects.create(
+        session_key=session_key, lesson=lesson, network=f"127.9.{Lab.objects.count()}", state="running")
+    assert services.progress_record(session_key=session_key, lesson=lesson, lab_id=str(lab.id), message={
+        "type": "check", "passed": True, "step": step, "lab": str(lab.id), "t": timezone.now().timestamp(),
+        "seconds": seconds, "measured": measured})
+
+
+# Joining ---------------------------------------------------------------------------------------
+def test_a_code_lets_a_student_in_and_lands_them_on_the_first_stage(room: Workshop, lesson: Lesson) -> None:
+    client = Client()
+    page = client.get(f"/join/{room.code}/")
+    assert page.status_code == 200 and room.code in page.content.decode()
+    response = client.post("/join/", {"code": room.code.lower()[:3] + " " + room.code.lower()[3:],
+                                      "nickname": "  Ana  "})
+    assert response.status_code == 302 and response["Location"] == f"/stage/{lesson.slug}/"
+    [participant] = room.participants.all()
+    assert participant.nickname == "Ana" and participant.session_key == session_of(client)
+    stage = client.get(response["Location"]).content.decode()
+    assert "You are Ana" in stage and 'data-testid="workshop-strip"' in stage
+
+
+@pytest.mark.parametrize("case", ["wrong", "draft", "ended", "expired"])
+def test_a_wrong_closed_or_expired_code_is_refused_with_a_reason(room: Workshop, lesson: Lesson, case: str) -> None:
+    code = room.code
+    if case == "wrong":
+        code = "ZZZZZZ" if code != "ZZZZZZ" else "YYYYYY"
+    elif case == "draft":
+        code = workshops.workshop_create(title="later", lessons=[lesson], cap=3,
+                                         ends_at=timezone.now() + timedelta(hours=1)).code
+    elif case == "ended":
+        workshops.workshop_end(room)
+    else:
+        Workshop.objects.filter(pk=room.pk).update(ends_at=timezone.now() - timedelta(minutes=1))
+    response = Client().post("/join/", {"code": code, "nickname": "Ana"})
+    assert response.status_code == 400
+    text = response.content.decode()
+    expected = {"wrong": "no workshop with this code", "draft": "not opened yet", "ended": "has ended",
+                "expired": "has ended"}[case]
+    assert expected in text
+    assert not Participant.objects.filter(nickname="Ana").exists()
+
+
+def test_a_full_workshop_says_so(room: Workshop) -> None:
+    for name in ("A", "B", "C"):
+        joined(room, name)
+    response = Client().post("/join/", {"code": room.code, "nickname": "D"})
+    assert response.status_code == 400 and "is full" in response.content.decode()
+    assert room.participants.count() == 3
+
+
+def test_nicknames_are_unique_in_a_workshop_whatever_their_case(room: Workshop, lesson: Lesson) -> None:
+    joined(room, "Ana")
+    response = Client().post("/join/", {"code": room.code, "nickname": "ANA"})
+    assert response.status_code == 400 and "already called ANA" in response.content.decode()
+    other = workshops.workshop_create(title="other room", lessons=[lesson], cap=3,
+                                      ends_at=timezone.now() + timedelta(hours=1))
+    workshops.workshop_open(other)
+    assert Client().post("/join/", {"code": other.code, "nickname": "Ana"}).status_code == 302
+
+
+@pytest.mark.parametrize("nickname", ["", "   ", "x" * 31, "bad\x00name"])
+def test_a_bad_nickname_is_refused(room: Workshop, nickname: str) -> None:
+    response = Client().post("/join/", {"code": room.code, "nickname": nickname})
+    assert response.status_code == 400 and 'data-testid="join-error"' in response.content.decode()
+    assert room.participants.count() == 0
+
+
+def test_progress_is_the_participants_across_reloads_and_a_second_join(room: Workshop, lesson: Lesson) -> None:
+    client = joined(room, "Ana")
+    passed(session_of(client), lesson, "start", 4.0)
+    for _ in range(2):  # a reload, and the join link opened again in another tab
+        page = client.get(f"/stage/{lesson.slug}/").content.decode()
+        data = json.loads(page.split('id="steps-data" type="application/json">')[1].split("</script>")[0])
+        assert set(data["progress"]) == {"start"}
+        assert client.post(f"/join/{room.code}/", {"nickname": "Ana again"}).status_code == 302
+    assert room.participants.count() == 1
+    assert room.participants.get().nickname == "Ana"
+
+
+# Staff only ------------------------------------------------------------------------------------
+STAFF_PAGES = ["/workshops/", "/workshops/{pk}/", "/workshops/{pk}/grid/", "/workshops/{pk}/projector/",
+               "/workshops/{pk}/projector/?format=json", "/workshops/{pk}/qr.svg", "/workshops/{pk}/results.csv"]
+
+
+@pytest.mark.parametrize("path", STAFF_PAGES)
+def test_students_cannot_open_the_instructors_pages(room: Workshop, path: str) -> None:
+    student = joined(room, "Ana")
+    plain = Client()
+    plain.force_login(User.objects.create_user("nobody"))
+    for client in (student, plain, Client()):
+        response = client.get(path.format(pk=room.pk))
+        assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    response = student.post(f"/workshops/{room.pk}/", {"do": "broadcast", "action": "kill", "node": "web"})
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert not room.broadcasts.exists()
+
+
+def test_an_instructor_creates_and_opens_a_workshop_with_a_code_and_a_qr(lesson: Lesson) -> None:
+    teacher = staff()
+    response = teacher.post("/workshops/", {"title": "Monday", "lessons": [lesson.pk], "cap": 40, "hours": 2,
+                                            "pool_size": 0})
+    assert response.status_code == 302
+    workshop = Workshop.objects.get(title="Monday")
+    assert len(workshop.code) == workshops.CODE_LENGTH and set(workshop.code) <= set(workshops.CODE_ALPHABET)
+    assert workshop.state == "draft"
+    room = teacher.get(response["Location"]).content.decode()
+    assert workshop.code in room and f"/join/{workshop.code}/" in room
+    qr = teacher.get(f"/workshops/{workshop.pk}/qr.svg")
+    assert qr["Content-Type"] == "image/svg+xml" and b"<svg" in qr.content and b"<path" in qr.content
+    # Not open yet: a student is told so; once opened, the code works.
+    assert "not opened yet" in Client().post("/join/", {"code": workshop.code, "nickname": "A"}).content.decode()
+    teacher.post(f"/workshops/{workshop.pk}/", {"do": "open"})
+    workshop.refresh_from_db()
+    assert workshop.state == "open" and workshop.opened_at is not None
+    assert Client().post("/join/", {"code": workshop.code, "nickname": "A"}).status_code == 302
+
+
+# Pace and teach --------------------------------------------------------------------------------
+def test_an_announcement_and_a_lock_reach_every_participants_page(room: Workshop, lesson: Lesson) -> None:
+    later = Lesson.objects.get(slug="fixture-later")
+    room.lessons.add(later)
+    student = joined(room, "Ana")
+    teacher = staff()
+    assert student.get("/workshop/live/").json()["workshop"]["announcement"] == ""
+    teacher.post(f"/workshops/{room.pk}/", {"do": "announce", "text": "Break until 11:00"})
+    assert student.get("/workshop/live/").json()["workshop"]["announcement"] == "Break until 11:00"
+    assert "Break until 11:00" in student.get("/").content.decode()
+
+    teacher.post(f"/workshops/{room.pk}/", {"do": "lock", "lesson": later.slug})
+    live = student.get("/workshop/live/").json()["workshop"]
+    assert live["locked"] == later.slug and live["locked_url"] == f"/stage/{later.slug}/"
+    response = student.get(f"/stage/{lesson.slug}/")
+    assert response.status_code == 302 and response["Location"] == f"/stage/{later.slug}/"
+    assert Client().get(f"/stage/{lesson.slug}/").status_code == 200  # not in the workshop: not held
+    teacher.post(f"/workshops/{room.pk}/", {"do": "lock", "lesson": ""})
+    assert student.get(f"/stage/{lesson.slug}/").status_code == 200
+    assert Client().get("/workshop/live/").json() == {"workshop": None}
+
+
+def test_a_lock_to_a_stage_outside_the_workshop_is_refused(room: Workshop) -> None:
+    later = Lesson.objects.get(slug="fixture-later")
+    page = staff().post(f"/workshops/{room.pk}/", {"do": "lock", "lesson": later.slug}).content.decode()
+    assert "not one of this workshop" in page
+    room.refresh_from_db()
+    assert room.locked_lesson is None
+
+
+def test_only_faults_can_be_broadcast(room: Workshop) -> None:
+    teacher = staff()
+    page = teacher.post(f"/workshops/{room.pk}/", {"do": "broadcast", "action": "traffic", "node": "web"})
+    assert "can be broadcast" in page.content.decode() or "rate" in page.content.decode()
+    assert not room.broadcasts.exists()
+
+
+# Grid, projector, CSV --------------------------------------------------------------------------
+def test_the_grid_shows_passed_current_and_stuck(room: Workshop, lesson: Lesson, settings: object) -> None:
+    ana, ben, cat = (joined(room, n) for n in ("Ana", "Ben", "Cat"))
+    passed(session_of(ana), lesson, "start", 4.2)
+    passed(session_of(ana), lesson, "load", 30.0)
+    passed(session_of(ben), lesson, "start", 9.0)
+    for _ in range(workshops.FAILED_CHECKS_STUCK):
+        workshops.check_failed(session_key=session_of(ben), lesson=lesson, step="load")
+    # Cat joined long ago and has passed nothing since.
+    Participant.objects.filter(session_key=session_of(cat)).update(
+        joined=timezone.now() - timedelta(minutes=settings.WORKSHOP_STUCK_MINUTES + 1))
+    grid = staff().get(f"/workshops/{room.pk}/grid/").json()
+    assert [s["id"] for s in grid["steps"]] == list(STEPS)
+    rows = {r["nickname"]: r for r in grid["rows"]}
+    assert [c["state"] for c in rows["Ana"]["cells"]] == ["passed", "passed", "current"]
+    assert rows["Ana"]["cells"][1]["seconds"] == 30.0
+    assert [c["state"] for c in rows["Ben"]["cells"]] == ["passed", "stuck", "locked"]
+    assert [c["state"] for c in rows["Cat"]["cells"]] == ["stuck", "locked", "locked"]
+    assert rows["Ana"]["lab_up"] is True and rows["Cat"]["lab"] is None
+
+
+def test_the_projector_aggregates_without_names(room: Workshop, lesson: Lesson) -> None:
+    ana, ben = joined(room, "Ana"), joined(room, "Ben")
+    for client, value in ((ana, 120), (ben, 200)):
+        response = client.post(f"/stage/{lesson.slug}/predict/", json.dumps({"step": "load", "value": value}),
+                               content_type="application/json")
+        assert response.json() == {"ok": True}
+    assert ana.post(f"/stage/{lesson.slug}/predict/", "{\"step\": \"nope\", \"value\": 1}",
+                    content_type="application/json").status_code == 400
+    passed(session_of(ana), lesson, "load", 10.0, measured=160.0)
+    passed(session_of(ben), lesson, "load", 20.0, measured=158.5)
+    passed(session_of(ben), lesson, "start", 3.0)
+    data = staff().get(f"/workshops/{room.pk}/projector/?format=json").json()
+    assert data["participants"] == 2
+    load = next(s for s in data["steps"] if s["id"] == "load")
+    assert load == {"id": "load", "title": "Load", "passed": 2, "median_s": 15.0,
+                    "predicted": [120.0, 200.0], "measured": [158.5, 160.0]}
+    assert "Ana" not in json.dumps(data) and "Ben" not in json.dumps(data)
+
+
+def test_the_csv_lists_every_passed_step_of_every_participant(room: Workshop, lesson: Lesson) -> None:
+    ana, ben = joined(room, "=Ana"), joined(room, "Ben")
+    ana.post(f"/stage/{lesson.slug}/predict/", json.dumps({"step": "load", "value": 150}),
+             content_type="application/json")
+    passed(session_of(ana), lesson, "start", 4.0)
+    passed(session_of(ana), lesson, "load", 12.5, measured=160.0)
+    passed(session_of(ben), lesson, "start", 6.0)
+    passed("outsider", lesson, "start", 1.0)  # not in the workshop: not in its results
+    response = staff().get(f"/workshops/{room.pk}/results.csv")
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0] == workshops.CSV_HEADER
+    body = {(r[0], r[2]): r for r in rows[1:]}
+    assert set(body) == {("'=Ana", "start"), ("'=Ana", "load"), ("Ben", "start")}
+    assert body[("'=Ana", "load")][4:] == ["12.5", "150.0", "160.0"]
+    assert body[("Ben", "start")][1] == str(lesson.stage)
+    stored = {p.step_id for p in Progress.objects.filter(session_key__in=[session_of(ana), session_of(ben)])}
+    assert len(rows) - 1 == len(stored) + 1  # every passed step, one row each (start twice)
+
+
+def test_recovery_is_read_from_the_labs_own_history() -> None:
+    sent = 1000.0
+    history = [[999.0, 20, 5, 9, 0], [1001.0, 20, 5, 9, 0], [1002.0, 20, 5, 9, 6.5], [1003.0, 20, 5, 9, 3.0],
+               [1006.0, 20, 5, 9, 0]]
+    assert workshops.recovery(history, sent, now=1010.0) == {"state": "recovered", "seconds": 6.0}
+    assert workshops.recovery(history[:4], sent, now=1004.0) == {"state": "down", "seconds": 4.0}
+    assert workshops.recovery(history[:2], sent, now=1004.0) == {"state": "waiting"}
+    assert workshops.recovery(history[:2], sent, now=1011.0) == {"state": "unhurt"}
+
+
+# "Check now" failing ---------------------------------------------------------------------------
+async def test_a_failed_check_now_from_the_participants_own_page_is_counted(
+        room: Workshop, lesson: Lesson, redis_url: str) -> None:
+    client = await database_sync_to_async(joined)(room, "Ana")
+    session_key = await database_sync_to_async(session_of)(client)
+    lab = await database_sync_to_async(Lab.objects.create)(session_key=session_key, lesson=lesson,
+                                                            network="127.9.9", state="running")
+    ws, _ = await connected(session_key)
+    await ws.send_json_to({"action": "check", "step": "load"})
+    await receive_until(ws, "error")  # nobody runs the lab here: the command was not received
+    verdict = {"type": "check", "step": "load", "passed": False, "lab": str(lab.id), "detail": "not yet"}
+    r = redis.Redis.from_url(redis_url)
+    for _ in range(2):  # the second verdict was not asked for by this socket: not counted again
+        r.publish(keys.out_channel(str(lab.id)), json.dumps(verdict))
+        await receive_until(ws, "check")
+    r.close()
+    await ws.disconnect()
+    fails = redis.Redis.from_url(redis_url, decode_responses=True).hgetall(workshops._fails_key(room.pk))
+    participant = await database_sync_to_async(room.participants.get)()
+    assert fails == {f"{participant.pk}:{lesson.slug}:load": "1"}

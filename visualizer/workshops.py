@@ -1,0 +1,390 @@
+"""Workshops: a room of participants run by an instructor.
+
+An instructor (staff) creates a workshop and opens it; students join with its short code and a
+nickname, which binds their browser session to a Participant, so their progress (kept per session,
+visualizer.models.Progress) is theirs across reloads and tabs. The instructor watches a grid of
+who passed what, paces the room (an announcement, a lock to one stage), broadcasts a fault to every
+participant's lab, and ends the workshop, which stops every lab and leaves a CSV of results.
+
+Everything here reads the server's own records: progress as the labs' checks reported it, labs'
+states from their rows, recovery from each lab's own telemetry history in Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from core import redis as core_redis
+from core.engine import keys
+from core.engine.commands import CommandError, validate_command
+from lessons.models import Lesson
+from visualizer import services
+from visualizer.models import Broadcast, Lab, Participant, Prediction, Progress, Workshop
+
+# No 0/O, 1/I/L: a code is read off a projector and typed on a phone.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 6
+NICKNAME_MAX = 30
+# Faults an instructor may broadcast: each lab applies them to its own topology.
+BROADCAST_ACTIONS = ("kill", "restart", "slow")
+FAILED_CHECKS_STUCK = 3  # "check now" failing this often on one step marks a participant stuck
+RECOVERY_QUIET_S = 10.0  # a lab that shows no errors this long after a fault was not hurt by it
+
+
+class JoinRefused(Exception):
+    """Why a student cannot join, in words for the join page."""
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalise_code(text: str) -> str:
+    """What a student typed, as codes are stored: upper case, no spaces or dashes."""
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+def workshop_create(*, title: str, lessons: list[Lesson], cap: int, ends_at: datetime,
+                    pool_size: int = 0, user: Any = None) -> Workshop:
+    for _attempt in range(10):  # a code collision is rare; a unique index decides
+        try:
+            with transaction.atomic():
+                workshop = Workshop.objects.create(title=title, code=new_code(), cap=cap, ends_at=ends_at,
+                                                   pool_size=pool_size, created_by=user)
+                workshop.lessons.set(lessons)
+                return workshop
+        except IntegrityError:
+            continue
+    raise RuntimeError("could not find a free workshop code")
+
+
+def workshop_lessons(workshop: Workshop) -> list[Lesson]:
+    """The workshop's stages in course order."""
+    return list(workshop.lessons.order_by("stage", "slug"))
+
+
+def first_lesson(workshop: Workshop) -> Lesson | None:
+    lessons = workshop_lessons(workshop)
+    return lessons[0] if lessons else None
+
+
+def is_open(workshop: Workshop, now: datetime | None = None) -> bool:
+    return workshop.state == Workshop.State.OPEN and workshop.ends_at > (now or timezone.now())
+
+
+def pool_key(workshop: Workshop) -> str:
+    return f"workshop-{workshop.pk}"
+
+
+def workshop_open(workshop: Workshop) -> None:
+    """Open the doors; start the hot pool's labs for the first stage."""
+    Workshop.objects.filter(pk=workshop.pk).update(state=Workshop.State.OPEN, opened_at=timezone.now())
+    workshop.refresh_from_db()
+    pool_refill(workshop)
+
+
+def pool_refill(workshop: Workshop) -> int:
+    """Top the hot pool up to the workshop's pool size (its first stage), while it is open."""
+    lesson = first_lesson(workshop)
+    if not workshop.pool_size or lesson is None or lesson.topology is None or not is_open(workshop):
+        return 0
+    from visualizer import pool  # the pool starts labs; only open workshops need it
+
+    return pool.pool_fill(pool=pool_key(workshop), lesson=lesson, size=workshop.pool_size)
+
+
+def workshop_end(workshop: Workshop) -> int:
+    """Close the doors, stop every participant's live lab and the pool; how many labs stopped."""
+    Workshop.objects.filter(pk=workshop.pk).update(state=Workshop.State.ENDED, ended_at=timezone.now())
+    workshop.refresh_from_db()
+    stopped = 0
+    sessions = list(workshop.participants.values_list("session_key", flat=True))
+    for lab in Lab.objects.filter(session_key__in=sessions, state__in=Lab.LIVE_STATES):
+        services.lab_stop(lab=lab)
+        stopped += 1
+    if not Lab.objects.filter(pool=pool_key(workshop), state__in=Lab.LIVE_STATES).exists():
+        return stopped
+    from visualizer import pool
+
+    return stopped + pool.pool_drain(pool=pool_key(workshop))
+
+
+def fold_nickname(nickname: str) -> str:
+    """Two nicknames are the same if they differ only in case, accents' form or spacing."""
+    return " ".join(unicodedata.normalize("NFKC", nickname).casefold().split())
+
+
+def clean_nickname(raw: str) -> str:
+    nickname = " ".join(unicodedata.normalize("NFKC", raw or "").split())
+    if not nickname:
+        raise JoinRefused(_("Choose a nickname."))
+    if len(nickname) > NICKNAME_MAX:
+        raise JoinRefused(_("A nickname has at most %(n)d characters.") % {"n": NICKNAME_MAX})
+    if any(unicodedata.category(ch).startswith("C") for ch in nickname):
+        raise JoinRefused(_("A nickname cannot contain control characters."))
+    return nickname
+
+
+def workshop_by_code(code: str) -> Workshop:
+    """The open workshop with this code, or JoinRefused saying why not."""
+    workshop = Workshop.objects.filter(code=normalise_code(code)).first()
+    if workshop is None:
+        raise JoinRefused(_("There is no workshop with this code. Check it with your instructor."))
+    if workshop.state == Workshop.State.DRAFT:
+        raise JoinRefused(_("This workshop has not opened yet."))
+    if not is_open(workshop):
+        raise JoinRefused(_("This workshop has ended."))
+    return workshop
+
+
+def participant_join(*, code: str, nickname: str, session_key: str) -> Participant:
+    """Join the open workshop with this code; a session that already joined gets its participant back."""
+    workshop = workshop_by_code(code)
+    existing = Participant.objects.filter(workshop=workshop, session_key=session_key).first()
+    if existing is not None:
+        return existing
+    nickname = clean_nickname(nickname)
+    with transaction.atomic():
+        # Lock the workshop's row so that concurrent joins count the room one at a time.
+        Workshop.objects.select_for_update().filter(pk=workshop.pk).first()
+        if workshop.participants.count() >= workshop.cap:
+            raise JoinRefused(_("This workshop is full."))
+        try:
+            with transaction.atomic():
+                return Participant.objects.create(workshop=workshop, nickname=nickname,
+                                                  nickname_key=fold_nickname(nickname), session_key=session_key)
+        except IntegrityError:
+            pass
+    if Participant.objects.filter(workshop=workshop, session_key=session_key).exists():
+        return Participant.objects.get(workshop=workshop, session_key=session_key)
+    raise JoinRefused(_("Someone in this workshop is already called %(name)s: choose another nickname.")
+                      % {"name": nickname})
+
+
+def participant_for_session(session_key: str | None) -> Participant | None:
+    """The session's participant in a workshop that is open now, if any."""
+    if not session_key:
+        return None
+    return (Participant.objects.select_related("workshop", "workshop__locked_lesson")
+            .filter(session_key=session_key, workshop__state=Workshop.State.OPEN,
+                    workshop__ends_at__gt=timezone.now())
+            .order_by("-joined").first())
+
+
+def pool_for_session(session_key: str | None, lesson: Lesson) -> str | None:
+    """The hot pool a start of this session on this lesson may be served from."""
+    participant = participant_for_session(session_key)
+    if participant is None or not participant.workshop.pool_size:
+        return None
+    first = first_lesson(participant.workshop)
+    return pool_key(participant.workshop) if first is not None and first.pk == lesson.pk else None
+
+
+def live_state(workshop: Workshop) -> dict[str, Any]:
+    """What every participant's page polls: the banner, the lock, whether the room is open."""
+    locked = workshop.locked_lesson
+    return {"code": workshop.code, "title": workshop.title, "open": is_open(workshop),
+            "announcement": workshop.announcement,
+            "locked": locked.slug if locked else None,
+            "locked_url": f"/stage/{locked.slug}/" if locked else None}
+
+
+def workshop_announce(workshop: Workshop, text: str) -> None:
+    Workshop.objects.filter(pk=workshop.pk).update(announcement=text.strip()[:500])
+
+
+def workshop_lock(workshop: Workshop, lesson: Lesson | None) -> None:
+    """Hold the room to one of its stages (None: everyone moves freely)."""
+    if lesson is not None and not workshop.lessons.filter(pk=lesson.pk).exists():
+        raise ValueError(f"{lesson.slug} is not one of this workshop's stages")
+    Workshop.objects.filter(pk=workshop.pk).update(locked_lesson=lesson)
+
+
+# Failed "check now" ---------------------------------------------------------------------------
+def _fails_key(workshop_id: int) -> str:
+    return f"{keys.PREFIX}:workshop:{workshop_id}:fails"
+
+
+def check_failed(*, session_key: str, lesson: Lesson, step: str) -> None:
+    """Count a participant's failed "check now" on a step (the grid calls repeated ones stuck)."""
+    participant = participant_for_session(session_key)
+    if participant is None:
+        return
+    r = core_redis.client()
+    key = _fails_key(participant.workshop_id)
+    pipe = r.pipeline(transaction=False)
+    pipe.hincrby(key, f"{participant.pk}:{lesson.slug}:{step}", 1)
+    pipe.expire(key, 24 * 3600)
+    pipe.execute()
+
+
+def prediction_save(*, session_key: str, lesson: Lesson, step_id: str, value: float) -> None:
+    Prediction.objects.update_or_create(session_key=session_key, lesson=lesson, step_id=step_id,
+                                        defaults={"value": value})
+
+
+# The grid ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    state: str  # "passed" | "current" | "stuck" | "locked"
+    seconds: float | None = None
+    passed_at: float | None = None
+
+
+def grid(workshop: Workshop, lesson: Lesson, *, now: datetime | None = None) -> dict[str, Any]:
+    """Rows: participants; columns: the lesson's steps with checks. Each cell passed (with the time
+    it took), current (the participant's next step) or stuck (current, with no step passed for
+    WORKSHOP_STUCK_MINUTES, or "check now" failed FAILED_CHECKS_STUCK times on it)."""
+    now = now or timezone.now()
+    steps = [s for s in (lesson.steps or []) if s.get("check")]
+    participants = list(workshop.participants.all())
+    sessions = [p.session_key for p in participants]
+    passed: dict[str, dict[str, Progress]] = {}
+    for row in Progress.objects.filter(lesson=lesson, session_key__in=sessions):
+        passed.setdefault(row.session_key, {})[row.step_id] = row
+    labs: dict[str, Lab] = {}
+    for lab in Lab.objects.filter(lesson=lesson, session_key__in=sessions).order_by("created"):
+        labs[lab.session_key] = lab  # the newest wins
+    try:
+        fails = core_redis.client().hgetall(_fails_key(workshop.pk))
+    except redis.RedisError:
+        fails = {}
+    stuck_after = timedelta(minutes=settings.WORKSHOP_STUCK_MINUTES)
+    rows = []
+    for p in participants:
+        mine = passed.get(p.session_key, {})
+        lab = labs.get(p.session_key)
+        last = max([r.passed_at for r in mine.values()], default=None)
+        since = max(filter(None, [last, lab.created if lab else None, p.joined]))
+        cells = []
+        current_found = False
+        for step in steps:
+            done = mine.get(step["id"])
+            if done is not None:
+                cells.append(Cell("passed", done.seconds, done.passed_at.timestamp()))
+            elif not current_found:
+                current_found = True
+                failed = int(fails.get(f"{p.pk}:{lesson.slug}:{step['id']}", 0) or 0)
+                stuck = failed >= FAILED_CHECKS_STUCK or now - since >= stuck_after
+                cells.append(Cell("stuck" if stuck else "current"))
+            else:
+                cells.append(Cell("locked"))
+        rows.append({
+            "participant": p.pk, "nickname": p.nickname,
+            "lab": str(lab.id) if lab is not None else None,
+            "lab_state": lab.state if lab is not None else None,
+            "lab_up": bool(lab is not None and lab.state == Lab.State.RUNNING),
+            "cells": [cell.__dict__ for cell in cells],
+            "passed": sum(cell.state == "passed" for cell in cells),
+        })
+    return {"lesson": lesson.slug, "steps": [{"id": s["id"], "title": s.get("title") or s["id"]} for s in steps],
+            "rows": rows, "t": now.timestamp()}
+
+
+# Broadcast faults -------------------------------------------------------------------------------
+def broadcast_fault(workshop: Workshop, raw: dict[str, Any], *, label: str = "") -> Broadcast:
+    """Send one command to every participant's live lab at once; each applies it to its own
+    topology (a lab without the node answers its student with an error). CommandError if the
+    command is not a fault an instructor may broadcast."""
+    command = validate_command(raw)
+    if command["action"] not in BROADCAST_ACTIONS:
+        raise CommandError(f"only {', '.join(BROADCAST_ACTIONS)} can be broadcast")
+    sessions = list(workshop.participants.values_list("session_key", flat=True))
+    delivered: dict[str, str] = {}
+    for lab in Lab.objects.filter(session_key__in=sessions, state__in=Lab.LIVE_STATES):
+        if lab.state != Lab.State.RUNNING:
+            delivered[str(lab.id)] = "not running"
+            continue
+        delivered[str(lab.id)] = "sent" if services.lab_command(lab=lab, command=command) else "not listening"
+    return Broadcast.objects.create(workshop=workshop, command=command, label=label[:200], delivered=delivered)
+
+
+def recovery(history: list[list[float]], sent_at: float, now: float) -> dict[str, Any]:
+    """How a lab took a fault sent at ``sent_at``, from its history points [t, rps, p50, p95, err_rps]
+    (one a second, core.engine.runner): when errors began and when they ended.
+
+    "recovered" once the error rate is back to 0 (its seconds count from the broadcast), "down"
+    while it is not, "unhurt" if no error showed within RECOVERY_QUIET_S, "waiting" before that.
+    """
+    after = [p for p in history if p[0] >= sent_at]
+    hurt = next((i for i, p in enumerate(after) if p[4] > 0), None)
+    if hurt is None:
+        return {"state": "unhurt" if now - sent_at >= RECOVERY_QUIET_S else "waiting"}
+    for p in after[hurt:]:
+        if p[4] == 0:
+            return {"state": "recovered", "seconds": round(p[0] - sent_at, 1)}
+    return {"state": "down", "seconds": round(now - sent_at, 1)}
+
+
+def broadcast_recovery(broadcast: Broadcast) -> dict[str, dict[str, Any]]:
+    """Per lab the broadcast reached: its recovery, read from the lab's own history in Redis."""
+    lab_ids = [lab_id for lab_id, outcome in broadcast.delivered.items() if outcome == "sent"]
+    if not lab_ids:
+        return {}
+    r = core_redis.client()
+    pipe = r.pipeline(transaction=False)
+    for lab_id in lab_ids:
+        pipe.lrange(keys.history_key(lab_id), -keys.HISTORY_POINTS, -1)
+    now = timezone.now().timestamp()
+    out = {}
+    for lab_id, points in zip(lab_ids, pipe.execute(), strict=True):
+        history = [json.loads(point) for point in points]
+        out[lab_id] = recovery(history, broadcast.sent_at.timestamp(), now)
+    return out
+
+
+# The projector ----------------------------------------------------------------------------------
+def projector(workshop: Workshop, lesson: Lesson) -> dict[str, Any]:
+    """The room in aggregate, no names: per step how many passed, the median time it took, and the
+    predictions beside the values measured when the step passed."""
+    sessions = list(workshop.participants.values_list("session_key", flat=True))
+    progress = list(Progress.objects.filter(lesson=lesson, session_key__in=sessions))
+    predictions = list(Prediction.objects.filter(lesson=lesson, session_key__in=sessions))
+    steps = []
+    for step in lesson.steps or []:
+        if not step.get("check"):
+            continue
+        rows = [p for p in progress if p.step_id == step["id"]]
+        seconds = [p.seconds for p in rows if p.seconds is not None]
+        steps.append({
+            "id": step["id"], "title": step.get("title") or step["id"],
+            "passed": len(rows),
+            "median_s": round(statistics.median(seconds), 1) if seconds else None,
+            "predicted": sorted(p.value for p in predictions if p.step_id == step["id"]),
+            "measured": sorted(p.measured for p in rows if p.measured is not None),
+        })
+    return {"participants": len(sessions), "lesson": lesson.slug, "steps": steps}
+
+
+# Results ----------------------------------------------------------------------------------------
+CSV_HEADER = ["participant", "stage", "step", "passed_at", "seconds", "prediction", "measured"]
+
+
+def results_rows(workshop: Workshop) -> list[list[Any]]:
+    """One row per passed step of every participant in the workshop's stages (the CSV's body)."""
+    participants = {p.session_key: p.nickname for p in workshop.participants.all()}
+    lessons = workshop_lessons(workshop)
+    predicted = {(p.session_key, p.lesson_id, p.step_id): p.value
+                 for p in Prediction.objects.filter(session_key__in=participants, lesson__in=lessons)}
+    rows = []
+    progress = (Progress.objects.filter(session_key__in=participants, lesson__in=lessons)
+                .select_related("lesson").order_by("session_key", "lesson__stage", "passed_at"))
+    for p in progress:
+        rows.append([participants[p.session_key], p.lesson.stage, p.step_id, p.passed_at.isoformat(),
+                     "" if p.seconds is None else round(p.seconds, 1),
+                     predicted.get((p.session_key, p.lesson_id, p.step_id), ""),
+                     "" if p.measured is None else p.measured])
+    rows.sort(key=lambda row: (row[0].casefold(), row[1], row[3]))
+    return rows
