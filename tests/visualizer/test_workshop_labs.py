@@ -1,0 +1,79 @@
+"""A workshop's faults and its end, on real labs in a real worker: a broadcast reaches every
+participant's lab and each applies it; each lab's recovery is read from its own history; ending
+the workshop stops every lab."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.stack import Stack, run_stack, wait_for
+from tests.visualizer.test_worker import FIXTURE, lab_start_running, on_network
+
+pytestmark = pytest.mark.slow
+SESSIONS = ("session-ana", "session-ben")
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
+    with run_stack(tmp_path, redis_url, lessons=[FIXTURE], slots=len(SESSIONS) + 1) as stack:
+        yield stack
+
+
+def workshop_call(stack: Stack, code: str) -> object:
+    """Run ``code`` with ``w`` bound to the workshop and ``ws`` to visualizer.workshops; it prints JSON."""
+    out = stack.shell("import json\nfrom visualizer import workshops as ws\nfrom visualizer.models import Workshop\n"
+                      "w = Workshop.objects.get()\n" + code)
+    return json.loads(out.splitlines()[-1])
+
+
+def node_state(stack: Stack, lab_id: str, node: str) -> str | None:
+    return stack.status(lab_id).get("nodes", {}).get(node, {}).get("state")
+
+
+def test_a_broadcast_reaches_every_lab_each_recovers_and_the_end_stops_them(stack: Stack) -> None:
+    stack.shell(
+        "from datetime import timedelta\nfrom django.utils import timezone\n"
+        "from lessons.models import Lesson\nfrom visualizer import workshops as ws\n"
+        "w = ws.workshop_create(title='t', lessons=[Lesson.objects.get(slug='fixture-single')], cap=5,\n"
+        "                       ends_at=timezone.now() + timedelta(hours=1))\n"
+        "ws.workshop_open(w)\n"
+        + "".join(f"ws.participant_join(code=w.code, nickname='{s[8:]}', session_key='{s}')\n" for s in SESSIONS))
+    labs = [lab_start_running(stack, session) for session in SESSIONS]
+    outsider, _ = lab_start_running(stack, "not-in-the-room")
+    for lab_id, _ in [*labs, (outsider, None)]:
+        wait_for(lambda lab_id=lab_id: node_state(stack, lab_id, "web") == "up", 15, "web to be up")
+
+    delivered = workshop_call(stack, "b = ws.broadcast_fault(w, {'action': 'kill', 'node': 'web'}, label='kill web')\n"
+                                     "print(json.dumps(b.delivered))")
+    assert delivered == {lab_id: "sent" for lab_id, _ in labs}
+    for lab_id, _ in labs:  # each lab applied it to its own topology
+        wait_for(lambda lab_id=lab_id: node_state(stack, lab_id, "web") == "down", 10, "web to be killed")
+    assert node_state(stack, outsider, "web") == "up"  # a lab outside the room is left alone
+
+    # Each lab's requests fail now; the grid says so, from the lab's own history.
+    def recovery() -> dict:
+        return workshop_call(stack, "print(json.dumps(ws.broadcast_recovery(w.broadcasts.first())))")
+
+    wait_for(lambda: {r["state"] for r in recovery().values()} == {"down"}, 15, "both labs to show errors")
+    workshop_call(stack, "print(json.dumps(ws.broadcast_fault(w, {'action': 'restart', 'node': 'web'}).delivered))")
+    for lab_id, _ in labs:
+        wait_for(lambda lab_id=lab_id: node_state(stack, lab_id, "web") == "up", 10, "web to be back")
+    # The kill's recovery: errors end once the window has no failed request left in it.
+    wait_for(lambda: {r["state"] for r in workshop_call(
+        stack, "print(json.dumps(ws.broadcast_recovery(w.broadcasts.last())))").values()} == {"recovered"},
+        30, "both labs to recover from the kill")
+    seconds = [r["seconds"] for r in workshop_call(
+        stack, "print(json.dumps(ws.broadcast_recovery(w.broadcasts.last())))").values()]
+    assert all(s > 0 for s in seconds), seconds
+
+    stopped = workshop_call(stack, "print(json.dumps(ws.workshop_end(w)))")
+    assert stopped == len(SESSIONS)
+    for lab_id, network in labs:
+        wait_for(lambda lab_id=lab_id: stack.lab_state(lab_id) == "stopped", 15, "the lab row to say stopped")
+        wait_for(lambda network=network: not on_network(network), 15, f"every socket on {network} to close")
+    assert workshop_call(stack, "print(json.dumps(w.state))") == "ended"
+    assert stack.lab_state(outsider) == "running"
