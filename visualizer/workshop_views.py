@@ -7,6 +7,7 @@ page is staff-only; the JSON the grid and projector poll is too.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from datetime import timedelta
 from typing import Any
@@ -206,7 +207,9 @@ def workshop_projector(request: HttpRequest, pk: int) -> HttpResponse:
 def workshop_qr(request: HttpRequest, pk: int) -> HttpResponse:
     workshop = get_object_or_404(Workshop, pk=pk)
     qr = segno.make(_join_url(request, workshop), error="m")
-    return HttpResponse(qr.svg_inline(scale=6, border=2), content_type="image/svg+xml")
+    out = io.BytesIO()
+    qr.save(out, kind="svg", scale=6, border=2)  # a standalone SVG document, with its namespace
+    return HttpResponse(out.getvalue(), content_type="image/svg+xml")
 
 
 @staff_member_required
