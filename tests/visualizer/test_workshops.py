@@ -11,12 +11,14 @@ from datetime import timedelta
 import pytest
 import redis
 from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from core.engine import keys
 from lessons.models import Lesson
+from tests.visualizer.conftest import communicator, session_create
 from tests.visualizer.test_consumer import connected, receive_until
 from visualizer import services, workshops
 from visualizer.models import Lab, Participant, Progress, Workshop
@@ -303,3 +305,34 @@ async def test_a_failed_check_now_from_the_participants_own_page_is_counted(
     fails = redis.Redis.from_url(redis_url, decode_responses=True).hgetall(workshops._fails_key(room.pk))
     participant = await database_sync_to_async(room.participants.get)()
     assert fails == {f"{participant.pk}:{lesson.slug}:load": "1"}
+
+
+async def behind_nat(session_key: str) -> WebsocketCommunicator:
+    comm = communicator(session_key)
+    comm.scope["client"] = ("10.1.2.3", 50000)  # one school's NAT: every browser the same address
+    ok, _ = await comm.connect()
+    assert ok
+    await comm.receive_json_from(timeout=3)
+    return comm
+
+
+@override_settings(LABS_PER_ADDRESS=1)
+async def test_a_room_behind_one_address_is_not_held_to_the_per_address_cap(room: Workshop, lesson: Lesson) -> None:
+    comms = []
+    for name in ("Ana", "Ben", "Cat"):
+        client = await database_sync_to_async(joined)(room, name)
+        comm = await behind_nat(await database_sync_to_async(session_of)(client))
+        await comm.send_json_to({"action": "start"})
+        comms.append(comm)
+    for comm in comms:
+        assert (await receive_until(comm, "status"))["state"] == "queued"
+    # Outside the room, the cap holds: the address's first lab starts, the second is refused.
+    outsiders = []
+    for _ in range(2):
+        comm = await behind_nat(await database_sync_to_async(session_create)())
+        await comm.send_json_to({"action": "start"})
+        outsiders.append(comm)
+    assert (await receive_until(outsiders[0], "status"))["state"] == "queued"
+    assert "1 labs running" in (await receive_until(outsiders[1], "error"))["message"]
+    for comm in [*comms, *outsiders]:
+        await comm.disconnect()
