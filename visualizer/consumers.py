@@ -140,6 +140,8 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         self.lab_id: str | None = None
         self.bucket = TokenBucket(COMMAND_RATE, COMMAND_BURST)
         self.lease: SocketLease | None = None
+        # A workshop's hot pool (visualizer.pool) that serves this socket's start, if any.
+        self.pool: str | None = None
         # Accept first, then close with a code: a refused handshake hides the code from browsers.
         await self.accept()
         session_key = await self._session_key()
@@ -205,7 +207,8 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         if action == "start":
             try:
                 lab = await database_sync_to_async(services.lab_start)(
-                    session_key=self.session_key, lesson=self.lesson, client_address=self._client_address())
+                    session_key=self.session_key, lesson=self.lesson, client_address=self._client_address(),
+                    pool=self.pool)
             except services.LabRefused as exc:
                 await self._error(str(exc), _quote(content, raw))
                 return
