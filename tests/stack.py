@@ -139,8 +139,9 @@ def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
 @contextlib.contextmanager
 def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = None,
               web: bool = False, slots: int = 1, idle_seconds: int = 120,
-              redis_db: int = 1) -> Iterator[Stack]:
-    """Migrate, load lessons (all shipped ones by default), start a worker and maybe daphne."""
+              redis_db: int = 1, asgi: str = "core.asgi:application") -> Iterator[Stack]:
+    """Migrate, load lessons (all shipped ones by default), start a worker and maybe daphne
+    (serving ``asgi``: a test may serve the product's consumer with a seam of its own)."""
     worker_redis = re.sub(r"/\d+$", "", redis_url) + f"/{redis_db}"
     db_path = tmp_path / "db.sqlite3"
     env = {**os.environ, "REDIS_URL": worker_redis, "DATABASE_URL": f"sqlite:///{db_path}",
@@ -161,7 +162,7 @@ def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = No
             port = free_port()
             stack.web = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_LIMITS,
-                 "core.asgi:application"],
+                 asgi],
                 cwd=BASE_DIR, env=env, start_new_session=True,
                 stdout=logs["daphne"], stderr=subprocess.STDOUT)
             stack.procs.append(stack.web)

@@ -141,6 +141,8 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
         self.bucket = TokenBucket(COMMAND_RATE, COMMAND_BURST)
         self.lease: SocketLease | None = None
         self.checks_asked: set[str] = set()  # steps whose "check now" verdict this socket awaits
+        # A workshop's hot pool (visualizer.pool) that serves this socket's start, if any.
+        self.pool: str | None = None
         # Accept first, then close with a code: a refused handshake hides the code from browsers.
         await self.accept()
         session_key = await self._session_key()
@@ -210,7 +212,9 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
                 in_workshop = await database_sync_to_async(workshops.participant_for_session)(self.session_key)
                 lab = await database_sync_to_async(services.lab_start)(
                     session_key=self.session_key, lesson=self.lesson,
-                    client_address=None if in_workshop else self._client_address())
+                    client_address=None if in_workshop else self._client_address(),
+                    pool=self.pool if self.pool is not None else
+                    await database_sync_to_async(workshops.pool_for_session)(self.session_key, self.lesson))
             except services.LabRefused as exc:
                 await self._error(str(exc), _quote(content, raw))
                 return

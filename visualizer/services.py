@@ -49,21 +49,41 @@ class LabRefused(Exception):
     """A start the server will not do; the message says why, for the student."""
 
 
-def lab_start(*, session_key: str, lesson: Lesson, client_address: str | None = None) -> Lab:
+def lab_start(*, session_key: str, lesson: Lesson, client_address: str | None = None,
+              pool: str | None = None) -> Lab:
     """Stop the session's previous live lab, then queue a new one on a free 127.A.B network.
 
     Race-free: the database holds one live lab per session and per network (Lab.Meta), so of two
     starts that arrive at once for one session, the one that loses the insert returns the winner's
     lab. Raises LabRefused when the client's address already has settings.LABS_PER_ADDRESS live labs.
+    With ``pool`` (a workshop's hot pool, visualizer.pool), a running lab is claimed from it if
+    one is there; otherwise the lab starts as usual.
     """
     if lesson.topology is None:
         raise ValueError(f"lesson {lesson.slug!r} has no lab")
+    if pool:
+        from visualizer.pool import pool_claim  # the pool module imports this one
+
+        claimed = pool_claim(pool=pool, session_key=session_key, lesson=lesson, client_address=client_address)
+        if claimed is not None:
+            return claimed
+    address_check(session_key=session_key, client_address=client_address)
+    return lab_queue(session_key=session_key, lesson=lesson, client_address=client_address)
+
+
+def address_check(*, session_key: str, client_address: str | None) -> None:
+    """Raise LabRefused if the address already has settings.LABS_PER_ADDRESS live labs (besides the
+    session's own, which a start replaces)."""
     if client_address and settings.LABS_PER_ADDRESS:
         others = (Lab.objects.filter(client_address=client_address, state__in=Lab.LIVE_STATES)
                   .exclude(session_key=session_key).count())
         if others >= settings.LABS_PER_ADDRESS:
             raise LabRefused(f"your address already has {others} labs running, the most this server "
                              "allows: stop one of them first")
+
+
+def lab_queue(*, session_key: str, lesson: Lesson, client_address: str | None = None, pool: str = "") -> Lab:
+    """lab_start's work once the start is allowed: the row, its network, its queued status, its task."""
     r = core_redis.client()
     for _ in range(START_ATTEMPTS):
         for previous in Lab.objects.filter(session_key=session_key, state__in=Lab.LIVE_STATES):
@@ -72,7 +92,7 @@ def lab_start(*, session_key: str, lesson: Lesson, client_address: str | None = 
         try:
             with transaction.atomic():
                 lab = Lab.objects.create(session_key=session_key, lesson=lesson, network=network,
-                                         client_address=client_address or None)
+                                         client_address=client_address or None, pool=pool)
         except IntegrityError:
             # Another start of this session got in between our stop and our insert: it is as new
             # as ours, so it is the answer. Otherwise the network was taken meanwhile: try again.
@@ -227,7 +247,8 @@ def lab_run(*, lab_id: str) -> None:
     try:
         reason = asyncio.run(_lab_run_async(
             lab_id=lab_id, topology=lab.lesson.topology, network=lab.network,
-            checks=lesson_checks(lab.lesson), measures=lesson_measures(lab.lesson)))
+            checks=lesson_checks(lab.lesson), measures=lesson_measures(lab.lesson),
+            pooled=bool(lab.pool)))  # a hot-pool lab waits for its claim (visualizer.pool)
     except Exception as exc:
         log.exception("lab %s failed", lab_id)
         _lab_end(lab_id, Lab.State.FAILED)
@@ -261,7 +282,8 @@ def _lab_end(lab_id: str, state: Lab.State) -> None:
 
 
 async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str,
-                         checks: dict[str, str] | None = None, measures: dict[str, str] | None = None) -> str:
+                         checks: dict[str, str] | None = None, measures: dict[str, str] | None = None,
+                         pooled: bool = False) -> str:
     from core.engine.runner import run_lab  # imported late: only workers need the engine
 
     async def running() -> None:
@@ -270,7 +292,7 @@ async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str,
     engine = asyncio.create_task(run_lab(
         lab_id=lab_id, topology=topology, network=network, redis_url=settings.REDIS_URL,
         idle_seconds=settings.LAB_IDLE_SECONDS, max_seconds=settings.LAB_MAX_SECONDS,
-        checks=checks, measures=measures, on_running=running,
+        checks=checks, measures=measures, on_running=running, pooled=pooled,
     ))
     # A stop published before the engine subscribed to its in channel would be lost: while the row
     # says stopped (or failed: recorded lost by the web side, whose word the engine must follow),

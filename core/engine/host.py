@@ -29,12 +29,14 @@ class LiveChecks:
     """
 
     def __init__(self, checks: dict[str, str] | None, *, started: float,
-                 measures: dict[str, str] | None = None) -> None:
+                 measures: dict[str, str] | None = None, paused: bool = False) -> None:
         self.order: list[str] = []
         self.evaluator: Any = None
         self.started = started
         self.passed_at: dict[str, float] = {}
         self.measures: dict[str, str] = {}
+        self.paused = paused  # judges nothing until restart(): a hot-pool lab nobody has claimed
+        self._parsed: dict[str, Any] = {}
         if not checks:
             return
         for step, text in (measures or {}).items():  # a prediction's measure: metric(NAME) or NAME
@@ -51,11 +53,18 @@ class LiveChecks:
                 log.warning("step %s: check does not parse: %s", step, exc)
                 continue
             self.order.append(step)
+        self._parsed = parsed
         self.evaluator = Evaluator(parsed) if parsed else None
+
+    def restart(self, *, started: float) -> None:
+        """Judge afresh from ``started``, every step unpassed: a pool lab claimed by a student must
+        judge them as a lab that has just started for them."""
+        self.started, self.passed_at, self.paused = started, {}, False
+        self.evaluator = Evaluator(self._parsed) if self._parsed else None
 
     def feed(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
         """Messages for the steps this frame newly passed."""
-        if self.evaluator is None:
+        if self.evaluator is None or self.paused:
             return []
         out = []
         for step in self.evaluator.feed(frame):

@@ -12,6 +12,10 @@ call to it is guarded, the command reader reconnects with backoff (redis-py resu
 channel on reconnect), and the lab carries on; only an outage longer than redis_outage_s ends it,
 as failed. While it runs, the lab refreshes its heartbeat key every second (keys.HEARTBEAT_S),
 by which the web side tells a live lab from one whose worker was killed.
+
+A hot-pool lab (``pooled``, see visualizer.pool) runs ahead for a workshop: it does not stop for
+idleness and judges no step until the web side hands it to a student and publishes
+``{"action": "claim"}``. From then on it is what a lab that has just started for that student is.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ MAX_WAITING_COMMANDS = 100  # commands received and not yet applied; beyond this
 REDIS_OUTAGE_S = 30.0  # how long a lab waits for an unreachable Redis before it ends as failed
 STATUS_RETRY_S = 0.5  # how soon a status that Redis did not take is sent again
 RECONNECT_S = (0.1, 2.0)  # the command reader's backoff while Redis is unreachable: first, longest
+CLAIM_VIEWER_WAIT_S = 3.0  # how long a claimed lab waits for its claimant's page to listen
+CLAIM_POLL_S = 0.05
 
 
 class RedisLink:
@@ -162,6 +168,7 @@ async def run_lab(
     max_seconds: float | None = None,
     redis_outage_s: float = REDIS_OUTAGE_S,
     on_running: Callable[[], Awaitable[None]] | None = None,
+    pooled: bool = False,
 ) -> str:
     """Run the lab until stopped; returns why it stopped ("stopped", "idle", "limit" or "failed").
 
@@ -175,6 +182,12 @@ async def run_lab(
     a newly passed step is published as ``{"type": "check", "passed": true, ...}``, and the
     ``{"action": "check", "step": ID}`` command answers with the step's current verdict.
     ``measures`` (step id -> metric name) adds the metric's value at the pass as ``measured``.
+
+    ``pooled``: the lab waits for a claim (above). Until then idleness does not stop it and its
+    checks are paused; ``max_seconds`` still bounds the wait, so a pool nobody drained ends too. The
+    claim starts the idle timer, the lifetime and the checks afresh, and puts a ``lab_started``
+    event (``claimed: true``) in the next frame, once the claimant's page listens (at most
+    CLAIM_VIEWER_WAIT_S): a step passed before that would never reach the student's progress.
     """
     # One quick retry (a pooled connection left over from before a Redis restart fails once, and
     # the retry reconnects); redis-py's default of ten would stretch every call's bound tenfold.
@@ -190,7 +203,8 @@ async def run_lab(
     failure = ""  # why, when reason is "failed"
     background = Background(f"lab {lab_id}")
     waiting: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=MAX_WAITING_COMMANDS)
-    started = time.monotonic()
+    started = time.monotonic()  # of the lifetime: the claim restarts it
+    idle_since = started
 
     def end(why: str, message: str = "") -> None:
         nonlocal reason, failure
@@ -230,9 +244,26 @@ async def run_lab(
                 await on_running()
             except Exception as exc:  # recording it is not worth the lab
                 log.warning("lab %s: could not record it running: %r", lab_id, exc)
-        live = LiveChecks(checks, started=time.time(), measures=measures)
+        live = LiveChecks(checks, started=time.time(), measures=measures, paused=pooled)
+
+        async def claimed(alive: Alive) -> None:
+            deadline = time.monotonic() + CLAIM_VIEWER_WAIT_S
+            while alive() and time.monotonic() < deadline:
+                try:
+                    [(_, viewers)] = await r.pubsub_numsub(keys.out_channel(lab_id))
+                except (aioredis.RedisError, OSError) as exc:
+                    link.failed(exc)
+                    viewers = 0
+                if viewers:
+                    break
+                await asyncio.sleep(CLAIM_POLL_S)
+            if alive():
+                live.restart(started=time.time())
+                lab.telemetry.event(time.time(), "lab_started", claimed=True)
+                publisher.emit(lab.status())
 
         async def commands(alive: Alive) -> None:
+            nonlocal pooled, started, idle_since
             # Only reads: a command runs in apply(), so a stop takes effect even behind a slow one.
             delay = RECONNECT_S[0]
             while alive():
@@ -256,6 +287,12 @@ async def run_lab(
                 if isinstance(command, dict) and command.get("action") == "stop":
                     stop.set()
                     return
+                if isinstance(command, dict) and command.get("action") == "claim":
+                    if pooled:  # a repeated claim changes nothing
+                        pooled = False
+                        started = idle_since = time.monotonic()
+                        background.start(claimed, "claimed")
+                    continue
                 if isinstance(command, dict) and command.get("action") == "check":
                     try:
                         step = validate_command(command)["step"]
@@ -280,6 +317,8 @@ async def run_lab(
 
         async def each_second(frame: dict[str, Any]) -> None:  # keep-alive and history
             publisher.emit(lab.status())
+            if pooled:  # the claimant's chart starts at the claim
+                return
             tot = frame["totals"]
             point = [frame["t"], tot["rps"], tot["p50_ms"], tot["p95_ms"], tot["err_rps"]]
             pipe = r.pipeline(transaction=False)
@@ -295,10 +334,13 @@ async def run_lab(
             await tick(lab, live, publisher.emit, interval=frame_interval, alive=alive, each_second=each_second)
 
         async def idle_watch(alive: Alive) -> None:
+            nonlocal idle_since
             idle_since = time.monotonic()
             channel = keys.out_channel(lab_id)
             while alive():
                 await asyncio.sleep(min(IDLE_CHECK_S, idle_seconds))
+                if pooled:
+                    continue
                 try:
                     [(_, viewers)] = await r.pubsub_numsub(channel)
                 except (aioredis.RedisError, OSError) as exc:  # nobody can be counted: wait
