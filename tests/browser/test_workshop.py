@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.stack import Stack
+from tests.stack import Stack, wait_for
 
 pytestmark = pytest.mark.browser
 PASSWORD = "Workshop-teacher-2026"
@@ -37,6 +37,7 @@ def test_an_instructor_watches_two_students_join_and_one_pass_a_step(page: Page,
     page.fill("#id_title", "Tuesday class")
     page.locator("input[name=lessons]").first.check()  # stage 1: stages are listed in order
     page.fill("#id_cap", "10")
+    page.fill("#id_pool_size", "1")  # one stage-1 lab started ahead, for the first to press Start
     page.get_by_test_id("workshop-create").click()
     page.get_by_test_id("open-workshop").click()
     expect(page.get_by_test_id("workshop-state")).to_have_text("Open")
@@ -67,11 +68,24 @@ def test_an_instructor_watches_two_students_join_and_one_pass_a_step(page: Page,
     ana_start = grid.locator("tr[data-participant=Ana] td[data-step=start]")
     expect(ana_start).to_have_attribute("data-state", "current")
 
-    # Ana starts her lab, and the engine's check passes her first step.
+    # The pool's lab runs before anyone asks for it.
+    def pool_labs(state: str) -> list[str]:
+        return live.shell("from visualizer.models import Lab\n"
+                          f"print('IDS', *(l.id for l in Lab.objects.filter(pool__startswith='workshop-', "
+                          f"state='{state}')))").split("IDS")[-1].split()
+
+    wait_for(lambda: len(pool_labs("running")) == 1, 30, "the pool's lab to run")
+    [pooled] = pool_labs("running")
+
+    # Ana starts her lab: the pool's, already running. The engine's check passes her first step.
     ana = students["Ana"]
     expect(ana.get_by_test_id("start-button")).to_be_enabled(timeout=10000)
     ana.get_by_test_id("start-button").click()
     expect(ana.get_by_test_id("step-start")).to_have_attribute("data-state", "done", timeout=30000)
+    ana_lab = live.shell("from visualizer.models import Lab\n"
+                         "print(Lab.objects.filter(session_key__startswith='pool-').count(), "
+                         "Lab.objects.exclude(session_key__startswith='pool-').get().id)").split()[-1]
+    assert ana_lab == pooled  # served from the pool, which refills behind her
 
     # The instructor's grid shows it live: passed, with the time it took; Ben's is still current.
     expect(ana_start).to_have_attribute("data-state", "passed", timeout=10000)
