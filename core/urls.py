@@ -22,6 +22,7 @@ urlpatterns = [
     path("workshops/<int:pk>/projector/", ws.workshop_projector, name="workshop-projector"),
     path("workshops/<int:pk>/qr.svg", ws.workshop_qr, name="workshop-qr"),
     path("workshops/<int:pk>/results.csv", ws.workshop_results, name="workshop-results"),
+    path("watch/<uuid:lab_id>/", lab_views.lab_watch, name="lab-watch"),  # staff: one lab, read-only
     path("admin/", admin.site.urls),
     # The language switcher posts to set_language (i18n/setlang/), which remembers it in a cookie.
     path("i18n/", include("django.conf.urls.i18n")),

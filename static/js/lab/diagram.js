@@ -183,7 +183,7 @@ function addressText(info, node) {
 export class Diagram {
   /**
    * @param {SVGSVGElement} svg
-   * @param {{onNodeClick: (id: string, rect: DOMRect) => void, onDotClick: (sample: object) => void}} handlers
+   * @param {{onNodeClick: ((id: string, rect: DOMRect) => void) | null, onDotClick: (sample: object) => void}} handlers
    */
   constructor(svg, { onNodeClick, onDotClick }) {
     this.svg = svg;
@@ -339,8 +339,10 @@ export class Diagram {
     const { spec } = n;
     const x0 = n.x - n.w / 2;
     const y0 = n.y - n.h / 2;
+    // Without a click handler (a read-only page) a node is a picture, not a button.
+    const clickable = this.onNodeClick ? { tabindex: "0", role: "button" } : { role: "img" };
     const g = el("g", { class: `node kind-${spec.kind} state-idle`, "data-testid": `node-${spec.id}`,
-      "data-node": spec.id, tabindex: "0", role: "button", "aria-label": `${nodeTitle(spec)} ${spec.id}` }, layer);
+      "data-node": spec.id, ...clickable, "aria-label": `${nodeTitle(spec)} ${spec.id}` }, layer);
     el("rect", { x: x0, y: y0, width: n.w, height: n.h, rx: 10, class: "node-box" }, g);
     el("rect", { x: x0, y: y0, width: 5, height: n.h, rx: 2, class: "node-accent" }, g);
 
@@ -401,16 +403,18 @@ export class Diagram {
     el("text", { x: x0 + n.w - 12, y: y0 + n.h - 10, class: "down-label", "text-anchor": "end" }, g,
       pgettext("node state", "DOWN"));
 
-    g.addEventListener("click", (ev) => {
-      ev.stopPropagation();
-      this.onNodeClick(spec.id, g.getBoundingClientRect());
-    });
-    g.addEventListener("keydown", (ev) => {
-      if (ev.key === "Enter" || ev.key === " ") {
-        ev.preventDefault();
+    if (this.onNodeClick) {
+      g.addEventListener("click", (ev) => {
+        ev.stopPropagation();
         this.onNodeClick(spec.id, g.getBoundingClientRect());
-      }
-    });
+      });
+      g.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") {
+          ev.preventDefault();
+          this.onNodeClick(spec.id, g.getBoundingClientRect());
+        }
+      });
+    }
     n.g = g;
     n.refs = refs;
   }

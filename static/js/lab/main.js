@@ -90,9 +90,12 @@ export function startLab(root) {
     sentRate: null,
   };
 
+  // Read-only (the watch page, data-readonly): it shows the lab and sends nothing, so no control,
+  // node menu or step action is wired (the template renders none; its socket refuses commands).
+  const readonly = root.dataset.readonly === "1";
   const diagramWrap = $("diagram-wrap");
   const diagram = new Diagram($("diagram"), {
-    onNodeClick: (id, rect) => {
+    onNodeClick: readonly ? null : (id, rect) => {
       const n = diagram.nodes.get(id);
       const edges = (store.topology && store.topology.edges) || [];
       // Who it talks to: its edges, and for a database whom it replicates from or to.
@@ -121,7 +124,7 @@ export function startLab(root) {
   // The lesson's steps (in the lesson column); done only when the server's progress says so.
   const steps = new Steps($("steps"), { send: (cmd) => send(cmd), labState: () => labState() });
   // "add" names the node to copy as `like`; every other node action names it as `node`.
-  const menu = new NodeMenu($("node-menu"), (action, node, extra = {}) =>
+  const menu = readonly ? null : new NodeMenu($("node-menu"), (action, node, extra = {}) =>
     send(action === "add" ? { action, like: node } : { action, node, ...extra }));
 
   function select(sample) {
@@ -145,8 +148,9 @@ export function startLab(root) {
     if (!same) {
       // Nodes were added or removed: re-lay out now; render() applies the kept status and frame.
       diagram.setTopology(topology);
-      if (menu.nodeId && !topology.nodes.some((n) => n.id === menu.nodeId)) menu.close();
+      if (menu && menu.nodeId && !topology.nodes.some((n) => n.id === menu.nodeId)) menu.close();
     }
+    if (readonly) return;
     const clients = topology.nodes.filter((n) => n.kind === "client");
     trafficMax = Math.max(1, clients.length * 2000);
     $("traffic-rate").max = String(trafficMax);
@@ -209,7 +213,7 @@ export function startLab(root) {
     const rates = Object.entries(frame.nodes || {})
       .filter(([id]) => diagram.nodes.get(id)?.spec.kind === "client")
       .map(([, m]) => m.rate);
-    if (rates.length && rates.every((r) => typeof r === "number")
+    if (!readonly && rates.length && rates.every((r) => typeof r === "number")
         && performance.now() - store.rateTouchedAt > 3000 && document.activeElement !== $("traffic-rate")) {
       setTrafficControl(rates.reduce((s, r) => s + r, 0));
     }
@@ -255,6 +259,7 @@ export function startLab(root) {
         4401: gettext("Your session has expired: reload the page to get a new one."),
         4429: gettext("This lab is open in too many tabs: close some of them, then reload this page."),
         4009: gettext("The page sent the lab server a message that was too big: reload the page."),
+        4403: gettext("Only staff can watch a student's lab: sign in as staff, then reload the page."),
       }[code] || gettext("This lab is not available any more: reload the page.");
       toasts.show(why, 600000);
     }
@@ -269,6 +274,7 @@ export function startLab(root) {
   const socket = new LabSocket(root.dataset.wsPath, { onMessage, onConnection });
 
   function send(command) {
+    if (readonly) return false;
     if (!socket.send(command)) {
       toasts.show(gettext("Not connected to the lab server; reconnecting…"));
       return false;
@@ -284,8 +290,10 @@ export function startLab(root) {
     }
     scheduleRender();
   }
-  $("start-button").addEventListener("click", () => command("start"));
-  $("stop-button").addEventListener("click", () => command("stop"));
+  if (!readonly) {
+    $("start-button").addEventListener("click", () => command("start"));
+    $("stop-button").addEventListener("click", () => command("stop"));
+  }
 
   // Traffic: a log-scale slider (1 to 2,000 req/s feel equally reachable) and an exact number.
   let trafficMax = 4000;
@@ -319,19 +327,21 @@ export function startLab(root) {
     }, TRAFFIC_DEBOUNCE_MS);
   }
 
-  slider.addEventListener("input", () => {
-    const r = fromSlider(Number(slider.value));
-    number.value = String(r);
-    trafficChanged(r);
-  });
   function numberChanged() {
     const r = Number(number.value);
     if (number.value === "" || !Number.isFinite(r) || r < 0) return;
     slider.value = String(toSlider(r));
     trafficChanged(r);
   }
-  number.addEventListener("input", numberChanged);
-  number.addEventListener("change", numberChanged);
+  if (!readonly) {
+    slider.addEventListener("input", () => {
+      const r = fromSlider(Number(slider.value));
+      number.value = String(r);
+      trafficChanged(r);
+    });
+    number.addEventListener("input", numberChanged);
+    number.addEventListener("change", numberChanged);
+  }
 
   // ---- rendering ----------------------------------------------------------------------------
   let rafPending = false;
@@ -376,8 +386,12 @@ export function startLab(root) {
     const message = state !== "running" ? statusMessage(store.status) : "";
     $("lab-message").textContent = message;
 
-    $("start-button").disabled = !open || ACTIVE.has(state) || store.pending === "start";
-    $("stop-button").disabled = !open || !ACTIVE.has(state) || store.pending === "stop";
+    if (!readonly) {
+      $("start-button").disabled = !open || ACTIVE.has(state) || store.pending === "start";
+      $("stop-button").disabled = !open || !ACTIVE.has(state) || store.pending === "stop";
+      $("traffic-hint").textContent = store.wantedRate !== null
+        ? gettext("applies when the lab is running") : gettext("total, split across clients");
+    }
 
     const conn = $("conn");
     conn.dataset.conn = store.conn;
@@ -431,9 +445,6 @@ export function startLab(root) {
       lagEl.textContent = interpolate(gettext("⚠ this machine is %(ms)s ms behind: latencies now include the lab's own delay"),
         { ms: Math.round(lag) }, true);
     }
-
-    $("traffic-hint").textContent = store.wantedRate !== null
-      ? gettext("applies when the lab is running") : gettext("total, split across clients");
 
     diagram.applyStatus(store.status, ACTIVE.has(state) ? store.nodeStates : {});
     diagram.applyFrame(frame);
