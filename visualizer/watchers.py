@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -32,6 +33,7 @@ from visualizer.consumers import (
 )
 from visualizer.models import Lab
 
+log = logging.getLogger(__name__)
 CLOSE_NOT_STAFF = 4403  # only staff may watch another session's lab
 READ_ONLY = "this view is read-only: commands are refused"
 # The owner's socket records a passed step on the same message this one forwards, so the watcher
@@ -39,6 +41,7 @@ READ_ONLY = "this view is read-only: commands are refused"
 # is closed: then the step stays open here too, as it does for the owner).
 PROGRESS_POLL_S = 0.2
 PROGRESS_WAIT_S = 3.0
+FOLLOW_S = 2.0  # how often a watcher looks whether the student has started a newer lab
 
 
 class WatchConsumer(LabConsumer):
@@ -51,7 +54,7 @@ class WatchConsumer(LabConsumer):
     async def connect(self) -> None:
         self.redis = self.pubsub = self.reader = self.lab_id = self.lease = None
         self.bucket = TokenBucket(COMMAND_RATE, COMMAND_BURST)
-        self.followers: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.progress: dict[str, Any] = {}
         await self.accept()  # then close with a code: a refused handshake hides it from browsers
         user = await get_user(self.scope)
@@ -72,15 +75,38 @@ class WatchConsumer(LabConsumer):
         # session_key and lesson are the owner's: the hello shows the student's progress.
         self.session_key = self.owner_key = lab.session_key
         self.lesson = lab.lesson
+        await self._show(lab)
+        self._spawn(self._follow_owner())
+
+    async def _show(self, lab: Lab) -> None:
         await self._subscribe(lab)
         hello = await database_sync_to_async(services.lab_snapshot)(
-            lesson=lab.lesson, lab=lab, session_key=lab.session_key)
+            lesson=self.lesson, lab=lab, session_key=self.owner_key)
         self.progress = hello["progress"]
         await self.send_json(hello)
         self._start_reader()
 
+    async def _follow_owner(self) -> None:
+        """The student started again (a new lab): move to it with a fresh hello, as the workshop's
+        grid links to their newest lab. A stopped lab with no successor stays on the page."""
+        while True:
+            await asyncio.sleep(FOLLOW_S)
+            try:
+                lab = await database_sync_to_async(services.lab_for_session)(
+                    session_key=self.owner_key, lesson=self.lesson)
+                if lab is not None and str(lab.id) != self.lab_id:
+                    await self._unsubscribe()
+                    await self._show(lab)
+            except Exception:  # Redis or the database away: look again next time
+                log.warning("watching lab %s: could not follow its student", self.lab_id, exc_info=True)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     async def disconnect(self, code: int) -> None:
-        for task in list(getattr(self, "followers", ())):
+        for task in list(getattr(self, "tasks", ())):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -111,11 +137,9 @@ class WatchConsumer(LabConsumer):
             message = json.loads(data)
             if (isinstance(message, dict) and message.get("type") == "check" and message.get("passed") is True
                     and isinstance(message.get("step"), str) and message["step"] not in self.progress):
-                task = asyncio.create_task(self._follow(message["step"]))
-                self.followers.add(task)
-                task.add_done_callback(self.followers.discard)
+                self._spawn(self._follow_progress(message["step"]))
 
-    async def _follow(self, step: str) -> None:
+    async def _follow_progress(self, step: str) -> None:
         deadline = asyncio.get_running_loop().time() + PROGRESS_WAIT_S
         while asyncio.get_running_loop().time() < deadline:
             progress = await database_sync_to_async(services.progress_for)(

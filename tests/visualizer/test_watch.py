@@ -172,6 +172,14 @@ async def test_it_follows_the_owners_progress_and_records_none(
     await comm.disconnect()
 
 
+async def test_it_follows_the_student_to_a_new_lab(lab: Lab, alice: str, staff: str, lesson: Lesson) -> None:
+    comm, _ = await watching(staff, lab)
+    newer = await database_sync_to_async(services.lab_start)(session_key=alice, lesson=lesson)
+    hello = await receive_until(comm, "hello")  # within FOLLOW_S
+    assert hello["status"]["lab"] == str(newer.id) and hello["status"]["state"] == "queued"
+    await comm.disconnect()
+
+
 async def test_the_owners_own_socket_is_unaffected(lab: Lab, alice: str, staff: str, redis_url: str) -> None:
     """A watcher on the same lab: the owner's commands still reach it."""
     comm, _ = await watching(staff, lab)
