@@ -128,7 +128,9 @@ class WatchConsumer(LabConsumer):
 
     async def _command(self, content: Any, raw: str | None) -> None:
         # Every path a command could take in LabConsumer ends here instead: nothing is sent on.
-        await self._error(READ_ONLY, _quote(content, raw))
+        # What did not parse (or was not parsed) is quoted as text, as LabConsumer quotes bad JSON.
+        quoted = _quote(content, raw) if content is not None or raw is None else raw[:QUOTE_CHARS]
+        await self._error(READ_ONLY, quoted)
 
     async def _progress(self, data: str | bytes, lab_id: str) -> None:
         """A passed check went by: show the owner's progress once their socket has recorded it.

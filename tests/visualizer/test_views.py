@@ -88,3 +88,8 @@ def test_staff_without_a_name_see_which_lab(admin_client: Client, watched: str) 
 
 def test_the_watch_page_is_404_for_an_unknown_lab(admin_client: Client, lesson: Lesson) -> None:
     assert admin_client.get("/watch/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
+def test_the_watch_banner_speaks_bulgarian(admin_client: Client, watched: str) -> None:
+    admin_client.cookies[django_settings.LANGUAGE_COOKIE_NAME] = "bg"
+    assert "Наблюдаваш Ana — само за четене" in admin_client.get(watched + "?name=Ana").content.decode()

@@ -118,9 +118,12 @@ async def test_every_command_is_refused_and_nothing_reaches_the_lab(
         assert (await comm.receive_json_from(timeout=3))["message"] == READ_ONLY
         with pytest.raises(TimeoutError):
             await next_message(lab_input, timeout=1.0)  # the engine heard nothing
-    # The quote is the command itself when it is small.
+    # The quote: the command itself when it is small, else the start of its text.
     await comm.send_json_to({"action": "kill", "node": "web"})
     assert (await comm.receive_json_from(timeout=3))["command"] == {"action": "kill", "node": "web"}
+    for text in ("not json", OVERSIZED):
+        await comm.send_to(text_data=text)
+        assert (await comm.receive_json_from(timeout=3))["command"] == text[:200]
 
     # Nothing changed: the lab is still queued, and no other lab was started or stopped.
     labs = await database_sync_to_async(lambda: list(Lab.objects.values_list("id", "state")))()
