@@ -292,11 +292,12 @@ async def test_a_failed_check_now_from_the_participants_own_page_is_counted(
     session_key = await database_sync_to_async(session_of)(client)
     lab = await database_sync_to_async(Lab.objects.create)(session_key=session_key, lesson=lesson,
                                                             network="127.9.9", state="running")
+    r = redis.Redis.from_url(redis_url)
+    r.set(keys.heartbeat_key(str(lab.id)), "1", ex=60)  # alive, as far as the socket's watch can tell
     ws, _ = await connected(session_key)
     await ws.send_json_to({"action": "check", "step": "load"})
     await receive_until(ws, "error")  # nobody runs the lab here: the command was not received
     verdict = {"type": "check", "step": "load", "passed": False, "lab": str(lab.id), "detail": "not yet"}
-    r = redis.Redis.from_url(redis_url)
     for _ in range(2):  # the second verdict was not asked for by this socket: not counted again
         r.publish(keys.out_channel(str(lab.id)), json.dumps(verdict))
         await receive_until(ws, "check")
