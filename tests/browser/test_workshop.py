@@ -99,6 +99,15 @@ def test_an_instructor_watches_two_students_join_and_one_pass_a_step(page: Page,
     for student in students.values():
         expect(student.get_by_test_id("announcement")).to_have_text("Stop here: we discuss DNS", timeout=10000)
     screenshot(page, "workshop-room.png")
+
+    # Clicking Ana's nickname opens her lab read-only, live.
+    href = grid.locator("tr[data-participant=Ana] a[data-testid=watch-link]").get_attribute("href")
+    watch = page.context.new_page()
+    watch.goto(f"{live.url}{href}")
+    expect(watch.get_by_text("Watching Ana — read-only")).to_be_visible()
+    expect(watch.get_by_test_id("lab-state")).to_have_attribute("data-state", "running", timeout=10000)
+    expect(watch.get_by_test_id("start-button")).to_have_count(0)
+    watch.close()
     screenshot(ana, "workshop-student.png")
 
     # Ending it stops Ana's lab; her page says the lab stopped.
