@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from core.env import (
+    broker_url,
     env_bool,
     env_float,
     env_int,
@@ -175,7 +176,8 @@ LAB_MAX_SECONDS = env_int("LAB_MAX_SECONDS", 7200, min=60, max=7 * 24 * 3600)
 SOCKETS_PER_SESSION = env_int("SOCKETS_PER_SESSION", 10, min=1, max=1000)
 LABS_PER_ADDRESS = env_int("LABS_PER_ADDRESS", 10, min=0, max=10000)
 
-CELERY_BROKER_URL = REDIS_URL
+# The same Redis, named the way kombu wants a UNIX socket (redis+socket://) when REDIS_URL is one.
+CELERY_BROKER_URL = broker_url(REDIS_URL)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a lab holds its slot for minutes: never hoard tasks
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_ACKS_LATE = False
