@@ -53,6 +53,7 @@ def redis_url() -> Iterator[str]:
     from django.conf import settings
 
     from core.celery import app
+    from core.env import broker_url
 
     proc = None
     url = os.environ.get("REDIS_URL")
@@ -61,7 +62,7 @@ def redis_url() -> Iterator[str]:
         url = f"redis://127.0.0.1:{proc.args[2]}/0"
         os.environ["REDIS_URL"] = url
     settings.REDIS_URL = url
-    app.conf.broker_url = url
+    app.conf.broker_url = broker_url(url)  # kombu's name for a unix:// one
     try:
         yield url
     finally:
