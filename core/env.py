@@ -9,7 +9,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -71,6 +71,21 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def broker_url(redis_url: str) -> str:
+    """Celery's broker URL for a REDIS_URL: the same, except for a UNIX socket.
+
+    redis-py reads unix:///path/redis.sock?db=1; kombu knows no "unix" transport and wants
+    redis+socket:///path/redis.sock?virtual_host=1 for the same socket and database.
+    """
+    parts = urlsplit(redis_url)
+    if parts.scheme != "unix":
+        return redis_url
+    query = [("virtual_host" if key == "db" else key, value)
+             for key, value in parse_qsl(parts.query, keep_blank_values=True)]
+    # By hand: urlunsplit drops the empty host, and kombu needs the "//" (redis+socket:///path).
+    return f"redis+socket://{parts.netloc}{parts.path}" + (f"?{urlencode(query)}" if query else "")
+
+
 def env_origins(name: str, default: str = "") -> list[str]:
     """Comma-separated origins such as https://lab.example.org (scheme required, no path)."""
     origins = env_list(name, default)
@@ -113,6 +128,8 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any
     """Turn sqlite:///path or postgres://user:pw@host:port/db into a DATABASES entry.
 
     Hand-written because these two forms are all we support; a dependency would be overkill.
+    As in libpq's own URLs, ?host=/a/directory names a UNIX socket's directory instead of a host:
+    postgres://scalelab@/scalelab?host=/run/postgresql (machines sharing one file system).
     """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
@@ -135,12 +152,18 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any
             port = parts.port
         except ValueError:
             raise ImproperlyConfigured(f"{name}: bad port in {url!r}") from None
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if set(query) - {"host"} or len(query.get("host", [])) > 1:
+            raise ImproperlyConfigured(f"{name}: the only query parameter understood is one host=, got {url!r}")
+        host = query["host"][0] if "host" in query else parts.hostname or ""
+        if "host" in query and (parts.hostname or not host.startswith("/")):
+            raise ImproperlyConfigured(f"{name}: host= is a socket directory (/…) and the URL then has no host")
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(db),
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
+            "HOST": host,
             "PORT": str(port or ""),
         }
     raise ImproperlyConfigured(f"{name} must be sqlite:///… or postgres://…, got {url!r}")

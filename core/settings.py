@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from core.env import (
+    broker_url,
     env_bool,
     env_float,
     env_int,
@@ -178,8 +179,13 @@ LABS_PER_ADDRESS = env_int("LABS_PER_ADDRESS", 10, min=0, max=10000)
 # Workshops: the grid calls a participant stuck after this long with no step passed.
 WORKSHOP_STUCK_MINUTES = env_float("WORKSHOP_STUCK_MINUTES", 5.0, min=0.1)
 
-CELERY_BROKER_URL = REDIS_URL
+# The same Redis, named the way kombu wants a UNIX socket (redis+socket://) when REDIS_URL is one.
+CELERY_BROKER_URL = broker_url(REDIS_URL)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a lab holds its slot for minutes: never hoard tasks
+# Not even one: with early acks a running task no longer counts against the prefetch, so a worker
+# whose slots were all busy still took the next lab and held it while another machine's worker had
+# a free slot (tests/visualizer/test_several_hosts.py). This takes a task only for a free process.
+CELERY_WORKER_DISABLE_PREFETCH = True
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_ACKS_LATE = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

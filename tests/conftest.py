@@ -1,4 +1,5 @@
-"""Test-wide fixtures: a private redis-server (the bundled binary) unless REDIS_URL is given."""
+"""Test-wide fixtures: a private redis-server (the bundled binary) unless REDIS_URL is given, and a
+PostgreSQL cluster for the tests that ask for one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.postgres import Postgres, pg_bin_dir, postgres_cluster
 
 REDIS_SERVER = Path(sys.executable).parent / "redis-server"
 
@@ -50,6 +53,7 @@ def redis_url() -> Iterator[str]:
     from django.conf import settings
 
     from core.celery import app
+    from core.env import broker_url
 
     proc = None
     url = os.environ.get("REDIS_URL")
@@ -58,7 +62,7 @@ def redis_url() -> Iterator[str]:
         url = f"redis://127.0.0.1:{proc.args[2]}/0"
         os.environ["REDIS_URL"] = url
     settings.REDIS_URL = url
-    app.conf.broker_url = url
+    app.conf.broker_url = broker_url(url)  # kombu's name for a unix:// one
     try:
         yield url
     finally:
@@ -66,6 +70,19 @@ def redis_url() -> Iterator[str]:
             proc.terminate()
             proc.wait(timeout=10)
             os.environ.pop("REDIS_URL", None)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL cluster of the session's own (tests.postgres); each test makes its database."""
+    bin_dir = pg_bin_dir()
+    if bin_dir is None:
+        reason = "PostgreSQL is not installed (Debian's postgresql package: /usr/lib/postgresql/*/bin)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; under CI=true these tests must run (.ci/run installs it)")
+        pytest.skip(reason)
+    with postgres_cluster(bin_dir) as pg:
+        yield pg
 
 
 @pytest.fixture

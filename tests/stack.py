@@ -1,5 +1,5 @@
 """The whole product as separate processes, as `make run` starts it: a Celery worker and
-(optionally) daphne, on a SQLite file and a Redis database of their own.
+(optionally) daphne, on a SQLite file (or a PostgreSQL database) and a Redis database of their own.
 
 Used by the worker and browser tests and by the full-stack benchmarks, because a worker and daphne
 cannot see pytest-django's test database.
@@ -27,6 +27,7 @@ import redis
 
 from core.engine import keys
 from tests.conftest import redis_server_start
+from tests.postgres import pg_query
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CONTENT = BASE_DIR / "lessons" / "content"
@@ -91,6 +92,7 @@ class Stack:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     slots: int = 1
     worker_log: IO[bytes] | None = None
+    database_url: str = ""
 
     def manage(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=self.env,
@@ -102,6 +104,8 @@ class Stack:
         return self.manage("shell", "-c", code).strip()
 
     def lab_state(self, lab_id: str) -> str:
+        if self.database_url.startswith("postgres"):
+            return pg_query(self.database_url, "select state from visualizer_lab where id = %s", (lab_id,))[0][0]
         with sqlite3.connect(self.db_path) as db:
             return db.execute("select state from visualizer_lab where id = ?",
                               (lab_id.replace("-", ""),)).fetchone()[0]
@@ -139,17 +143,21 @@ def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
 @contextlib.contextmanager
 def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = None,
               web: bool = False, slots: int = 1, idle_seconds: int = 120,
-              redis_db: int = 1, asgi: str = "core.asgi:application") -> Iterator[Stack]:
+              redis_db: int = 1, asgi: str = "core.asgi:application",
+              database_url: str | None = None) -> Iterator[Stack]:
     """Migrate, load lessons (all shipped ones by default), start a worker and maybe daphne
-    (serving ``asgi``: a test may serve the product's consumer with a seam of its own)."""
+    (serving ``asgi``: a test may serve the product's consumer with a seam of its own).
+
+    On a SQLite file in tmp_path unless database_url names another (empty) database."""
     worker_redis = re.sub(r"/\d+$", "", redis_url) + f"/{redis_db}"
     db_path = tmp_path / "db.sqlite3"
-    env = {**os.environ, "REDIS_URL": worker_redis, "DATABASE_URL": f"sqlite:///{db_path}",
+    database_url = database_url or f"sqlite:///{db_path}"
+    env = {**os.environ, "REDIS_URL": worker_redis, "DATABASE_URL": database_url,
            "LAB_SLOTS": str(slots), "LAB_IDLE_SECONDS": str(idle_seconds),
            "DJANGO_SETTINGS_MODULE": "core.settings"}
     client = redis.Redis.from_url(worker_redis, decode_responses=True)
     client.flushdb()  # tasks queued by earlier runs must never reach this worker
-    stack = Stack(env=env, db_path=db_path, redis=client)
+    stack = Stack(env=env, db_path=db_path, redis=client, database_url=database_url)
     # Each process logs to a file beside the database, to read when something hangs.
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("worker", "daphne")}  # noqa: SIM115
     try:

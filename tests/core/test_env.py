@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from core.env import env_bool, env_float, env_int, env_list, env_origins, env_url, parse_database_url, secret_key_file
+from core.env import (
+    broker_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_origins,
+    env_url,
+    parse_database_url,
+    secret_key_file,
+)
 
 
 def test_it_reads_booleans(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,6 +90,28 @@ def test_it_parses_postgres_urls() -> None:
     db = parse_database_url("postgres://scale:p%40ss@db.local:5433/scalelab")
     assert db == {"ENGINE": "django.db.backends.postgresql", "NAME": "scalelab", "USER": "scale",
                   "PASSWORD": "p@ss", "HOST": "db.local", "PORT": "5433"}
+
+
+def test_a_postgres_url_may_name_a_socket_directory_as_libpq_does() -> None:
+    db = parse_database_url("postgres://scalelab@/scalelab?host=/run/shared%20pg")
+    assert (db["HOST"], db["PORT"], db["USER"], db["NAME"]) == ("/run/shared pg", "", "scalelab", "scalelab")
+    assert "OPTIONS" not in db  # SQLite's timeout and transaction mode are not PostgreSQL's
+
+
+@pytest.mark.parametrize("url", ["postgres://h/db?host=/run/pg", "postgres:///db?host=relative",
+                                 "postgres:///db?sslmode=off", "postgres:///db?host=/a&host=/b"])
+def test_it_rejects_postgres_queries_it_does_not_understand(url: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL"):
+        parse_database_url(url)
+
+
+@pytest.mark.parametrize(("redis_url", "broker"), [
+    ("redis://127.0.0.1:6390/0", "redis://127.0.0.1:6390/0"),
+    ("unix:///run/r/redis.sock?db=3", "redis+socket:///run/r/redis.sock?virtual_host=3"),
+    ("unix://:p%40w@/run/r/redis.sock", "redis+socket://:p%40w@/run/r/redis.sock"),
+])
+def test_the_broker_url_names_a_unix_socket_the_way_kombu_reads_it(redis_url: str, broker: str) -> None:
+    assert broker_url(redis_url) == broker
 
 
 @pytest.mark.parametrize("url", ["mysql://x/y", "sqlite://", "postgres://host/"])
