@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -165,9 +166,12 @@ warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume sy
 # never at import: the test suite points it at its own redis-server after start-up.
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6390/0", schemes=("redis", "rediss", "unix"))
 
-# Labs: concurrent labs (= Celery worker processes), how long an unwatched lab lives, and how long
-# any lab lives, watched or not (so that a few sessions cannot hold every slot for good).
-LAB_SLOTS = env_int("LAB_SLOTS", 4, min=1, max=64)
+# Labs: worker processes (core.workers starts them: one per core uses the machine), the labs each
+# hosts at once on its one event loop (visualizer.hosting; at default traffic 50 labs take about a
+# third of a core, see bench/README.md), how long an unwatched lab lives, and how long any lab
+# lives, watched or not (so that a few sessions cannot hold every slot for good).
+LAB_PROCESSES = env_int("LAB_PROCESSES", os.cpu_count() or 2, min=1, max=64)
+LAB_SLOTS = env_int("LAB_SLOTS", 4, min=1, max=128)
 LAB_IDLE_SECONDS = env_float("LAB_IDLE_SECONDS", 600.0, min=1.0)
 LAB_MAX_SECONDS = env_int("LAB_MAX_SECONDS", 7200, min=60, max=7 * 24 * 3600)
 # What one browser may hold: open lab pages (WebSockets) per session, and live labs started from
@@ -177,6 +181,9 @@ LABS_PER_ADDRESS = env_int("LABS_PER_ADDRESS", 10, min=0, max=10000)
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a lab holds its slot for minutes: never hoard tasks
+# Tasks are acked as they start, so prefetching would let a worker whose slots are all busy hold
+# labs back while another worker has free ones: take a task only into a free slot (Redis only).
+CELERY_WORKER_DISABLE_PREFETCH = True
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_ACKS_LATE = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+
+from celery.signals import worker_shutting_down
+
 from core.celery import app
-from visualizer import services
+from visualizer import hosting, services
 
 
 @app.task(name="labs.run", ignore_result=True)
 def run_lab(lab_id: str) -> None:
-    """Host one lab in this worker process until it stops (a stop command or idleness)."""
+    """Host one lab on this worker process's lab loop until it stops (a stop command or idleness)."""
     services.lab_run(lab_id=lab_id)
+
+
+@worker_shutting_down.connect
+def _labs_stop(**_: object) -> None:
+    # Warm or cold, the labs stop now (each within seconds) rather than when their student stops
+    # them: Celery would wait for the task threads. From a thread: this runs in a signal handler.
+    threading.Thread(target=hosting.shutdown, name="labs-shutdown").start()
