@@ -34,8 +34,9 @@ _tasks: set[asyncio.Task[Any]] = set()
 _abandoned = threading.Event()  # set once a shutdown has waited SHUTDOWN_S: the waiters give up
 
 
-class Abandoned(Exception):
-    """A shutdown gave up waiting for this lab: its process is about to exit, which closes what it holds."""
+class ShutDown(Exception):
+    """The worker's shutdown stopped this lab, or gave up waiting for it to (the process is about to
+    exit, which closes whatever the lab still holds)."""
 
 
 def loop() -> asyncio.AbstractEventLoop:
@@ -63,14 +64,16 @@ async def _hosted(coro: Coroutine[Any, Any, T]) -> T:
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the lab loop and wait for its result in this (task) thread.
 
-    Raises asyncio.CancelledError when a shutdown stopped it, Abandoned if the shutdown gave up on it."""
+    Raises ShutDown when a shutdown stopped it (or gave up on it)."""
     future = asyncio.run_coroutine_threadsafe(_hosted(coro), loop())
     while True:
         try:
             return future.result(timeout=1.0)
+        except concurrent.futures.CancelledError:
+            raise ShutDown("stopped by the worker's shutdown") from None
         except concurrent.futures.TimeoutError:
             if _abandoned.is_set():
-                raise Abandoned("the worker shut down before this lab ended") from None
+                raise ShutDown("the worker shut down before this lab ended") from None
 
 
 def running() -> int:

@@ -236,7 +236,7 @@ def lab_run(*, lab_id: str) -> None:
         reason = hosting.run(_lab_run_async(
             lab_id=lab_id, topology=lab.lesson.topology, network=lab.network,
             checks=lesson_checks(lab.lesson), measures=lesson_measures(lab.lesson)))
-    except (asyncio.CancelledError, hosting.Abandoned):
+    except hosting.ShutDown:
         # The worker is shutting down: the lab has stopped (or the exit will close what it holds)
         # and nobody will run it again, so its page is told what a killed worker's page is told.
         log.warning("lab %s: stopped by the worker's shutdown", lab_id)
