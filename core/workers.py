@@ -57,11 +57,13 @@ class Workers:
         for i, proc in enumerate(self.procs):
             if proc is not None and proc.poll() is not None:
                 lived = now - self.started[i]
-                self.backoff[i] = min(BACKOFF_S[1], self.backoff[i] * 2) if lived < YOUNG_S else BACKOFF_S[0]
-                self.due[i] = now + (self.backoff[i] if lived < YOUNG_S else 0.0)
-                log.warning("lab worker %d (pid %d) exited with %s after %.0f s; starting it again%s",
-                            i + 1, proc.pid, proc.returncode, lived,
-                            f" in {self.backoff[i]:g} s" if lived < YOUNG_S else "")
+                if lived >= YOUNG_S:
+                    self.backoff[i] = BACKOFF_S[0]
+                delay = self.backoff[i] if lived < YOUNG_S else 0.0
+                self.backoff[i] = min(BACKOFF_S[1], self.backoff[i] * 2) if delay else self.backoff[i]
+                self.due[i] = now + delay
+                log.warning("lab worker %d (pid %d) exited with %s after %.0f s; starting it again in %g s",
+                            i + 1, proc.pid, proc.returncode, lived, delay)
                 self.procs[i] = None
             if self.procs[i] is None and now >= self.due[i]:
                 self.start(i)
