@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.stamp
 PORT ?= 8000
+# Labs each worker process hosts; LAB_PROCESSES (unset: one per core) says how many processes.
 LAB_SLOTS ?= 4
 # honcho gives every process its own PORT, so the web port travels under another name.
 export SCALELAB_PORT := $(PORT)

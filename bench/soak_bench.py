@@ -8,7 +8,7 @@ on 127.x by the tree or on any network a lab of this run used, node scratch dire
 tree's processes (core.engine.scratch), and processes once in the tree that outlived it (orphans).
 
 --kill-every K: every K-th cycle the lab is started and, once running, its host is SIGKILLed
-instead of stopped: the pool process (Celery's master forks a new one) or the whole worker (started
+instead of stopped: the worker process hosting it (core.workers starts a new one) or the whole worker (started
 again, as tests.stack does), alternately by default (--kill). Then, each wait bounded: the killed
 processes' redis-server children must die (PR_SET_PDEATHSIG) and the lab's sockets close; the page
 may or may not be told a final status for the lost lab (noted, never waited on past --final-wait);
@@ -248,7 +248,7 @@ def kill_host(stack: Stack, what: str, network: str) -> dict[str, Any]:
 
 
 def worker_back(stack: Stack, what: str, dead_pid: int, killed_at: float) -> float:
-    """Bring the worker back to its slots; seconds it took. Celery's master forks a new pool process
+    """Bring the worker back to its slots; seconds it took. core.workers starts a new worker process
     by itself (timed from the kill, by the new process's start); a dead master is started again here
     once the page has had its chance at a final status (timed from that restart)."""
     if what == "worker":
@@ -258,7 +258,7 @@ def worker_back(stack: Stack, what: str, dead_pid: int, killed_at: float) -> flo
 
     def replaced() -> list[psutil.Process]:
         pool = pool_processes(stack)
-        return pool if len(pool) == stack.slots and dead_pid not in {p.pid for p in pool} else []
+        return pool if len(pool) == stack.processes and dead_pid not in {p.pid for p in pool} else []
 
     pool = wait_for(replaced, 30, "a new pool process")
     return max(p.create_time() for p in pool) - killed_at  # type: ignore[union-attr]

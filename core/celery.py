@@ -1,4 +1,4 @@
-"""The Celery app: each worker pool process hosts at most one lab at a time."""
+"""The Celery app: each task is a lab, hosted on its worker process's lab loop (visualizer.hosting)."""
 
 from __future__ import annotations
 

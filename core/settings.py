@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -167,9 +168,12 @@ warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume sy
 # never at import: the test suite points it at its own redis-server after start-up.
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6390/0", schemes=("redis", "rediss", "unix"))
 
-# Labs: concurrent labs (= Celery worker processes), how long an unwatched lab lives, and how long
-# any lab lives, watched or not (so that a few sessions cannot hold every slot for good).
-LAB_SLOTS = env_int("LAB_SLOTS", 4, min=1, max=64)
+# Labs: worker processes (core.workers starts them: one per core uses the machine), the labs each
+# hosts at once on its one event loop (visualizer.hosting; at default traffic 50 labs take about a
+# third of a core, see bench/README.md), how long an unwatched lab lives, and how long any lab
+# lives, watched or not (so that a few sessions cannot hold every slot for good).
+LAB_PROCESSES = env_int("LAB_PROCESSES", os.cpu_count() or 2, min=1, max=64)
+LAB_SLOTS = env_int("LAB_SLOTS", 4, min=1, max=128)
 LAB_IDLE_SECONDS = env_float("LAB_IDLE_SECONDS", 600.0, min=1.0)
 LAB_MAX_SECONDS = env_int("LAB_MAX_SECONDS", 7200, min=60, max=7 * 24 * 3600)
 # What one browser may hold: open lab pages (WebSockets) per session, and live labs started from
@@ -182,9 +186,10 @@ WORKSHOP_STUCK_MINUTES = env_float("WORKSHOP_STUCK_MINUTES", 5.0, min=0.1)
 # The same Redis, named the way kombu wants a UNIX socket (redis+socket://) when REDIS_URL is one.
 CELERY_BROKER_URL = broker_url(REDIS_URL)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a lab holds its slot for minutes: never hoard tasks
-# Not even one: with early acks a running task no longer counts against the prefetch, so a worker
-# whose slots were all busy still took the next lab and held it while another machine's worker had
-# a free slot (tests/visualizer/test_several_hosts.py). This takes a task only for a free process.
+# Not even one: tasks are acked as they start, so a running task no longer counts against the
+# prefetch, and a worker whose slots were all busy took the next lab and held it while another
+# worker had a free slot (tests/visualizer/test_several_hosts.py). Take a task only into a free
+# slot (Redis brokers only).
 CELERY_WORKER_DISABLE_PREFETCH = True
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_ACKS_LATE = False

@@ -128,7 +128,7 @@ class Host:
     worker: subprocess.Popen[bytes]
 
     def pids(self) -> set[int]:
-        """The worker and every process under it (the pool processes that host labs)."""
+        """core.workers and every process under it (the Celery worker that hosts labs, its children)."""
         with contextlib.suppress(psutil.NoSuchProcess):
             return {self.worker.pid, *(p.pid for p in psutil.Process(self.worker.pid).children(recursive=True))}
         return set()
@@ -160,7 +160,7 @@ def run_room(tmp_path: Path, *, redis_url: str, database_url: str, lessons: list
     Everything is stopped and every namespace deleted on the way out, even when a start failed.
     """
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url, "LAB_SLOTS": str(slots),
-           "LAB_IDLE_SECONDS": "120", "DJANGO_SETTINGS_MODULE": "core.settings"}
+           "LAB_PROCESSES": "1", "LAB_IDLE_SECONDS": "120", "DJANGO_SETTINGS_MODULE": "core.settings"}
     manage(env, "migrate", "-v", "0")
     manage(env, "lessons", "load", *(str(p) for p in lessons))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -181,12 +181,13 @@ def run_room(tmp_path: Path, *, redis_url: str, database_url: str, lessons: list
                 name = namespaces.enter_context(netns(f"{tag}-{i}"))
                 log = open(tmp_path / f"worker-{i}.log", "wb")  # noqa: SIM115
                 logs.append(log)
-                worker = in_netns(name, lambda log=log: _worker_start(env, slots, log))
+                worker = in_netns(name, lambda log=log: _worker_start(env, log))
                 procs.append(worker)
                 room.hosts.append(Host(namespace=name, worker=worker))
             wait_for(lambda: listening(None) >= {("127.0.0.1", port)}, 30, "daphne to listen")
             for host in room.hosts:
-                wait_for(lambda host=host: len(host.pids()) == slots + 1, 30, f"{host.namespace}'s pool processes")
+                # core.workers and the one Celery worker it starts (hosting every lab on one loop)
+                wait_for(lambda host=host: len(host.pids()) == 2, 30, f"{host.namespace}'s lab worker")
             yield room
         finally:
             # Cold shutdown (SIGQUIT) for the workers: a running lab must not block it. Then the

@@ -1,4 +1,4 @@
-"""The whole product as separate processes, as `make run` starts it: a Celery worker and
+"""The whole product as separate processes, as `make run` starts it: the lab workers (core.workers) and
 (optionally) daphne, on a SQLite file (or a PostgreSQL database) and a Redis database of their own.
 
 Used by the worker and browser tests and by the full-stack benchmarks, because a worker and daphne
@@ -74,10 +74,10 @@ class RestartableRedis:
 DAPHNE_LIMITS = ("--websocket-max-message-size", "4194304", "--websocket-max-frame-size", "4194304")
 
 
-def _worker_start(env: dict[str, str], slots: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+def _worker_start(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """core.workers as the Procfile starts it: LAB_PROCESSES Celery workers of LAB_SLOTS labs each."""
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "core", "worker", "-P", "prefork", "-c", str(slots),
-         "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        [sys.executable, "-m", "core.workers", "--loglevel=warning", "--without-heartbeat"],
         cwd=BASE_DIR, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -91,6 +91,7 @@ class Stack:
     url: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     slots: int = 1
+    processes: int = 1
     worker_log: IO[bytes] | None = None
     database_url: str = ""
 
@@ -115,17 +116,37 @@ class Stack:
         return json.loads(raw) if raw else {}
 
     def pool(self) -> list[psutil.Process]:
+        """The worker processes that host labs (each hosts up to ``slots`` on its own loop)."""
         assert self.worker is not None
-        return psutil.Process(self.worker.pid).children(recursive=True)
+        try:
+            return psutil.Process(self.worker.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+
+    def pool_ready(self) -> bool:
+        """Every worker process is up and connected to the broker (Celery connects as it gets ready)."""
+        port = int(self.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+        procs = self.pool()
+        if len(procs) != self.processes:
+            return False
+        try:
+            return all(any(c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+                           for c in p.net_connections(kind="tcp")) for p in procs)
+        except psutil.NoSuchProcess:
+            return False
+
+    def wait_pool(self, timeout: float = 30) -> list[psutil.Process]:
+        wait_for(self.pool_ready, timeout, "the worker processes to connect to the broker")
+        return self.pool()
 
     def worker_restart(self) -> None:
-        """Start a new worker once the old one has died (a SIGKILL, say); wait for its pool processes."""
+        """Start new workers once the old ones have died (a SIGKILL, say); wait until they are ready."""
         assert self.worker is not None and self.worker_log is not None
         self.worker.wait(timeout=15)  # reap it: only a dead worker is replaced
-        new = _worker_start(self.env, self.slots, self.worker_log)
+        new = _worker_start(self.env, self.worker_log)
         self.procs[self.procs.index(self.worker)] = new
         self.worker = new
-        wait_for(lambda: len(self.pool()) == self.slots, 30, "the new worker's pool processes")
+        self.wait_pool()
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -142,18 +163,19 @@ def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 @contextlib.contextmanager
 def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = None,
-              web: bool = False, slots: int = 1, idle_seconds: int = 120,
+              web: bool = False, slots: int = 1, processes: int = 1, idle_seconds: int = 120,
               redis_db: int = 1, asgi: str = "core.asgi:application",
               database_url: str | None = None) -> Iterator[Stack]:
-    """Migrate, load lessons (all shipped ones by default), start a worker and maybe daphne
-    (serving ``asgi``: a test may serve the product's consumer with a seam of its own).
+    """Migrate, load lessons (all shipped ones by default), start the lab workers (``processes`` of
+    ``slots`` labs each) and maybe daphne (serving ``asgi``: a test may serve the product's consumer
+    with a seam of its own).
 
     On a SQLite file in tmp_path unless database_url names another (empty) database."""
     worker_redis = re.sub(r"/\d+$", "", redis_url) + f"/{redis_db}"
     db_path = tmp_path / "db.sqlite3"
     database_url = database_url or f"sqlite:///{db_path}"
     env = {**os.environ, "REDIS_URL": worker_redis, "DATABASE_URL": database_url,
-           "LAB_SLOTS": str(slots), "LAB_IDLE_SECONDS": str(idle_seconds),
+           "LAB_SLOTS": str(slots), "LAB_PROCESSES": str(processes), "LAB_IDLE_SECONDS": str(idle_seconds),
            "DJANGO_SETTINGS_MODULE": "core.settings"}
     client = redis.Redis.from_url(worker_redis, decode_responses=True)
     client.flushdb()  # tasks queued by earlier runs must never reach this worker
@@ -163,8 +185,8 @@ def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = No
     try:
         stack.manage("migrate", "-v", "0")
         stack.manage("lessons", "load", *(str(p) for p in lessons or []))
-        stack.slots, stack.worker_log = slots, logs["worker"]
-        stack.worker = _worker_start(env, slots, logs["worker"])
+        stack.slots, stack.processes, stack.worker_log = slots, processes, logs["worker"]
+        stack.worker = _worker_start(env, logs["worker"])
         stack.procs.append(stack.worker)
         if web:
             port = free_port()
@@ -181,10 +203,10 @@ def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = No
                     return s.connect_ex(("127.0.0.1", port)) == 0
 
             wait_for(web_up, 30, "daphne to listen")
-        wait_for(lambda: len(stack.pool()) == slots, 30, "the worker's pool processes")
+        stack.wait_pool()
         yield stack
     finally:
-        # Cold shutdown (SIGQUIT) for the worker: a running lab must not block it.
+        # Cold shutdown (SIGQUIT) for the workers: a running lab must not block it.
         for proc in reversed(stack.procs):
             _stop(proc, signal.SIGQUIT if proc is stack.worker else signal.SIGTERM)
         client.flushdb()

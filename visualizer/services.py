@@ -23,17 +23,24 @@ from django.utils import timezone
 from core import redis as core_redis
 from core.engine import keys
 from lessons.models import Lesson
+from visualizer import hosting
 from visualizer.models import Lab, Progress
 
 log = logging.getLogger(__name__)
 QUEUED_STATUS_TTL_S = 3600  # nobody refreshes a queued lab's status while it waits for a slot
 STOP_POLL_S = 1.0
+ENGINE_STOP_S = 8.0  # a cancelled engine's own stop is bounded well within this (core.engine.runner)
 # A Redis that has just (re)started holds no heartbeats yet: running labs write theirs again within
 # a second or two of reconnecting, so a missing one means nothing until Redis has been up this long.
 REDIS_SETTLE_S = keys.HEARTBEAT_TTL_S + 5
 LOST_MESSAGE = "lost: the worker hosting this lab stopped; start again"
 REDIS_FAILED_MESSAGE = "failed: the lab ended while Redis was unreachable"
 START_ATTEMPTS = 5  # inserts lost to a concurrent start's network before giving up
+
+
+def lab_slots() -> int:
+    """Labs the workers of this deployment run at once (those of `make run`, one machine's)."""
+    return settings.LAB_SLOTS * settings.LAB_PROCESSES
 
 
 def lab_for_session(*, session_key: str, lesson: Lesson) -> Lab | None:
@@ -106,7 +113,7 @@ def lab_queue(*, session_key: str, lesson: Lesson, client_address: str | None = 
     lab.task_id = str(lab.id)
     lab.save(update_fields=["task_id"])
     status = {"type": "status", "lab": str(lab.id), "state": Lab.State.QUEUED.value,
-              "slots": settings.LAB_SLOTS, "nodes": {}}
+              "slots": lab_slots(), "nodes": {}}
     _status_publish(r, lab, status, ttl=QUEUED_STATUS_TTL_S)
 
     from visualizer.tasks import run_lab  # the task module imports this one
@@ -245,10 +252,19 @@ def lab_run(*, lab_id: str) -> None:
         log.warning("lab %s: no first heartbeat: %r", lab_id, exc)
     close_old_connections()
     try:
-        reason = asyncio.run(_lab_run_async(
+        # On the process's lab loop, beside its other labs (visualizer.hosting).
+        reason = hosting.run(_lab_run_async(
             lab_id=lab_id, topology=lab.lesson.topology, network=lab.network,
             checks=lesson_checks(lab.lesson), measures=lesson_measures(lab.lesson),
             pooled=bool(lab.pool)))  # a hot-pool lab waits for its claim (visualizer.pool)
+    except hosting.ShutDown:
+        # The worker is shutting down: the lab has stopped (or the exit will close what it holds)
+        # and nobody will run it again, so its page is told what a killed worker's page is told.
+        log.warning("lab %s: stopped by the worker's shutdown", lab_id)
+        try:
+            lab_mark_lost(lab=lab)
+        except redis.RedisError:
+            log.warning("lab %s: its loss could not be published", lab_id)
     except Exception as exc:
         log.exception("lab %s failed", lab_id)
         _lab_end(lab_id, Lab.State.FAILED)
@@ -298,7 +314,12 @@ async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str,
     # says stopped (or failed: recorded lost by the web side, whose word the engine must follow),
     # repeat the stop command until the engine has gone.
     while True:
-        done, _ = await asyncio.wait({engine}, timeout=STOP_POLL_S)
+        try:
+            done, _ = await asyncio.wait({engine}, timeout=STOP_POLL_S)
+        except asyncio.CancelledError:  # a worker's shutdown (hosting.shutdown): the engine stops too
+            engine.cancel()
+            await asyncio.wait({engine}, timeout=ENGINE_STOP_S)
+            raise
         if done:
             return engine.result()
         if await asyncio.to_thread(_lab_stopped, lab_id):
@@ -385,7 +406,7 @@ def lab_mark_lost(*, lab: Lab) -> None:
 
 def _lab_requeue(r: Any, lab: Lab) -> None:
     status = {"type": "status", "lab": str(lab.id), "state": Lab.State.QUEUED.value,
-              "slots": settings.LAB_SLOTS, "nodes": {}}
+              "slots": lab_slots(), "nodes": {}}
     if not r.set(keys.status_key(str(lab.id)), json.dumps(status), ex=QUEUED_STATUS_TTL_S, nx=True):
         return  # another page of the session got there first
     from visualizer.tasks import run_lab  # the task module imports this one

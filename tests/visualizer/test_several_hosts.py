@@ -77,7 +77,7 @@ def test_two_hosts_share_the_rooms_labs_and_each_student_gets_their_own_labs_fra
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{worker_log_tail(tmp_path)}") from None
 
-    # Which host ran each lab: its heartbeat is the pid of the pool process hosting it.
+    # Which host ran each lab: its heartbeat is the pid of the worker process hosting it.
     hosts = {lab["lab"]: room.host_of(int(lab["heartbeat"])) for lab in labs}
     assert all(hosts.values()), hosts
     assert Counter(h.namespace for h in hosts.values()) == {h.namespace: SLOTS for h in room.hosts}

@@ -124,8 +124,8 @@ def stage2_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
 
 
 def test_one_pool_process_hosts_lab_after_lab_and_each_stop_frees_everything(stage2_stack: Stack) -> None:
-    # Each lab runs in its own asyncio.run in the same pool process, with a redis-server child
-    # that is killed, restarted and stopped: what `lessons prove` hung on, through Celery.
+    # Each lab runs in turn on the same worker process's lab loop, with a redis-server child that
+    # is killed, restarted and stopped: what `lessons prove` hung on, through Celery.
     stack = stage2_stack
     [pool] = stack.pool()
 

@@ -1,8 +1,8 @@
 """Faults of the app itself, through the real stack: a page's socket on daphne, a Celery worker.
 
 A Redis restart leaves no lab silently dead (the running one carries on, the queued one still
-runs); a SIGKILLed worker's lab is recorded lost within seconds, the page is told, and the student
-can start again.
+runs); a SIGKILLed worker's labs (every lab its process hosted) are recorded lost within seconds,
+their pages are told, the other process's labs run on, and the students can start again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 import pytest
 
 from core.engine import keys
@@ -115,29 +114,115 @@ async def test_a_restarted_redis_leaves_no_lab_silently_dead(restartable_stack: 
         await bob.send({"action": "stop"})
 
 
-def pool_lab_running(stack: Stack) -> psutil.Process:
-    [child] = stack.pool()
-    return child
+@pytest.fixture
+def room_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
+    with run_stack(tmp_path, redis_url, lessons=[FIXTURE], web=True, slots=3, redis_db=3) as stack:
+        yield stack
 
 
-async def test_a_sigkilled_pool_process_leaves_its_lab_lost_and_the_student_starts_again(web_stack: Stack) -> None:
-    stack = web_stack
-    async with page(stack) as alice:
-        await alice.send({"action": "start"})
-        lab = (await alice.until("status", state="running"))["lab"]
-        pool_lab_running(stack).send_signal(signal.SIGKILL)  # as the OOM killer would
+@pytest.fixture
+def two_process_stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
+    with run_stack(tmp_path, redis_url, lessons=[FIXTURE], web=True, slots=1, processes=2, redis_db=3) as stack:
+        yield stack
+
+
+def host_pid(stack: Stack, lab: str) -> int:
+    """The worker process hosting the lab: the pid its heartbeat carries."""
+    return int(stack.redis.get(keys.heartbeat_key(lab)))
+
+
+def network_of(running: dict) -> str:
+    return running["nodes"]["web"]["address"].rsplit(".", 1)[0]
+
+
+async def frames(socket: PageSocket, lab: str, count: int) -> list[dict]:
+    return [await socket.until("frame", timeout=5, lab=lab) for _ in range(count)]
+
+
+async def test_one_worker_process_hosts_three_labs_at_once_and_every_page_gets_its_frames(room_stack: Stack) -> None:
+    stack = room_stack
+    [worker] = stack.pool()
+    async with page(stack) as a, page(stack) as b, page(stack) as c:
+        pages = [a, b, c]
+        for p in pages:
+            await p.send({"action": "start"})
+        running = [await p.until("status", state="running") for p in pages]
+        labs = [r["lab"] for r in running]
+        assert len(set(labs)) == 3
+        assert {host_pid(stack, lab) for lab in labs} == {worker.pid}
+        for r in running:  # every lab's sockets belong to that one process
+            assert {conn.pid for conn in on_network(network_of(r))} == {worker.pid}
+        # All three tick at once: each page gets its own lab's frames, 4 a second.
+        began = time.monotonic()
+        got = await asyncio.gather(*(frames(p, lab, 8) for p, lab in zip(pages, labs, strict=True)))
+        assert time.monotonic() - began < 4
+        for lab_frames in got:
+            seqs = [f["seq"] for f in lab_frames]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 8
+
+        await a.send({"action": "stop"})  # one stops; its siblings carry on
+        wait_for(lambda: not on_network(network_of(running[0])), 10, "the stopped lab's sockets to close")
+        await asyncio.gather(frames(b, labs[1], 4), frames(c, labs[2], 4))
+        assert [p.pid for p in stack.pool()] == [worker.pid]
+        for p in (b, c):
+            await p.send({"action": "stop"})
+
+
+async def test_a_sigkilled_worker_process_loses_every_lab_it_hosted_and_students_start_again(
+        room_stack: Stack) -> None:
+    stack = room_stack
+    [worker] = stack.pool()
+    async with page(stack) as alice, page(stack) as bob:
+        for p in (alice, bob):
+            await p.send({"action": "start"})
+        labs = [(await p.until("status", state="running"))["lab"] for p in (alice, bob)]
+        assert {host_pid(stack, lab) for lab in labs} == {worker.pid}
+        worker.send_signal(signal.SIGKILL)  # as the OOM killer would
         killed = time.monotonic()
-        lost = await alice.until("status", timeout=LOST_WITHIN_S + 5, state="lost", lab=lab)
+        for p, lab in zip((alice, bob), labs, strict=True):
+            lost = await p.until("status", timeout=LOST_WITHIN_S + 5, state="lost", lab=lab)
+            assert lost["message"] == "lost: the worker hosting this lab stopped; start again"
         assert time.monotonic() - killed < LOST_WITHIN_S
-        assert lost["message"] == "lost: the worker hosting this lab stopped; start again"
-        assert stack.lab_state(lab) == "failed"
+        assert [stack.lab_state(lab) for lab in labs] == ["failed", "failed"]
 
         await alice.send({"action": "kill", "node": "web"})
         assert (await alice.until("error"))["message"] == "lab is not running"
-        await alice.send({"action": "start"})  # the worker replaced its pool process
-        again = await alice.until("status", state="running")
-        assert again["lab"] != lab
+        await alice.send({"action": "start"})  # core.workers started a new worker process
+        again = await alice.until("status", timeout=60, state="running")
+        assert again["lab"] not in labs
+        assert host_pid(stack, again["lab"]) != worker.pid
         await alice.send({"action": "stop"})
+
+
+async def test_a_killed_worker_process_spares_the_labs_of_the_other(two_process_stack: Stack) -> None:
+    stack = two_process_stack
+    async with page(stack) as alice, page(stack) as bob:
+        for p in (alice, bob):
+            await p.send({"action": "start"})
+        # One slot each: bob's lab runs in the other process, not queued behind alice's (prefetch off).
+        labs = [(await p.until("status", timeout=30, state="running"))["lab"] for p in (alice, bob)]
+        hosts = [host_pid(stack, lab) for lab in labs]
+        assert sorted(hosts) == sorted(p.pid for p in stack.pool())
+        os.kill(hosts[0], signal.SIGKILL)
+        await alice.until("status", timeout=LOST_WITHIN_S + 5, state="lost", lab=labs[0])
+        await frames(bob, labs[1], 4)  # bob's lab never noticed
+        assert stack.lab_state(labs[1]) == "running"
+        await bob.send({"action": "stop"})
+
+
+async def test_a_worker_shutdown_stops_its_labs_at_once_and_their_pages_say_lost(web_stack: Stack) -> None:
+    stack = web_stack
+    async with page(stack) as alice:
+        await alice.send({"action": "start"})
+        running = await alice.until("status", state="running")
+        assert stack.worker is not None
+        stack.worker.send_signal(signal.SIGTERM)  # honcho's, on Ctrl-C: a warm shutdown
+        began = time.monotonic()
+        await alice.until("status", timeout=10, state="lost", lab=running["lab"])
+        wait_for(lambda: not on_network(network_of(running)), 10, "the lab's sockets to close")
+        stack.worker.wait(timeout=15)  # it did not wait for the lab's two-hour limit
+        assert time.monotonic() - began < 15
+        assert stack.lab_state(running["lab"]) == "failed"
 
 
 async def test_a_sigkilled_worker_takes_its_labs_down_and_they_are_recorded_lost(web_stack: Stack) -> None:
@@ -147,7 +232,7 @@ async def test_a_sigkilled_worker_takes_its_labs_down_and_they_are_recorded_lost
         running = await alice.until("status", state="running")
         lab, network = running["lab"], running["nodes"]["web"]["address"].rsplit(".", 1)[0]
         assert stack.worker is not None
-        os.kill(stack.worker.pid, signal.SIGKILL)  # the whole worker: its pool processes die with it
+        os.kill(stack.worker.pid, signal.SIGKILL)  # core.workers: its worker processes die with it
         killed = time.monotonic()
         await alice.until("status", timeout=LOST_WITHIN_S + 5, state="lost", lab=lab)
         assert time.monotonic() - killed < LOST_WITHIN_S

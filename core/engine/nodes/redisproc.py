@@ -72,7 +72,7 @@ def redis_server_binary() -> str:
     return found
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn that makes the child SIGKILLed when its parent dies (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -124,7 +124,7 @@ class RedisProcess:
             with open(os.path.join(self.dir, LOG_NAME), "ab") as out:
                 self.proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent(),
+                    preexec_fn=die_with_parent(),
                 )
             stdin = self.proc.stdin
             assert stdin is not None
