@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def netns_available() -> str | None:
     """Why two namespaces cannot be made here, or None if they can."""
     if os.geteuid() != 0:
         return "network namespaces need root (CI runs as root)"
-    if subprocess.run(["ip", "-V"], capture_output=True).returncode != 0:
+    if shutil.which("ip") is None:
         return "`ip` (iproute2) is not installed"
     return None
 
