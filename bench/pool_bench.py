@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
+from bench.quiet import stack_output
 from bench.stack_bench import pct, redis_server
 from tests.stack import CONTENT, Stack, run_stack, wait_for
 
@@ -105,18 +104,11 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.monotonic()
     lesson = CONTENT / "01-single-server.md" if args.slug == "single-server" else None  # else all
-    with redis_server() as redis_url, tempfile.TemporaryDirectory(prefix="pool-bench-") as tmp:
-        sys.stdout.flush()
-        saved = os.dup(1)
-        with open(Path(tmp) / "stack.log", "wb") as log:  # the stack's output, not the table
-            os.dup2(log.fileno(), 1)
-            try:
-                with run_stack(Path(tmp), redis_url, lessons=[lesson] if lesson else None, web=True,
-                               slots=args.size + 1, asgi="tests.visualizer.pool_asgi:application") as stack:
-                    results = run(stack, args)
-            finally:
-                sys.stdout.flush()
-                os.dup2(saved, 1)
+    with (redis_server() as redis_url, tempfile.TemporaryDirectory(prefix="pool-bench-") as tmp,
+          stack_output(Path(tmp) / "stack.log"),
+          run_stack(Path(tmp), redis_url, lessons=[lesson] if lesson else None, web=True,
+                    slots=args.size + 1, asgi="tests.visualizer.pool_asgi:application") as stack):
+        results = run(stack, args)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

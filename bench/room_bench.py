@@ -23,7 +23,6 @@ import math
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from bench.quiet import stack_output
 from bench.stack_bench import Client, connect, lab_start_running, lab_stop_stopped, pct, redis_server
 from tests.stack import Stack, run_stack
 
@@ -223,32 +223,13 @@ def main() -> None:
         with redis_server() as redis_url, tempfile.TemporaryDirectory(prefix="room-bench-") as tmp:
             redis_pid = next(p.pid for p in psutil.Process().children()
                              if p.name().startswith("redis-server"))
-            log_path = Path(tmp) / "stack.log"
-            saved = [os.dup(1), os.dup(2)]
-            if not args.verbose:  # the stack's processes inherit stdout/stderr: keep the table clean
-                sys.stdout.flush()
-                sys.stderr.flush()
-                with open(log_path, "wb") as log:
-                    os.dup2(log.fileno(), 1)
-                    os.dup2(log.fileno(), 2)
-            table = os.fdopen(os.dup(saved[0]), "w", buffering=1)
-            try:
+            with stack_output(Path(tmp) / "stack.log", verbose=args.verbose) as table:
                 with run_stack(Path(tmp), redis_url, web=True, slots=slots, processes=args.processes,
                                idle_seconds=3600) as stack:
                     r = asyncio.run(room(stack, redis_pid, n, args))
                 print(row(r, args.processes, slots), file=table)
                 for error in sorted(set(r["errors"]))[:5]:
                     print(f"  ({r['errors'].count(error)} participant(s)) {error}", file=table)
-            except BaseException:
-                if not args.verbose:
-                    table.write("failed; the stack's log:\n" + log_path.read_text(errors="replace")[-5000:])
-                raise
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-                table.close()
 
 
 if __name__ == "__main__":

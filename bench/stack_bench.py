@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 import aiohttp
 import redis
 
+from bench.quiet import stack_output
 from tests.stack import free_port, run_stack
 
 REDIS_SERVER = Path(sys.executable).parent / "redis-server"
@@ -308,36 +308,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
     t0 = time.monotonic()
-    with redis_server() as redis_url, tempfile.TemporaryDirectory(prefix="stack-bench-") as tmp:
-        # The worker and daphne inherit our stdout/stderr: send their logs to a file, not the table.
-        log_path = Path(tmp) / "stack.log"
-        saved = [os.dup(1), os.dup(2)]
-        if not args.verbose:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            with open(log_path, "wb") as log:
-                os.dup2(log.fileno(), 1)
-                os.dup2(log.fileno(), 2)
-        out = os.fdopen(os.dup(saved[0]), "w", buffering=1)
-        try:
-            with run_stack(Path(tmp), redis_url, web=True, slots=2) as stack:
-                print(
-                    f"stack up in {time.monotonic() - t0:.1f}s: daphne {stack.url}, "
-                    f"worker pid {stack.worker.pid}, 2 slots",
-                    file=out,
-                )
-                budget = args.runs * 20 + len(args.rates) * (args.seconds + args.warmup + 30) + 60
-                starts, latency = asyncio.run(asyncio.wait_for(run(stack.url, args), budget))
-        except BaseException:
-            if not args.verbose:
-                out.write("failed; the stack's log:\n" + log_path.read_text(errors="replace")[-5000:])
-            raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            out.close()
+    with (redis_server() as redis_url, tempfile.TemporaryDirectory(prefix="stack-bench-") as tmp,
+          stack_output(Path(tmp) / "stack.log", verbose=args.verbose) as out,
+          run_stack(Path(tmp), redis_url, web=True, slots=2) as stack):
+        print(f"stack up in {time.monotonic() - t0:.1f}s: daphne {stack.url}, worker pid {stack.worker.pid}, "
+              "2 slots", file=out)
+        budget = args.runs * 20 + len(args.rates) * (args.seconds + args.warmup + 30) + 60
+        starts, latency = asyncio.run(asyncio.wait_for(run(stack.url, args), budget))
     report(starts, latency)
     if args.json:
         args.json.write_text(json.dumps({"starts": starts, "latency": latency}, indent=1))
