@@ -10,11 +10,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from tests.postgres import Postgres, pg_bin_dir, postgres_cluster
+
+if TYPE_CHECKING:
+    from tests.stack import RestartableRedis
 
 REDIS_SERVER = Path(sys.executable).parent / "redis-server"
 
@@ -83,6 +87,16 @@ def postgres() -> Iterator[Postgres]:
                     "apt-get install -y postgresql (.ci/run installs it)")
     with postgres_cluster(bin_dir) as pg:
         yield pg
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RestartableRedis]:
+    """A redis-server of the test's own, to kill and start again (a Redis restart)."""
+    from tests.stack import RestartableRedis  # tests.stack imports this module
+
+    server = RestartableRedis()
+    yield server
+    server.kill()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,13 +19,6 @@ from core.engine.runner import RedisLink, duration_text, run_lab
 from tests.engine.test_runner import next_message
 from tests.engine.topologies import stage1
 from tests.stack import RestartableRedis
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RestartableRedis]:
-    server = RestartableRedis()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

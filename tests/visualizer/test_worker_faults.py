@@ -62,13 +62,6 @@ async def page(stack: Stack, slug: str = "fixture-single") -> AsyncIterator[Page
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RestartableRedis]:
-    server = RestartableRedis()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
 def restartable_stack(tmp_path: Path, own_redis: RestartableRedis) -> Iterator[Stack]:
     with run_stack(tmp_path, own_redis.url, lessons=[FIXTURE], web=True, slots=1) as stack:
         yield stack
