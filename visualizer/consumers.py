@@ -207,14 +207,13 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
             session_key=self.session_key, lesson=self.lesson)
         if action == "start":
             try:
-                # A workshop's participants are admitted by its code and capped by its size: a
-                # room behind one NAT address must not hit the per-address cap.
-                in_workshop = await database_sync_to_async(workshops.participant_for_session)(self.session_key)
+                # A room behind one NAT address must not hit the per-address cap.
+                in_workshop, pool = await database_sync_to_async(workshops.start_terms)(
+                    self.session_key, self.lesson)
                 lab = await database_sync_to_async(services.lab_start)(
                     session_key=self.session_key, lesson=self.lesson,
                     client_address=None if in_workshop else self._client_address(),
-                    pool=self.pool if self.pool is not None else
-                    await database_sync_to_async(workshops.pool_for_session)(self.session_key, self.lesson))
+                    pool=self.pool if self.pool is not None else pool)
             except services.LabRefused as exc:
                 await self._error(str(exc), _quote(content, raw))
                 return

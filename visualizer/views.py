@@ -16,10 +16,10 @@ from django.utils.translation import gettext as _
 
 from lessons.models import Lesson
 from lessons.steps import steps_for_page
+from visualizer.context import participant_of
 from visualizer.models import Lab
 from visualizer.services import progress_for
 from visualizer.texts import event_texts, kind_texts
-from visualizer.workshops import participant_for_session
 
 WATCH_NAME_CHARS = 80  # a participant's nickname, as the workshop page passes it
 
@@ -30,7 +30,7 @@ def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
     if not request.session.session_key:
         request.session.save()
         request.session.modified = True
-    participant = participant_for_session(request.session.session_key)
+    participant = participant_of(request)
     locked = participant.workshop.locked_lesson if participant is not None else None
     if locked is not None and locked.pk != lesson.pk and not request.user.is_staff:
         # The instructor holds the room to one stage: the others wait.

@@ -30,7 +30,7 @@ from core import redis as core_redis
 from core.engine import keys
 from core.engine.commands import CommandError, validate_command
 from lessons.models import Lesson
-from visualizer import services
+from visualizer import pool, services
 from visualizer.models import Broadcast, Lab, Participant, Prediction, Progress, Workshop
 
 # No 0/O, 1/I/L: a code is read off a projector and typed on a phone.
@@ -100,8 +100,6 @@ def pool_refill(workshop: Workshop) -> int:
     lesson = first_lesson(workshop)
     if not workshop.pool_size or lesson is None or lesson.topology is None or not is_open(workshop):
         return 0
-    from visualizer import pool  # the pool starts labs; only open workshops need it
-
     return pool.pool_fill(pool=pool_key(workshop), lesson=lesson, size=workshop.pool_size)
 
 
@@ -114,10 +112,6 @@ def workshop_end(workshop: Workshop) -> int:
     for lab in Lab.objects.filter(session_key__in=sessions, state__in=Lab.LIVE_STATES):
         services.lab_stop(lab=lab)
         stopped += 1
-    if not Lab.objects.filter(pool=pool_key(workshop), state__in=Lab.LIVE_STATES).exists():
-        return stopped
-    from visualizer import pool
-
     return stopped + pool.pool_drain(pool=pool_key(workshop))
 
 
@@ -183,13 +177,16 @@ def participant_for_session(session_key: str | None) -> Participant | None:
             .order_by("-joined").first())
 
 
-def pool_for_session(session_key: str | None, lesson: Lesson) -> str | None:
-    """The hot pool a start of this session on this lesson may be served from."""
+def start_terms(session_key: str | None, lesson: Lesson) -> tuple[bool, str | None]:
+    """How a start of this session on this lesson is served: whether the session is a workshop's
+    participant (admitted by its code and cap, so not counted per client address), and the hot pool
+    it may be served from (its workshop's, on the workshop's first stage)."""
     participant = participant_for_session(session_key)
-    if participant is None or not participant.workshop.pool_size:
-        return None
-    first = first_lesson(participant.workshop)
-    return pool_key(participant.workshop) if first is not None and first.pk == lesson.pk else None
+    if participant is None:
+        return False, None
+    workshop = participant.workshop
+    first = first_lesson(workshop) if workshop.pool_size else None
+    return True, pool_key(workshop) if first is not None and first.pk == lesson.pk else None
 
 
 def live_state(workshop: Workshop) -> dict[str, Any]:
