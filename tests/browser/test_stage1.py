@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.stack import Stack
-from tests.visualizer.test_worker import on_network
+from tests.visualizer.test_worker import owners
 
 pytestmark = pytest.mark.browser
 
@@ -72,7 +72,7 @@ def test_a_student_is_told_when_the_worker_hosting_their_lab_dies(page: Page, li
     page.get_by_test_id("start-button").click()
     expect(page.get_by_test_id("lab-state")).to_have_attribute("data-state", "running", timeout=30000)
     address = (page.get_by_test_id("node-web-addr").text_content() or "").split(":")[0]
-    [host] = {c.pid for c in on_network(address.rsplit(".", 1)[0])}
+    [host] = owners(address.rsplit(".", 1)[0])
     psutil.Process(host).kill()  # the pool process hosting this lab, as the OOM killer would
 
     expect(page.get_by_test_id("lab-state")).to_have_attribute("data-state", "lost", timeout=20000)

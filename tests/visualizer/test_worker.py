@@ -41,6 +41,21 @@ def on_network(network: str) -> list[psutil._common.sconn]:
     return [c for c in bound_sockets() if c.laddr and c.laddr.ip.startswith(network + ".")]
 
 
+def owners(network: str, tries: int = 20) -> set[int]:
+    """The processes holding sockets on the network.
+
+    psutil maps sockets to processes by scanning every process's fds and then reading /proc/net, so
+    a socket opened in between (a client's DNS query, say) has no owner yet: read again until each
+    one has.
+    """
+    for _ in range(tries):
+        pids = {c.pid for c in on_network(network)}
+        if None not in pids:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"sockets on {network} with no owner after {tries} reads")
+
+
 @pytest.fixture
 def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
     with run_stack(tmp_path, redis_url, lessons=[FIXTURE]) as stack:

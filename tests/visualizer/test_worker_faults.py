@@ -21,7 +21,7 @@ import pytest
 
 from core.engine import keys
 from tests.stack import RestartableRedis, Stack, run_stack, wait_for
-from tests.visualizer.test_worker import FIXTURE, on_network
+from tests.visualizer.test_worker import FIXTURE, on_network, owners
 
 pytestmark = pytest.mark.slow
 LOST_WITHIN_S = 15  # heartbeat TTL (5 s) + the socket's watch (2 s) + a loaded machine's slack
@@ -145,7 +145,7 @@ async def test_one_worker_process_hosts_three_labs_at_once_and_every_page_gets_i
         assert len(set(labs)) == 3
         assert {host_pid(stack, lab) for lab in labs} == {worker.pid}
         for r in running:  # every lab's sockets belong to that one process
-            assert {conn.pid for conn in on_network(network_of(r))} == {worker.pid}
+            assert owners(network_of(r)) == {worker.pid}
         # All three tick at once: each page gets its own lab's frames, 4 a second.
         began = time.monotonic()
         got = await asyncio.gather(*(frames(p, lab, 8) for p, lab in zip(pages, labs, strict=True)))
