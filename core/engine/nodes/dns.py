@@ -37,8 +37,10 @@ class _Protocol(asyncio.DatagramProtocol):
         if self.transport is None:
             return
         reply = self.node.answer(request).pack()
-        if self.node.slow_ms > 0:  # the "slow" fault: answer late
-            asyncio.get_running_loop().call_later(self.node.slow_ms / 1000.0, self._send, reply, addr)
+        # The "slow" fault, and the modelled distance to a client in another region: answer late.
+        late_ms = self.node.slow_ms + self.node.distance_ms(addr[0])
+        if late_ms > 0:
+            asyncio.get_running_loop().call_later(late_ms / 1000.0, self._send, reply, addr)
         else:
             self.transport.sendto(reply, addr)
 
