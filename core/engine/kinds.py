@@ -289,12 +289,24 @@ KINDS: dict[str, Kind] = {
         role="server",
         runtime="core.engine.nodes.dns:DnsNode",
         lane="top",
-        gauges=("slow_ms",),
+        # healthy: how many of the site name's targets pass the health checks (with checks on).
+        gauges=("slow_ms", "healthy"),
         port=8053,
         proto="udp",
+        events={
+            "dns_target_down": EventKind(gettext_noop("%(node)s stopped answering with %(target)s (%(reason)s)")),
+            "dns_target_up": EventKind(gettext_noop("%(node)s answers with %(target)s again (%(reason)s)")),
+        },
         params={
             "ttl": Param(int, 5, "seconds a resolver may cache the answer", min=0, max=3600),
             "target": Param(str, "web", "the node whose address the site's name resolves to", ref=True),
+            "geo": Param(str, "off", "off: every target, in rotating order; nearest: the one nearest the"
+                         " client's region that passes its health checks (GeoDNS)", choices=("off", "nearest")),
+            "health_interval_s": Param(float, 0.0, "seconds between health checks of each target (GET /health);"
+                                       " 0: none, DNS knows nothing of health", min=0, max=60),
+            "fall": Param(int, 2, "failed health checks in a row that take a target out of the answers",
+                          min=1, max=10),
+            "rise": Param(int, 2, "good health checks in a row that put it back", min=1, max=10),
         },
     ),
     "lb": Kind(
