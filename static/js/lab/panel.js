@@ -288,6 +288,35 @@ export class NodeMenu {
     this.container.hidden = false;
   }
 
+  /** A data centre's menu (a region's box): take it down, cut it off from the world, or recover it.
+   * `outage` is what the frame says of it now ("down", "cut off" or undefined). */
+  openRegion(region, title, anchor, hostRect, { labRunning, outage }) {
+    this.nodeId = `region:${region}`;
+    const send = (action, extra = {}) => (ev) => {
+      ev.stopPropagation();
+      this.onAction(action, null, { region, ...extra });
+      this.close();
+    };
+    this.container.replaceChildren(
+      h("div", { class: "menu-head" }, h("strong", {}, region), h("span", { class: "muted" },
+        ` · ${interpolate(gettext("data centre %(title)s"), { title }, true)}`)),
+      h("button", { type: "button", class: "btn btn-danger", "data-testid": "region-menu-down",
+        disabled: !labRunning || Boolean(outage), onclick: send("outage", { mode: "down" }) },
+      gettext("Take it down")),
+      h("button", { type: "button", class: "btn", "data-testid": "region-menu-isolate",
+        disabled: !labRunning || Boolean(outage), onclick: send("outage", { mode: "isolate" }) },
+      gettext("Cut it off")),
+      h("button", { type: "button", class: "btn", "data-testid": "region-menu-recover",
+        disabled: !labRunning || !outage, onclick: send("recover") }, gettext("Recover")),
+      h("p", { class: "menu-hint muted" }, outage
+        ? interpolate(gettext("It is %(state)s: Recover brings it back."), { state: pgettext("data centre", outage) }, true)
+        : gettext("Down kills every server in it; cut off keeps them running but unreachable. Its users stay.")));
+    const left = Math.max(4, Math.min(anchor.left - hostRect.left, hostRect.width - 184));
+    this.container.style.left = `${left}px`;
+    this.container.style.top = `${Math.max(4, anchor.bottom - hostRect.top + 6)}px`;
+    this.container.hidden = false;
+  }
+
   // The "slow" fault for any server; the size for a kind with sizes (a web server).
   extraControls(spec, { state, labRunning, gauges }) {
     const out = [];
