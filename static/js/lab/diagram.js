@@ -5,7 +5,7 @@
 // per topology; status and frames only change text and attributes of existing elements, and the
 // dots are animated in one requestAnimationFrame loop (never one DOM operation per request).
 
-import { kindText, nodeTitle, sizeLabel } from "./i18n.js";
+import { kindText, nodeTitle, outageText, sizeLabel } from "./i18n.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 960; // the narrowest the diagram gets; more tiers widen it (the SVG scales to fit)
@@ -499,7 +499,7 @@ export class Diagram {
     const outages = (frame && frame.outages) || {};
     for (const r of this.regionBoxes || []) {
       const state = outages[r.id] || "";
-      const text = state ? pgettext("data centre", state).toUpperCase() : "";
+      const text = state ? outageText(state).toUpperCase() : "";
       if (r.state && r.state.textContent !== text) {
         r.state.textContent = text;
         r.state.parentNode.classList.toggle("region-out", Boolean(state));

@@ -4,7 +4,7 @@
 // Why batched: messages only mark a part dirty; main.js calls render() once per animation frame,
 // so a burst of frames costs one DOM update, never one per request.
 
-import { kindText, nodeTitle, sizeLabel } from "./i18n.js";
+import { kindText, nodeTitle, outageText, sizeLabel } from "./i18n.js";
 
 /** Tiny element builder; text always goes in as textContent (messages are never parsed as HTML). */
 export function h(tag, props = {}, ...children) {
@@ -309,7 +309,7 @@ export class NodeMenu {
       h("button", { type: "button", class: "btn", "data-testid": "region-menu-recover",
         disabled: !labRunning || !outage, onclick: send("recover") }, gettext("Recover")),
       h("p", { class: "menu-hint muted" }, outage
-        ? interpolate(gettext("It is %(state)s: Recover brings it back."), { state: pgettext("data centre", outage) }, true)
+        ? interpolate(gettext("It is %(state)s: Recover brings it back."), { state: outageText(outage) }, true)
         : gettext("Down kills every server in it; cut off keeps them running but unreachable. Its users stay.")));
     const left = Math.max(4, Math.min(anchor.left - hostRect.left, hostRect.width - 184));
     this.container.style.left = `${left}px`;
