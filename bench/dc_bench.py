@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import time
 from dataclasses import replace
@@ -53,7 +54,9 @@ async def one_failover(block: int, ttl: int) -> dict[str, Any]:
     dns = next(n for n in topo.nodes if n.kind == "dns").params
     async with Lab(topo, network=keys.network_for(block)) as lab:
         await frames_until(lab, lambda f: f["nodes"]["users-eu"]["rps"] > 5, 10)
-        await asyncio.sleep(2)
+        # The outage at a random moment of the users' cached answer: otherwise every run would
+        # find it equally old, and measure one point of the range, not the range.
+        await asyncio.sleep(2 + random.uniform(0, ttl + 2))
         lab.frame()
         began = time.monotonic()
         await lab.command({"action": "outage", "region": "eu"})
