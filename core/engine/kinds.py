@@ -136,7 +136,9 @@ class Field:
     labels: dict[str, str] = field(default_factory=dict)
     unit: str = ""
     label: str = ""  # the menu's caption for this field's control
-    current: str | None = None  # the gauge (else parameter) that holds its value now, if not its own name
+    # The gauge (else parameter) that holds its value now, if not its own name; "" for none: an
+    # action's argument rather than a setting (what a purge removes), which the menu leaves unselected.
+    current: str | None = None
 
     def check(self, value: Any) -> Any:
         """The value normalised, or ValueError saying what it must be."""
@@ -422,7 +424,7 @@ KINDS: dict[str, Kind] = {
         },
         commands={
             "purge": Command(gettext_noop("Purge"), word="what", fields={
-                "what": Field(str, choices=PURGE_TARGETS, label=gettext_noop("Purge"),
+                "what": Field(str, choices=PURGE_TARGETS, label=gettext_noop("Purge"), current="",
                               labels={"all": gettext_noop("everything"), "logo": gettext_noop("the logo"),
                                       "hero": gettext_noop("the hero image"), "app-css": gettext_noop("the CSS"),
                                       "app-js": gettext_noop("the JavaScript")})}),
