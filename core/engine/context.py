@@ -60,6 +60,24 @@ class NodeContext:
     def partitioned(self, a: str, b: str) -> bool:
         return self._lab.partitioned(a, b)
 
+    # Regions: where a node is, and the modelled distance between two --------------------------
+    def region(self, node_id: str) -> str:
+        """The node's region ("" when it has none, or is gone)."""
+        try:
+            return self._lab.topology.node(node_id).region
+        except KeyError:
+            return ""
+
+    def region_of_address(self, address: str) -> str:
+        """The region of the node at ``address`` ("" for an address that is no node's)."""
+        node_id = self._lab.node_at(address)
+        return self.region(node_id) if node_id else ""
+
+    def rtt_ms(self, a: str, b: str) -> float:
+        """The modelled round trip between nodes ``a`` and ``b`` (0 in one region): a distance one
+        machine cannot have, so the lab adds it (see ``Node.travel``)."""
+        return self._lab.topology.rtt_ms(self.region(a), self.region(b))
+
     def server_password(self, node_id: str) -> str:
         """The password of a node's own server (a ``kvdb`` or ``cache`` redis-server): random, made
         for this lab, given to the node that runs the server and to its callers in the lab, and to

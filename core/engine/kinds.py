@@ -294,12 +294,15 @@ KINDS: dict[str, Kind] = {
         role="server",
         runtime="core.engine.nodes.dns:DnsNode",
         lane="top",
-        gauges=("slow_ms",),
+        # healthy: how many of the site name's targets pass the health checks (with checks on).
+        gauges=("slow_ms", "healthy"),
         port=8053,
         proto="udp",
         events={
             "cdn_set": EventKind(gettext_noop("%(name)s now points at the CDN (CNAME %(cdn)s)"),
                                  ("on", gettext_noop("%(name)s now points at the origin again"))),
+            "dns_target_down": EventKind(gettext_noop("%(node)s stopped answering with %(target)s (%(reason)s)")),
+            "dns_target_up": EventKind(gettext_noop("%(node)s answers with %(target)s again (%(reason)s)")),
         },
         commands={
             "cdn": Command(gettext_noop("Static assets"), word="value", when=("static", True), fields={
@@ -312,6 +315,13 @@ KINDS: dict[str, Kind] = {
             "target": Param(str, "web", "the node whose address the site's name resolves to", ref=True),
             "cdn": Param(str, "off", "on: the static assets' name is a CNAME to the CDN's name (its edges);"
                          " off: it points at the origin", choices=("off", "on")),
+            "geo": Param(str, "off", "off: every target, in rotating order; nearest: the one nearest the"
+                         " client's region that passes its health checks (GeoDNS)", choices=("off", "nearest")),
+            "health_interval_s": Param(float, 0.0, "seconds between health checks of each target (GET /health);"
+                                       " 0: none, DNS knows nothing of health", min=0, max=60),
+            "fall": Param(int, 2, "failed health checks in a row that take a target out of the answers",
+                          min=1, max=10),
+            "rise": Param(int, 2, "good health checks in a row that put it back", min=1, max=10),
         },
     ),
     "lb": Kind(

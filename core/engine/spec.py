@@ -7,7 +7,7 @@ lesson loader can point at the file line.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.engine.kinds import KINDS, Kind, sizes_list
@@ -17,6 +17,27 @@ NODE_ID = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 FIRST_HOST = 10
 NUMBERED = re.compile(r"^(.*?)-?(\d+)$")  # web-3 -> ("web", "3")
+REGION_ID = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+# Regions: each is a block of host octets in the lab's 127.A.B network, so a source address says
+# where its sender is, as on the internet (region i: 50(i+1) .. 50(i+1)+49). A node in no region
+# (a DNS server: anycast, near everyone) takes an octet outside every block.
+REGION_BLOCK = 50
+MAX_REGIONS = 4
+MAX_RTT_MS = 2000.0
+OUTSIDE_REGIONS = (
+    *range(FIRST_HOST, REGION_BLOCK), *range(REGION_BLOCK * (MAX_REGIONS + 1), 255), *range(1, FIRST_HOST)
+)
+
+
+def region_block(index: int) -> range:
+    """The host octets of the index-th region (0-based)."""
+    first = REGION_BLOCK * (index + 1)
+    return range(first, first + REGION_BLOCK)
+
+
+def rtt_key(a: str, b: str) -> str:
+    """The latency matrix's key for a pair of regions, in either order: ``eu-us``."""
+    return "-".join(sorted((a, b)))
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,7 @@ class NodeSpec:
     kind: str
     host: int
     params: dict[str, Any]
+    region: str = ""  # one of the topology's regions, or "" (none: no modelled distance to anyone)
 
     @property
     def kind_info(self) -> Kind:
@@ -58,6 +80,22 @@ class Topology:
     domain: str
     nodes: tuple[NodeSpec, ...]
     edges: tuple[tuple[str, str], ...]
+    # Region id -> its title ("eu" -> "Europe"), in declaration order (which fixes each one's block).
+    regions: dict[str, str] = field(default_factory=dict)
+    # The modelled round trip between two regions, by rtt_key: what one machine cannot have.
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def rtt_ms(self, a: str, b: str) -> float:
+        """The modelled round trip between regions ``a`` and ``b`` (0 within one, or for no region)."""
+        if not a or not b or a == b:
+            return 0.0
+        return self.latency_ms.get(rtt_key(a, b), 0.0)
+
+    def hosts_of(self, region: str) -> range | tuple[int, ...]:
+        """The host octets a node of ``region`` may take ("": those outside every region's block)."""
+        if not region:
+            return OUTSIDE_REGIONS
+        return region_block(list(self.regions).index(region))
 
     def node(self, node_id: str) -> NodeSpec:
         for n in self.nodes:
@@ -76,7 +114,7 @@ class Topology:
         base = self.node(like)
         ids = [n.id for n in self.nodes]
         spec = replace(
-            base, id=next_node_id(ids, like), host=self._free_host(base.host), params={**base.params, **params}
+            base, id=next_node_id(ids, like), host=self._free_host(base), params={**base.params, **params}
         )
         edges = [*self.edges]
         edges += [(a, spec.id) for a, b in self.edges if b == like]
@@ -92,23 +130,38 @@ class Topology:
             edges=tuple(e for e in self.edges if node_id not in e),
         )
 
-    def _free_host(self, after: int) -> int:
+    def _free_host(self, base: NodeSpec) -> int:
         used = {n.host for n in self.nodes}
-        # Next to its kin first (web-1 on .21 gets .24 after .22 and .23), then anywhere.
-        for host in (*range(after + 1, 255), *range(FIRST_HOST, after)):
+        after = base.host
+        # Next to its kin first (web-1 on .21 gets .24 after .22 and .23), then anywhere; with
+        # regions, only inside its region's block, so the copy's address says where it is.
+        hosts = (*range(after + 1, 255), *range(FIRST_HOST, after))
+        if self.regions:
+            allowed = set(self.hosts_of(base.region))
+            hosts = tuple(h for h in hosts if h in allowed)
+        for host in hosts:
             if host not in used:
                 return host
-        raise ValueError("no free address left in this lab's network")
+        where = f" for region {base.region}" if base.region else ""
+        raise ValueError(f"no free address left in this lab's network{where}")
 
     def to_dict(self) -> dict[str, Any]:
         """Normalised form, defaults filled in: what the engine receives and the diagram draws."""
+        regions = (
+            {"regions": dict(self.regions), "latency_ms": dict(self.latency_ms),
+             # Derived: each region's first and last host octet (the diagram shows the block).
+             "region_hosts": {r: [self.hosts_of(r)[0], self.hosts_of(r)[-1]] for r in self.regions}}
+            if self.regions else {}
+        )
         return {
             "domain": self.domain,
+            **regions,
             "nodes": [
                 {
                     "id": n.id,
                     "kind": n.kind,
                     "host": n.host,
+                    **({"region": n.region} if n.region else {}),
                     "params": dict(n.params),
                     "title": n.kind_info.title,
                     "tier": n.kind_info.tier,
@@ -158,8 +211,11 @@ def parse_topology(data: Any, *, path: Path = ("topology",)) -> Topology:
     if not isinstance(data, dict):
         raise SpecError([FieldError(path, "must be a mapping with 'nodes' and 'edges'")])
     for key in data:
-        if key not in ("domain", "nodes", "edges"):
-            err((*path, str(key)), "unknown field (expected domain, nodes, edges)")
+        if key not in ("domain", "regions", "latency_ms", "nodes", "edges"):
+            err((*path, str(key)), "unknown field (expected domain, regions, latency_ms, nodes, edges)")
+    regions, latency = _parse_regions(data, path, err)
+    blocks = {r: list(region_block(i)) for i, r in enumerate(regions)}
+    blocks[""] = list(OUTSIDE_REGIONS) if regions else list(range(FIRST_HOST, 255))
 
     domain = data.get("domain", "www.scalelab.test")
     if not isinstance(domain, str) or not DOMAIN.match(domain):
@@ -172,7 +228,6 @@ def parse_topology(data: Any, *, path: Path = ("topology",)) -> Topology:
         raw_nodes = []
     seen_ids: set[str] = set()
     seen_hosts: dict[int, str] = {}
-    next_host = FIRST_HOST
     refs: list[tuple[Path, str]] = []
     for i, raw in enumerate(raw_nodes):
         npath = (*path, "nodes", i)
@@ -180,8 +235,13 @@ def parse_topology(data: Any, *, path: Path = ("topology",)) -> Topology:
             err(npath, "must be a mapping with id and kind")
             continue
         for key in raw:
-            if key not in ("id", "kind", "host", "params"):
-                err((*npath, str(key)), "unknown field (expected id, kind, host, params)")
+            if key not in ("id", "kind", "host", "params", "region"):
+                err((*npath, str(key)), "unknown field (expected id, kind, host, region, params)")
+        region = raw.get("region", "")
+        if region != "" and region not in regions:
+            known = ", ".join(regions) if regions else "none: declare them under topology.regions"
+            err((*npath, "region"), f"unknown region {region!r} (known: {known})")
+            region = ""
         node_id = raw.get("id")
         if not isinstance(node_id, str) or not NODE_ID.match(node_id):
             err((*npath, "id"), f"must be lower-case letters, digits and '-', got {node_id!r}")
@@ -196,13 +256,17 @@ def parse_topology(data: Any, *, path: Path = ("topology",)) -> Topology:
             err((*npath, "kind"), f"unknown kind {kind_name!r} (known: {', '.join(sorted(KINDS))})")
         host = raw.get("host")
         if host is None:
-            while next_host in seen_hosts:
-                next_host += 1
-            host = next_host
-            next_host += 1
+            host = next((h for h in blocks[region] if h not in seen_hosts), 0)
+            if not host:
+                err((*npath, "host"), f"no free address left{f' in region {region}' if region else ''}")
         elif not isinstance(host, int) or isinstance(host, bool) or not 1 <= host <= 254:
             err((*npath, "host"), f"must be an integer 1-254 (the address's last octet), got {host!r}")
             host = 0
+        elif regions and host not in blocks[region]:
+            where = f"region {region}'s block" if region else "the addresses outside every region's block"
+            span = f"{blocks[region][0]}-{blocks[region][-1]}" if region else f"1-{REGION_BLOCK - 1} or" \
+                f" {REGION_BLOCK * (MAX_REGIONS + 1)}-254"
+            err((*npath, "host"), f"host {host} is outside {where} ({span})")
         if host and host in seen_hosts:
             err((*npath, "host"), f"host {host} is already used by node {seen_hosts[host]!r}")
         elif host:
@@ -211,7 +275,7 @@ def parse_topology(data: Any, *, path: Path = ("topology",)) -> Topology:
         if kind is not None:
             params = _parse_params(raw.get("params", {}), kind, (*npath, "params"), err, refs)
         if node_id and kind is not None:
-            nodes.append(NodeSpec(id=node_id, kind=kind.name, host=host, params=params))
+            nodes.append(NodeSpec(id=node_id, kind=kind.name, host=host, params=params, region=region))
 
     for rpath, ref in refs:
         if ref not in seen_ids:
@@ -240,7 +304,47 @@ def parse_topology(data: Any, *, path: Path = ("topology",)) -> Topology:
 
     if errors:
         raise SpecError(errors)
-    return Topology(domain=domain, nodes=tuple(nodes), edges=tuple(edges))
+    return Topology(domain=domain, nodes=tuple(nodes), edges=tuple(edges), regions=regions, latency_ms=latency)
+
+
+def _parse_regions(data: dict[str, Any], path: Path, err) -> tuple[dict[str, str], dict[str, float]]:
+    """``regions`` (id -> title) and ``latency_ms`` (``a-b`` -> modelled round trip) of a topology."""
+    raw = data.get("regions", {})
+    regions: dict[str, str] = {}
+    if not isinstance(raw, dict):
+        err((*path, "regions"), "must be a mapping of region ids to titles (eu: Europe)")
+        raw = {}
+    if len(raw) > MAX_REGIONS:
+        err((*path, "regions"), f"at most {MAX_REGIONS} regions, got {len(raw)}")
+    for rid, title in list(raw.items())[:MAX_REGIONS]:
+        if not isinstance(rid, str) or not REGION_ID.match(rid):
+            err((*path, "regions", str(rid)), f"a region id is lower-case letters and digits, got {rid!r}")
+        elif not isinstance(title, str) or not title.strip():
+            err((*path, "regions", rid), f"must be the region's title (Europe), got {title!r}")
+        else:
+            regions[rid] = title.strip()
+    raw_latency = data.get("latency_ms", {})
+    latency: dict[str, float] = {}
+    if not isinstance(raw_latency, dict):
+        err((*path, "latency_ms"), "must be a mapping of region pairs to milliseconds (eu-us: 90)")
+        raw_latency = {}
+    for key, value in raw_latency.items():
+        kpath = (*path, "latency_ms", str(key))
+        ends = key.split("-") if isinstance(key, str) else []
+        if len(ends) != 2 or ends[0] == ends[1] or not all(e in regions for e in ends):
+            err(kpath, f"must name two different regions as a-b (regions: {', '.join(regions) or 'none'})")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_RTT_MS:
+            err(kpath, f"must be a round trip in ms, 0-{MAX_RTT_MS:g}, got {value!r}")
+        elif rtt_key(*ends) in latency:
+            err(kpath, f"the pair {rtt_key(*ends)} is given twice")
+        else:
+            latency[rtt_key(*ends)] = float(value)
+    ids = list(regions)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            if rtt_key(a, b) not in latency and isinstance(raw_latency, dict):
+                err((*path, "latency_ms"), f"no round trip given for {rtt_key(a, b)}")
+    return regions, latency
 
 
 def _parse_params(raw: Any, kind: Kind, path: Path, err, refs: list) -> dict[str, Any]:
@@ -282,6 +386,8 @@ _DERIVED = frozenset(
 
 def topology_from_dict(data: dict[str, Any]) -> Topology:
     """Parse either an author's topology or the normalised ``to_dict()`` form (derived keys dropped)."""
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "region_hosts"}
     nodes = data.get("nodes") if isinstance(data, dict) else None
     if isinstance(nodes, list):
         data = {

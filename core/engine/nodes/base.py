@@ -45,6 +45,23 @@ class Node:
         peer = self.ctx.node_at(peer_address)
         return peer is not None and self.ctx.partitioned(self.id, peer)
 
+    def distance_ms(self, peer_address: str) -> float:
+        """The modelled round trip between this node and the node at ``peer_address`` (0 within a
+        region or for an address that is no node's)."""
+        peer = self.ctx.node_at(peer_address)
+        return self.ctx.rtt_ms(self.id, peer) if peer is not None else 0.0
+
+    async def travel(self, peer_address: str) -> float:
+        """Spend the modelled distance to a caller: one round trip, before the request is served.
+
+        One mechanism for every kind: each server the lab runs (HttpListener, the DNS and SQL
+        servers) awaits it for what arrives from another region, so a request and its answer cost
+        what the two regions' distance would. Returns the milliseconds spent."""
+        ms = self.distance_ms(peer_address)
+        if ms > 0:
+            await asyncio.sleep(ms / 1000.0)
+        return ms
+
     @classmethod
     def clone_params(cls, base: NodeSpec, topology: Topology) -> dict[str, Any]:
         """The parameters a copy of ``base`` (the ``add`` command) gets other than base's own."""

@@ -197,6 +197,9 @@ class ClientNode(AssetFetcher, Node):
                     self._cache[domain] = (rdata.address, time.monotonic() + rrset.ttl)
                     more = f" (1 of {len(rrset)})" if len(rrset) > 1 else ""
                     status = f"{dns.rcode.to_text(reply.rcode())}{via} {rdata.address}{more} ttl={rrset.ttl}"
+                    why = _why(reply)  # GeoDNS says how it chose
+                    if why:
+                        status += f" ({why})"
                     return rdata.address, hop(True, status)
         raise ResolveError("no answer", hop(False, dns.rcode.to_text(reply.rcode())))
 
@@ -273,6 +276,15 @@ class ClientNode(AssetFetcher, Node):
             return "connection reset", False, None, None
         except aiohttp.ClientError as exc:
             return type(exc).__name__, False, None, None
+
+
+def _why(reply: dns.message.Message) -> str:
+    """The TXT record a GeoDNS server adds to its answer saying how it chose ("" if none)."""
+    for rrset in reply.additional:
+        if rrset.rdtype == dns.rdatatype.TXT:
+            for rdata in rrset:
+                return b"".join(rdata.strings).decode("utf-8", "replace")
+    return ""
 
 
 def _lsn(value: str | None) -> int | None:

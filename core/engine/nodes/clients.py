@@ -169,6 +169,7 @@ class KvStore:
         max_connections: int = 8,
     ) -> None:
         self.node = node
+        self.source = source
         self._pool = BlockingConnectionPool(
             connection_class=_SourcedConnection,
             host=address,
@@ -189,6 +190,8 @@ class KvStore:
     async def _round_trip(self, commands: list[Command], *, transaction: bool = False) -> list[Any]:
         if self.node is not None:
             await self.node.slowdown()
+            if self.source:  # a real redis-server cannot add the modelled distance: its caller does
+                await self.node.travel(self.source)
         try:
             async with self._redis.pipeline(transaction=transaction) as pipe:
                 for cmd in commands:
@@ -285,6 +288,7 @@ class CacheClient:
     ) -> None:
         self.timeout_s = timeout_s
         self.node = node
+        self.source = source
         self._pool = BlockingConnectionPool(
             connection_class=_SourcedConnection,
             host=address,
@@ -305,6 +309,8 @@ class CacheClient:
     async def _call(self, commands: list[cacheaside.Command]) -> list[Any]:
         if self.node is not None:
             await self.node.slowdown()
+            if self.source:  # a real redis-server cannot add the modelled distance: its caller does
+                await self.node.travel(self.source)
         try:
             async with asyncio.timeout(self.timeout_s):
                 if len(commands) == 1:

@@ -22,7 +22,10 @@ class HttpListener:
         default the handler's node's (``handler`` is a bound method of a Node), so every HTTP
         node enforces the "partition" fault here, the same way."""
         self.handler = handler
-        self.cut_off = cut_off or getattr(getattr(handler, "__self__", None), "cut_off", None)
+        owner = getattr(handler, "__self__", None)
+        self.cut_off = cut_off or getattr(owner, "cut_off", None)
+        # The modelled distance to a caller in another region (Node.travel), for every HTTP node.
+        self.travel = getattr(owner, "travel", None)
         self._server: web.Server | None = None
         self._listener: asyncio.AbstractServer | None = None
 
@@ -42,6 +45,8 @@ class HttpListener:
                 if transport is None or transport.is_closing():  # the caller gave up, or we crashed
                     return web.Response(status=408)  # written nowhere: the connection is gone
                 await asyncio.sleep(RECHECK_S)
+        if self.travel is not None and request.remote:
+            await self.travel(request.remote)
         return await self.handler(request)
 
     def crash(self) -> None:

@@ -365,6 +365,7 @@ class RouterNode(Node):
                 first = False
                 while self.cut_off(peer):  # a partition drops packets: the caller times out
                     await asyncio.sleep(0.1)
+                await self.travel(peer)  # the modelled distance to a caller in another region
                 writer.write(await self._answer(line))
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):

@@ -176,6 +176,7 @@ class SqlDbNode(SqlReplica, Node):
                 # A partition drops packets: the caller hears nothing and times out.
                 while self.cut_off(peer):
                     await asyncio.sleep(0.1)
+                await self.travel(peer)  # the modelled distance to a caller in another region
                 answer = await self._answer(line)
                 while self.cut_off(peer):  # cut while it was answered (a long poll): the reply is lost too
                     await asyncio.sleep(0.1)

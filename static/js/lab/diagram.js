@@ -213,12 +213,27 @@ export class Diagram {
     this.replKey = "";
     this.layout(topology);
 
+    // A box per region, under everything else, titled with its address block.
+    const regionLayer = el("g", { class: "regions" }, this.svg);
+    for (const r of this.regionBoxes) {
+      const g = el("g", { class: "region", "data-testid": `region-${r.id}` }, regionLayer);
+      el("rect", { x: 8, y: r.y, width: this.width - 16, height: r.h, rx: 14, class: "region-box" }, g);
+      const block = r.hosts.length ? ` · .${r.hosts[0]}–.${r.hosts[1]}` : "";
+      el("text", { x: 20, y: r.y + 16, class: "region-title" }, g, `${r.id} · ${r.title}${block}`);
+    }
     const labels = el("g", { class: "tier-labels" }, this.svg);
     for (const t of this.tierLabels) {
       el("text", { x: t.x, y: this.height - 10, "text-anchor": "middle", class: "tier-label" }, labels, t.text);
     }
     el("text", { x: MARGIN_X, y: TOP_Y + 12, class: "domain-label" }, labels,
       interpolate(gettext("site name: %(domain)s"), { domain: topology.domain || "" }, true));
+    const rtts = Object.entries(topology.latency_ms || {});
+    if (rtts.length) {
+      el("text", { x: this.width - MARGIN_X, y: TOP_Y + 12, class: "latency-label modelled", "text-anchor": "end",
+        "data-testid": "latency-matrix" }, labels,
+        interpolate(gettext("round trips between regions (modelled): %(list)s"),
+          { list: rtts.map(([k, v]) => `${k.replace("-", "–")} ${v} ms`).join(" · ") }, true));
+    }
     const edgeLayer = el("g", { class: "edges" }, this.svg);
     // Primary → replica lines come from each frame (who follows whom), not from the topology.
     this.replLayer = el("g", { class: "replication-edges" }, this.svg);
@@ -240,24 +255,34 @@ export class Diagram {
       if (tiers.length === 1) return width / 2;
       return MARGIN_X + NODE_W / 2 + (i * (width - 2 * MARGIN_X - NODE_W)) / (tiers.length - 1);
     };
+    // Regions (a topology's `regions`): a band per region, stacked, each with its own columns, so
+    // a region's users, edge and servers sit together and a line between bands crosses the
+    // modelled distance. A node in no region (DNS: near everyone) stays in the lane on top.
+    const regionIds = Object.keys(topology.regions || {});
+    const regionOf = (n) => (regionIds.length && n.region ? n.region : "");
     // Side services (a kind's `lane: top`: name lookups, caches) sit in a lane above the request path,
     // so the path stays straight.
-    const top = topology.nodes.filter((n) => n.lane === "top");
-    const main = topology.nodes.filter((n) => n.lane !== "top");
+    const top = topology.nodes.filter((n) => n.lane === "top" && !regionOf(n));
+    const main = topology.nodes.filter((n) => n.lane !== "top" || regionOf(n));
     const bh = (n) => boxHeight(n, this.ctx);
     const laneH = top.length ? Math.max(...top.map(bh)) + GAP_Y * 1.5 : 0;
 
-    // Columns of the main band: each column's boxes spread evenly over the band's height.
-    const columns = new Map();
-    for (const n of main) {
-      if (!columns.has(n.tier)) columns.set(n.tier, []);
-      columns.get(n.tier).push(n);
-    }
-    let bandH = 0;
-    for (const col of columns.values()) {
-      bandH = Math.max(bandH, col.reduce((s, n) => s + bh(n), 0) + GAP_Y * (col.length + 1));
-    }
-    bandH = Math.max(bandH, 280);
+    // Columns of each band: each column's boxes spread evenly over the band's height.
+    const bandIds = regionIds.length ? ["", ...regionIds] : [""];
+    const bands = bandIds.map((id) => {
+      const columns = new Map();
+      for (const n of main.filter((m) => regionOf(m) === id)) {
+        if (!columns.has(n.tier)) columns.set(n.tier, []);
+        columns.get(n.tier).push(n);
+      }
+      let h = 0;
+      for (const col of columns.values()) {
+        h = Math.max(h, col.reduce((sum, n) => sum + bh(n), 0) + GAP_Y * (col.length + 1));
+      }
+      return { id, columns, h: columns.size ? Math.max(h, regionIds.length ? 120 : 280) : 0 };
+    }).filter((b) => b.columns.size || !regionIds.length);
+    const REGION_PAD = regionIds.length ? 22 : 0; // room for a region's title above its boxes
+    const bandH = Math.max(bands.reduce((sum, b) => sum + b.h + (b.id ? REGION_PAD + 10 : 0), 0), 280);
     this.height = TOP_Y + laneH + bandH + 30;
 
     // The top lane: its nodes side by side around their column's x.
@@ -273,14 +298,27 @@ export class Diagram {
         this.nodes.set(n.id, { spec: n, x, y: TOP_Y + h / 2, w: NODE_W, h });
       });
     }
-    for (const [tier, col] of columns) {
-      const total = col.reduce((s, n) => s + bh(n), 0);
-      const gap = (bandH - total) / (col.length + 1);
-      let y = TOP_Y + laneH + gap;
-      for (const n of col) {
-        const h = bh(n);
-        this.nodes.set(n.id, { spec: n, x: colX(tier), y: y + h / 2, w: NODE_W, h });
-        y += h + gap;
+    this.regionBoxes = [];
+    let bandTop = TOP_Y + laneH;
+    for (const band of bands) {
+      const pad = band.id ? REGION_PAD : 0;
+      const height = bands.length === 1 && !band.id ? bandH : band.h;
+      for (const [tier, col] of band.columns) {
+        const total = col.reduce((sum, n) => sum + bh(n), 0);
+        const gap = (height - total) / (col.length + 1);
+        let y = bandTop + pad + gap;
+        for (const n of col) {
+          const h = bh(n);
+          this.nodes.set(n.id, { spec: n, x: colX(tier), y: y + h / 2, w: NODE_W, h });
+          y += h + gap;
+        }
+      }
+      if (band.id) {
+        const hosts = (topology.region_hosts || {})[band.id] || [];
+        this.regionBoxes.push({ id: band.id, title: topology.regions[band.id], y: bandTop, h: height + pad, hosts });
+        bandTop += height + pad + 10;
+      } else {
+        bandTop += height;
       }
     }
     this.svg.setAttribute("viewBox", `0 0 ${width} ${this.height}`);

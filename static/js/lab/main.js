@@ -129,7 +129,7 @@ export function startLab(root) {
 
   function select(sample) {
     recent.select(sample.id);
-    renderDetail($("request-detail"), sample);
+    renderDetail($("request-detail"), sample, store.topology);
     scheduleRender();
   }
   renderDetail($("request-detail"), null);

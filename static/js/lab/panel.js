@@ -93,8 +93,19 @@ export class RecentList {
   }
 }
 
-/** One request's hops: what was asked, what came back, when and how long. */
-export function renderDetail(container, sample) {
+/** The modelled round trip between two nodes' regions (0 within one, or without regions). */
+export function modelledRtt(topology, a, b) {
+  if (!topology || !topology.latency_ms) return { ms: 0 };
+  const region = (id) => ((topology.nodes || []).find((n) => n.id === id) || {}).region || "";
+  const ra = region(a);
+  const rb = region(b);
+  if (!ra || !rb || ra === rb) return { ms: 0 };
+  return { ms: topology.latency_ms[[ra, rb].sort().join("-")] || 0, from: ra, to: rb };
+}
+
+/** One request's hops: what was asked, what came back, when and how long; a hop between two
+ * regions says how much of it is the modelled distance. */
+export function renderDetail(container, sample, topology = null) {
   if (!sample) {
     container.replaceChildren(h("p", { class: "muted" },
       gettext("Click a moving dot on the diagram, or a row in Recent requests, to see that request hop by hop.")));
@@ -112,6 +123,7 @@ export function renderDetail(container, sample) {
         h("code", { class: "hop-op" }, hop.op || ""),
         h("span", { class: "hop-arrow" }, "→"),
         h("code", { class: `hop-status${hop.ok === false ? " bad" : ""}` }, hop.status || (hop.ok ? pgettext("a hop", "ok") : pgettext("a hop", "failed")))),
+      distanceNote(topology, hop),
       h("div", { class: "hop-timing" },
         h("span", {}, interpolate(gettext("starts at +%(start)s ms · takes %(took)s"),
           { start: (hop.at_ms || 0).toFixed(1), took: ms(hop.ms) }, true)),
@@ -131,6 +143,14 @@ export function renderDetail(container, sample) {
         { client: sample.client, total: ms(sample.ms) }, true)} · ${clockTime(sample.t)} · ${sample.id}`)),
     h("ol", { class: "hops" }, items),
     ...notes);
+}
+
+function distanceNote(topology, hop) {
+  const rtt = modelledRtt(topology, hop.src, hop.dst);
+  if (!rtt.ms) return null;
+  return h("div", { class: "hop-distance modelled", "data-testid": "hop-distance" },
+    interpolate(gettext("of which %(ms)s ms is the distance %(from)s → %(to)s (modelled)"),
+      { ms: rtt.ms.toFixed(0), from: rtt.from, to: rtt.to }, true));
 }
 
 // How each event is worded: declared once by the engine's kinds (core/engine/kinds.py), translated
