@@ -198,3 +198,50 @@ async def test_the_lab_stops_within_seconds_while_edges_fetch_from_a_hung_origin
     assert time.monotonic() - began < 5.0 and lab.forced == []
 
 
+
+
+RTT_MS = 120.0
+
+
+def world(*, geo: str = "nearest", cdn: str = "on") -> Topology:
+    """An origin in eu, an edge in each of eu and us, a browser in us; GeoDNS picks the edge."""
+    return parse_topology({
+        "domain": "www.scalelab.test",
+        "regions": {"eu": "Europe", "us": "North America"},
+        "latency_ms": {"us-eu": RTT_MS},
+        "nodes": [
+            {"id": "dns", "kind": "dns", "params": {"ttl": 30, "geo": geo, "cdn": cdn, "target": "web"}},
+            {"id": "web", "kind": "web", "region": "eu", "params": {"assets": "on", "service_ms": 0}},
+            {"id": "edge-eu", "kind": "cdn", "region": "eu", "params": {"origin": "web"}},
+            {"id": "edge-us", "kind": "cdn", "region": "us", "params": {"origin": "web"}},
+            {"id": "browser-us", "kind": "client", "region": "us", "params": {"rate": 0}},
+        ],
+        "edges": [["browser-us", "dns"], ["browser-us", "web"], ["browser-us", "edge-us"],
+                  ["edge-eu", "web"], ["edge-us", "web"]],
+    })
+
+
+async def test_geodns_sends_a_far_client_to_its_own_regions_edge_and_a_hit_saves_the_ocean(network):
+    async with Lab(world(), network=network) as lab:
+        cnames, addresses = await ask(lab, STATIC, source="browser-us")
+        assert cnames == [CDN] and addresses == [lab.address("edge-us")]
+        misses: list[float] = []
+        hits: list[float] = []
+        lab.nodes["web"].asset_version = 5  # type: ignore[attr-defined]
+        for i in range(1, 6):
+            path = f"/static/logo.v{i}.png"
+            miss = await fetch(lab, "browser-us", path)
+            assert status(miss) == [("browser-us", "edge-us", "200 MISS"), ("edge-us", "web", "200")]
+            misses.append(miss.ms)
+            hits.append((await fetch(lab, "browser-us", path)).ms)
+        # A miss crosses to the origin in eu and back; a hit stays in us.
+        assert statistics.median(misses) - statistics.median(hits) == pytest.approx(RTT_MS, abs=40)
+        assert statistics.median(hits) < RTT_MS / 3
+
+
+async def test_without_the_cdn_every_asset_of_a_far_client_crosses_to_the_origin(network):
+    async with Lab(world(cdn="off"), network=network) as lab:
+        assert await ask(lab, STATIC, source="browser-us") == ([], [lab.address("web")])
+        await fetch(lab, "browser-us", "/static/app.css")  # the first asks DNS too
+        times = [(await fetch(lab, "browser-us", "/static/app.css")).ms for _ in range(3)]
+        assert statistics.median(times) >= RTT_MS * 0.9
