@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from core.engine.kinds import KIND_COMMANDS, KINDS
-from core.engine.spec import NODE_ID
+from core.engine.spec import NODE_ID, REGION_ID
 
 MAX_RATE = 5000.0
 MAX_SLOW_MS = 10000.0
@@ -25,7 +25,12 @@ LAB_COMMANDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "remove": (frozenset({"node"}), frozenset()),  # drained first: requests in flight finish
     "partition": (frozenset({"node", "peer"}), frozenset()),  # drop traffic between two nodes
     "heal": (frozenset({"node"}), frozenset({"peer"})),  # without peer: every partition of node
+    # A data centre fails: every server of a region killed ("down") or cut off from every node
+    # outside it ("isolate"); its users (clients) stay. "recover" undoes either.
+    "outage": (frozenset({"region"}), frozenset({"mode"})),
+    "recover": (frozenset({"region"}), frozenset()),
 }
+OUTAGE_MODES = ("down", "isolate")
 # Kind commands that may also name no node: the lab applies them to every node of the kind.
 LAB_WIDE = frozenset({"mix"})
 
@@ -77,6 +82,16 @@ def validate_command(raw: Any, *, node_ids: list[str] | dict[str, str] | None = 
             if node_ids is not None and node not in node_ids:
                 raise CommandError(f"{action}: unknown node {node!r}")
             cmd[field] = node
+    if "region" in raw:
+        region = raw["region"]
+        if not isinstance(region, str) or not REGION_ID.match(region):
+            raise CommandError(f"{action}: region must be a region id such as eu, got {region!r}")
+        cmd["region"] = region
+    if action == "outage":
+        mode = raw.get("mode", "down")
+        if mode not in OUTAGE_MODES:
+            raise CommandError(f"{action}: mode must be one of {', '.join(OUTAGE_MODES)}, got {mode!r}")
+        cmd["mode"] = mode
     if cmd.get("peer") is not None and cmd.get("peer") == cmd.get("node"):
         raise CommandError(f"{action}: a node cannot be cut off from itself")
     if action in KIND_COMMANDS:

@@ -113,7 +113,12 @@ class DataAccess:
             k = self._turn % len(replicas)
             self._turn += 1
             replicas = replicas[k:] + replicas[:k]
-        return [*replicas, primary]
+        order = [*replicas, primary]
+        if self.ctx.topology.regions:
+            # Several data centres: read the nearest copy (a replica before the primary at the same
+            # distance), never one an ocean away while a local one answers.
+            order.sort(key=lambda db: self.ctx.rtt_ms(self.node.id, db))
+        return order
 
     def _replicated(self) -> bool:
         return self.ctx.replicated

@@ -119,6 +119,9 @@ LAB_EVENTS: dict[str, EventKind] = {
     "node_removed": EventKind(gettext_noop("%(node)s removed (its requests in flight finished first)")),
     "partitioned": EventKind(gettext_noop("%(node)s cut off from %(peer)s: traffic between them is dropped")),
     "healed": EventKind(gettext_noop("%(node)s reconnected to %(peer)s")),
+    "region_down": EventKind(gettext_noop("data centre %(region)s down: %(nodes)s killed"),
+                             ("killed", gettext_noop("data centre %(region)s cut off from the rest of the world"))),
+    "region_up": EventKind(gettext_noop("data centre %(region)s back")),
 }
 
 
@@ -252,8 +255,11 @@ KINDS: dict[str, Kind] = {
         tier=0,
         role="client",
         runtime="core.engine.nodes.client:ClientNode",
-        # static_rps, static_p95_ms: its asset fetches (a page's images, CSS, JS), from the telemetry.
-        gauges=("rate", "in_flight", "dropped", "write_ratio", "zipf_s", "static_rps", "static_p95_ms"),
+        # failover_s: how long its users' last outage lasted (first failed to first good request
+        # after it; core.engine.telemetry.Outages), null before one ended. static_rps, static_p95_ms:
+        # its asset fetches (a page's images, CSS, JS), from the telemetry.
+        gauges=("rate", "in_flight", "dropped", "write_ratio", "zipf_s", "failover_s", "static_rps",
+                "static_p95_ms"),
         # Also lab-wide (no node: every client). Its menu controls each send one field; shown once
         # there is data to read and write.
         commands={"mix": Command(gettext_noop("Workload"), number=("write_ratio", "zipf_s"), required=(),

@@ -106,6 +106,9 @@ class Lab:
         self._node_ids = [n.id for n in topology.nodes]
         # The "partition" fault: unordered pairs of node ids that cannot reach each other.
         self.partitions: set[frozenset[str]] = set()
+        # Data centre outages by region ("down" or "cut off"), and the partitions each cut made.
+        self._outages: dict[str, str] = {}
+        self._isolated: dict[str, set[frozenset[str]]] = {}
         self._reshaping = asyncio.Lock()  # one add/remove at a time
         self.replication = Replication(self)
         self.loop_lag = LoopLag()
@@ -295,6 +298,10 @@ class Lab:
             self._partition(node_id, cmd["peer"])
         elif action == "heal":
             self._heal(node_id, cmd.get("peer"))
+        elif action == "outage":
+            await self._outage(cmd["region"], cmd["mode"])
+        elif action == "recover":
+            await self._recover(cmd["region"])
 
     # Horizontal scaling --------------------------------------------------------------------
     async def _add(self, like: str) -> str:
@@ -423,6 +430,58 @@ class Lab:
             other = peer or next(x for x in pair if x != node_id)
             self.telemetry.event(now, "healed", node=node_id, peer=other)
 
+    # Data centres ----------------------------------------------------------------------------
+    def _region_servers(self, region: str) -> list[str]:
+        if region not in self.topology.regions:
+            known = ", ".join(self.topology.regions) or "none: this lab has no regions"
+            raise CommandError(f"unknown region {region!r} (known: {known})")
+        return [i for i in self._node_ids
+                if self.nodes[i].spec.region == region and self.nodes[i].spec.kind_info.role == "server"]
+
+    async def _outage(self, region: str, mode: str) -> None:
+        """A data centre fails: its servers crash together ("down"), or its link to the world is cut
+        ("isolate": every pair of one of its servers and a node outside the region partitioned)."""
+        servers = self._region_servers(region)
+        if region in self._outages:
+            raise CommandError(f"outage: data centre {region} is already {self._outages[region]}; recover it first")
+        if mode == "down":
+            up = [i for i in servers if self.nodes[i].up]
+            for node_id in up:
+                await self.nodes[node_id].kill()
+                self._node_state[node_id] = "down"
+            self._outages[region] = "down"
+            self.telemetry.event(time.time(), "region_down", region=region, mode=mode, nodes=", ".join(up),
+                                 killed=len(up))
+            self._publish_status()
+        else:
+            # Its users too: they reach the centre over the internet, like everyone else.
+            outside = [i for i in self._node_ids if i not in servers]
+            self._isolated[region] = {frozenset((a, b)) for a in servers for b in outside} - self.partitions
+            self.partitions |= self._isolated[region]
+            self._outages[region] = "cut off"
+            self.telemetry.event(time.time(), "region_down", region=region, mode=mode, nodes=", ".join(servers),
+                                 killed=0)
+
+    async def _recover(self, region: str) -> None:
+        servers = self._region_servers(region)
+        state = self._outages.pop(region, None)
+        if state is None:
+            raise CommandError(f"recover: data centre {region} has no outage")
+        if state == "down":
+            for node_id in servers:
+                node = self.nodes[node_id]
+                if node.up:
+                    continue
+                try:
+                    await node.start()
+                    self._node_state[node_id] = "up"
+                except OSError as exc:
+                    log.warning("lab %s: %s could not restart: %s", self.network, node.who, exc)
+            self._publish_status()
+        else:
+            self.partitions -= self._isolated.pop(region, set())
+        self.telemetry.event(time.time(), "region_up", region=region)
+
     # Workload --------------------------------------------------------------------------------
     def _mix(self, mix: dict[str, float]) -> None:
         """Every client's workload mix at once (a client's own: ClientNode.command)."""
@@ -450,6 +509,8 @@ class Lab:
             if node.slow_ms:
                 frame["nodes"][node_id]["slow_ms"] = node.slow_ms
         frame["partitions"] = sorted(sorted(p) for p in self.partitions)
+        if self.topology.regions:
+            frame["outages"] = dict(self._outages)  # region -> "down" or "cut off"
         frame["engine"] = {"lag_ms": self.loop_lag.lag_ms}  # the machine's own delay: see looplag
         rep = self.replication.frame_fields()
         if rep is not None:

@@ -263,10 +263,12 @@ def parse_topology(data: Any, *, path: Path = ("topology",)) -> Topology:
             err((*npath, "host"), f"must be an integer 1-254 (the address's last octet), got {host!r}")
             host = 0
         elif regions and host not in blocks[region]:
-            where = f"region {region}'s block" if region else "the addresses outside every region's block"
-            span = f"{blocks[region][0]}-{blocks[region][-1]}" if region else f"1-{REGION_BLOCK - 1} or" \
-                f" {REGION_BLOCK * (MAX_REGIONS + 1)}-254"
-            err((*npath, "host"), f"host {host} is outside {where} ({span})")
+            if region:
+                span = f"{blocks[region][0]}-{blocks[region][-1]}"
+                err((*npath, "host"), f"host {host} is outside region {region}'s block ({span})")
+            else:
+                span = f"1-{REGION_BLOCK - 1} or {REGION_BLOCK * (MAX_REGIONS + 1)}-254"
+                err((*npath, "host"), f"host {host} is in a region's block: a node in no region takes {span}")
         if host and host in seen_hosts:
             err((*npath, "host"), f"host {host} is already used by node {seen_hosts[host]!r}")
         elif host:

@@ -129,6 +129,37 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(values[min(len(values) - 1, int(q * len(values)))], 2)
 
 
+class Outages:
+    """Per client, how long its users' last outage lasted: from the first request that failed to
+    the first one after it that succeeded, by when each was sent (a region's users see a data
+    centre's failover as this). Requests are recorded as they finish, out of order: a late failure
+    sent before the last outage ended belongs to that outage, not to a new one. A run of failures
+    shorter than MIN_OUTAGE_S is a blip (one failed write among good reads), not an outage."""
+
+    MIN_OUTAGE_S = 0.5
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}  # client -> when the first failed request of its outage was sent
+        self._ended: dict[str, float] = {}  # client -> when its last outage ended
+        self.last: dict[str, float] = {}  # client -> seconds its last outage lasted
+        self.latest: float | None = None  # the most recently ended outage of any client, in seconds
+        self._latest_end = 0.0
+
+    def record(self, client: str, t: float, ok: bool) -> None:
+        since = self._since.get(client)
+        if not ok:
+            if t > self._ended.get(client, 0.0) and (since is None or t < since):
+                self._since[client] = t
+        elif since is not None and t > since:
+            del self._since[client]
+            if t - since < self.MIN_OUTAGE_S:
+                return
+            self.last[client] = round(t - since, 2)
+            self._ended[client] = t
+            if t >= self._latest_end:
+                self._latest_end, self.latest = t, self.last[client]
+
+
 class Telemetry:
     def __init__(
         self,
@@ -157,6 +188,7 @@ class Telemetry:
         self.writes_total = 0
         self.stale_total = 0
         self._static_clients: set[str] = set()  # clients that fetched assets: their frames add static_*
+        self.outages = Outages()
 
     def _stat(self, key: str) -> _Stat:
         s = self._current.get(key)
@@ -175,6 +207,7 @@ class Telemetry:
         else:
             self._stat("total").add(trace.ms, trace.ok, rng)
             self._stat("n:" + trace.client).add(trace.ms, trace.ok, rng)
+            self.outages.record(trace.client, trace.t, trace.ok)  # the users' pages, not their assets
         if trace.write:
             self.writes_total += 1
             self._stat("writes").add(trace.ms, trace.ok, rng)
@@ -242,13 +275,15 @@ class Telemetry:
         total["stale_rps"] = round(sum(b["stale"].count for _, b in self._buckets if "stale" in b) / span, 2)
         total["writes_total"] = self.writes_total
         total["stale_total"] = self.stale_total
+        total["failover_s"] = self.outages.latest
         frame = {
             "type": "frame",
             "seq": self.seq,
             "t": round(now, 3),
             "window_s": self.window_s,
             "totals": total,
-            "nodes": {n: summary("n:" + n) for n in nodes},
+            "nodes": {n: {**summary("n:" + n), **({"failover_s": self.outages.last[n]} if n in self.outages.last
+                                                   else {})} for n in nodes},
             "edges": {
                 f"{a}>{b}": {k: v for k, v in summary(f"e:{a}>{b}").items() if k.endswith("rps")} for a, b in edges
             },

@@ -105,3 +105,29 @@ def stage2(
             "edges": [["browser", "dns"], ["phone", "dns"], ["browser", "web"], ["phone", "web"], ["web", "db"]],
         }
     )
+
+
+def stage10(*, ttl: int = 2, health_interval_s: float = 0.5, fall: int = 2, rtt_ms: float = 90.0,
+            rate: float = 0.0, write_ratio: float = 0.0, failover_after_s: float = 2.0) -> Topology:
+    """Two data centres (eu, us), each a balancer, a web server and a database (us's a replica of
+    eu's), behind one GeoDNS server; users in each region."""
+    nodes: list[dict] = [
+        {"id": "dns", "kind": "dns", "params": {"target": "lb-eu", "geo": "nearest", "ttl": ttl,
+                                                 "health_interval_s": health_interval_s, "fall": fall, "rise": 2}},
+    ]
+    edges: list[list[str]] = []
+    for region in ("eu", "us"):
+        nodes += [
+            {"id": f"lb-{region}", "kind": "lb", "region": region, "params": {"health_interval_s": 0.5}},
+            {"id": f"web-{region}", "kind": "web", "region": region, "params": {"workers": 8, "service_ms": 2}},
+            {"id": f"db-{region}", "kind": "sqldb", "region": region,
+             "params": {"users": 200, "posts": 1000, "service_ms": 1, "failover_after_s": failover_after_s,
+                        **({"replica_of": "db-eu"} if region == "us" else {})}},
+            {"id": f"users-{region}", "kind": "client", "region": region,
+             "params": {"rate": rate, "users": 200, "write_ratio": write_ratio, "timeout_s": 1.0}},
+        ]
+        edges += [[f"lb-{region}", f"web-{region}"], [f"web-{region}", "db-eu"], [f"web-{region}", "db-us"]]
+    for users in ("users-eu", "users-us"):
+        edges += [[users, "dns"], [users, "lb-eu"], [users, "lb-us"]]
+    return parse_topology({"regions": {"eu": "Europe", "us": "North America"}, "latency_ms": {"eu-us": rtt_ms},
+                           "nodes": nodes, "edges": edges})

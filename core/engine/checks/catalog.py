@@ -13,9 +13,11 @@ NODE_KEYS = ("rps", "err_rps", "p50_ms", "p95_ms", "up")
 # `slow_ms` (the "slow" fault, every server kind) is in a frame only while the node is slowed:
 # null otherwise, so write `metric(web-3.slow_ms) > 0`, never `== 0`.
 KIND_GAUGES: dict[str, tuple[str, ...]] = {name: kind.gauges for name, kind in KINDS.items()}
-# writes_rps/stale_rps cover the window like rps; writes_total/stale_total count since the lab started.
+# writes_rps/stale_rps cover the window like rps; writes_total/stale_total count since the lab started;
+# failover_s is the last outage any client's users saw (telemetry.Outages), null before one ended.
 TOTALS_KEYS = (
     "rps", "ok_rps", "err_rps", "p50_ms", "p95_ms", "writes_rps", "stale_rps", "writes_total", "stale_total",
+    "failover_s",
     # A page's asset fetches (only in a lab whose pages reference static assets; null otherwise).
     "static_rps", "static_err_rps", "static_p50_ms", "static_p95_ms",
 )

@@ -23,10 +23,11 @@ SOLUTION_NUMBER: dict[str, tuple[str, ...]] = {"traffic": ("rate",), "slow": ("m
     for action, by in KIND_COMMANDS.items() for c in by.values() if c.number
 }
 # action -> the field its word after the node sets
-SOLUTION_WORD = {"partition": "peer", "heal": "peer"} | {
+SOLUTION_WORD = {"partition": "peer", "heal": "peer", "outage": "mode"} | {
     action: c.word for action, by in KIND_COMMANDS.items() for c in by.values() if c.word
 }
-SOLUTION_NODE = {"add": "like"}  # action -> the field its first word sets, when not "node"
+# action -> the field its first word sets, when not "node": `outage eu isolate`, `recover eu`
+SOLUTION_NODE = {"add": "like", "outage": "region", "recover": "region"}
 
 
 def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict[str, Any]]:
@@ -34,7 +35,8 @@ def parse_solution(text: str, *, node_ids: list[str] | None = None) -> list[dict
     `slow web-3 200` (ms added per request; 0 undoes it), `algorithm lb least_connections`,
     `resize web large` (a web server's size, kinds.SIZES), `add web-1` (a copy named like
     web-4: later lines may name it), `remove web-4`, `partition web-1 db`, `heal web-1 db` (or
-    `heal web-1`: all of its partitions), `promote db-2`, `delay db-2 300`, `mix 0.2` (or `mix phone
+    `heal web-1`: all of its partitions), `outage eu` (every server of region eu killed; `outage eu
+    isolate`: cut off from the rest), `recover eu`, `promote db-2`, `delay db-2 300`, `mix 0.2` (or `mix phone
     0.2`: the fraction of requests that are writes; `mix 0.2 1.5`: and the popularity skew), `vnodes router
     64`, `wait 6s`.
 

@@ -222,8 +222,10 @@ class DnsNode(Node):
                 if changed is not None:
                     reason = f"{'passed' if passed else 'failed'} {self.params['rise' if passed else 'fall']}" \
                         " health checks in a row"
-                    kind = "dns_target_up" if changed == geodns.UP else "dns_target_down"
-                    self.ctx.event(kind, node=self.id, target=target, reason=reason)
+                    if changed == geodns.UP:
+                        self.ctx.event("dns_target_up", node=self.id, target=target, reason=reason)
+                    else:
+                        self.ctx.event("dns_target_down", node=self.id, target=target, reason=reason)
 
     async def _check(self, target: str, timeout: aiohttp.ClientTimeout) -> bool:
         node = self.ctx.peer(target)

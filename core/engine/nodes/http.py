@@ -45,9 +45,14 @@ class HttpListener:
                 if transport is None or transport.is_closing():  # the caller gave up, or we crashed
                     return web.Response(status=408)  # written nowhere: the connection is gone
                 await asyncio.sleep(RECHECK_S)
-        if self.travel is not None and request.remote:
-            await self.travel(request.remote)
-        return await self.handler(request)
+        if self.travel is not None and request.remote and await self.travel(request.remote):
+            transport = request.transport
+            if transport is None or transport.is_closing():  # the caller gave up on the way
+                return web.Response(status=408)  # written nowhere: the connection is gone
+        try:
+            return await self.handler(request)
+        except ConnectionResetError:  # the caller hung up while its body was read: no one to answer
+            return web.Response(status=408)
 
     def crash(self) -> None:
         """Stop listening and reset every open connection at once, as a crashed server would."""

@@ -176,8 +176,15 @@ class SqlDbNode(SqlReplica, Node):
                 # A partition drops packets: the caller hears nothing and times out.
                 while self.cut_off(peer):
                     await asyncio.sleep(0.1)
-                await self.travel(peer)  # the modelled distance to a caller in another region
+                # The modelled distance to a caller in another region: half of the round trip
+                # on the way in, half on the way back, so a long poll's answer (a replica waiting
+                # for the next change) also crosses it.
+                half_ms = self.distance_ms(peer) / 2
+                if half_ms > 0:
+                    await asyncio.sleep(half_ms / 1000)
                 answer = await self._answer(line)
+                if half_ms > 0:
+                    await asyncio.sleep(half_ms / 1000)
                 while self.cut_off(peer):  # cut while it was answered (a long poll): the reply is lost too
                     await asyncio.sleep(0.1)
                 writer.write(answer)

@@ -5,7 +5,7 @@
 // per topology; status and frames only change text and attributes of existing elements, and the
 // dots are animated in one requestAnimationFrame loop (never one DOM operation per request).
 
-import { kindText, nodeTitle, sizeLabel } from "./i18n.js";
+import { kindText, nodeTitle, outageText, sizeLabel } from "./i18n.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 960; // the narrowest the diagram gets; more tiers widen it (the SVG scales to fit)
@@ -185,9 +185,10 @@ export class Diagram {
    * @param {SVGSVGElement} svg
    * @param {{onNodeClick: ((id: string, rect: DOMRect) => void) | null, onDotClick: (sample: object) => void}} handlers
    */
-  constructor(svg, { onNodeClick, onDotClick }) {
+  constructor(svg, { onNodeClick, onDotClick, onRegionClick = null }) {
     this.svg = svg;
     this.onNodeClick = onNodeClick;
+    this.onRegionClick = onRegionClick;
     this.ctx = { replicated: false, dataTier: false };
     this.onDotClick = onDotClick;
     this.nodes = new Map(); // id -> {spec, x, y, w, h, g, refs}
@@ -219,7 +220,22 @@ export class Diagram {
       const g = el("g", { class: "region", "data-testid": `region-${r.id}` }, regionLayer);
       el("rect", { x: 8, y: r.y, width: this.width - 16, height: r.h, rx: 14, class: "region-box" }, g);
       const block = r.hosts.length ? ` · .${r.hosts[0]}–.${r.hosts[1]}` : "";
-      el("text", { x: 20, y: r.y + 16, class: "region-title" }, g, `${r.id} · ${r.title}${block}`);
+      const title = el("text", { x: 20, y: r.y + 16, class: "region-title", "data-testid": `region-${r.id}-title` }, g,
+        `${r.id} · ${r.title}${block}`);
+      r.state = el("text", { x: this.width - 20, y: r.y + 16, class: "region-state", "text-anchor": "end",
+        "data-testid": `region-${r.id}-state` }, g, "");
+      if (this.onRegionClick) {
+        // The data centre's menu: its title is the button (the box itself lets clicks through to nodes).
+        title.setAttribute("tabindex", "0");
+        title.setAttribute("role", "button");
+        title.classList.add("clickable");
+        const open = (ev) => {
+          ev.stopPropagation();
+          this.onRegionClick(r.id, r.title, title.getBoundingClientRect());
+        };
+        title.addEventListener("click", open);
+        title.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") open(ev); });
+      }
     }
     const labels = el("g", { class: "tier-labels" }, this.svg);
     for (const t of this.tierLabels) {
@@ -479,6 +495,16 @@ export class Diagram {
   applyFrame(frame) {
     this.lastFrame = frame;
     const fn = frame ? frame.nodes || {} : {};
+    // A data centre's outage, on its box: down (its servers killed) or cut off.
+    const outages = (frame && frame.outages) || {};
+    for (const r of this.regionBoxes || []) {
+      const state = outages[r.id] || "";
+      const text = state ? outageText(state).toUpperCase() : "";
+      if (r.state && r.state.textContent !== text) {
+        r.state.textContent = text;
+        r.state.parentNode.classList.toggle("region-out", Boolean(state));
+      }
+    }
     for (const [id, n] of this.nodes) {
       const m = fn[id] || {};
       const r = n.refs;

@@ -45,3 +45,8 @@ export function kindText(english) {
   }
   return kindTexts[english] || english;
 }
+
+/** A data centre's outage as the frame names it ("down", "cut off"), in the page's language. */
+export function outageText(state) {
+  return { down: pgettext("data centre", "down"), "cut off": pgettext("data centre", "cut off") }[state] || state;
+}

@@ -116,6 +116,12 @@ export function startLab(root) {
       });
     },
     onDotClick: (sample) => select(sample),
+    onRegionClick: readonly ? null : (region, title, rect) => {
+      menu.openRegion(region, title, rect, diagramWrap.getBoundingClientRect(), {
+        labRunning: labState() === "running",
+        outage: ((store.frame && store.frame.outages) || {})[region],
+      });
+    },
   });
   const chart = new LabChart($("chart"));
   const recent = new RecentList($("recent"), (sample) => select(sample));
@@ -124,8 +130,9 @@ export function startLab(root) {
   // The lesson's steps (in the lesson column); done only when the server's progress says so.
   const steps = new Steps($("steps"), { send: (cmd) => send(cmd), labState: () => labState() });
   // "add" names the node to copy as `like`; every other node action names it as `node`.
+  // "add" names the node to copy as `like`; a data centre's actions name a region, no node.
   const menu = readonly ? null : new NodeMenu($("node-menu"), (action, node, extra = {}) =>
-    send(action === "add" ? { action, like: node } : { action, node, ...extra }));
+    send(action === "add" ? { action, like: node } : node === null ? { action, ...extra } : { action, node, ...extra }));
 
   function select(sample) {
     recent.select(sample.id);

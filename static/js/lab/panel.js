@@ -4,7 +4,7 @@
 // Why batched: messages only mark a part dirty; main.js calls render() once per animation frame,
 // so a burst of frames costs one DOM update, never one per request.
 
-import { kindText, nodeTitle, sizeLabel } from "./i18n.js";
+import { kindText, nodeTitle, outageText, sizeLabel } from "./i18n.js";
 
 /** Tiny element builder; text always goes in as textContent (messages are never parsed as HTML). */
 export function h(tag, props = {}, ...children) {
@@ -285,6 +285,35 @@ export class NodeMenu {
     const top = Math.min(anchor.bottom - hostRect.top + 6, hostRect.height - 120);
     this.container.style.left = `${left}px`;
     this.container.style.top = `${Math.max(4, top)}px`;
+    this.container.hidden = false;
+  }
+
+  /** A data centre's menu (a region's box): take it down, cut it off from the world, or recover it.
+   * `outage` is what the frame says of it now ("down", "cut off" or undefined). */
+  openRegion(region, title, anchor, hostRect, { labRunning, outage }) {
+    this.nodeId = `region:${region}`;
+    const send = (action, extra = {}) => (ev) => {
+      ev.stopPropagation();
+      this.onAction(action, null, { region, ...extra });
+      this.close();
+    };
+    this.container.replaceChildren(
+      h("div", { class: "menu-head" }, h("strong", {}, region), h("span", { class: "muted" },
+        ` · ${interpolate(gettext("data centre %(title)s"), { title }, true)}`)),
+      h("button", { type: "button", class: "btn btn-danger", "data-testid": "region-menu-down",
+        disabled: !labRunning || Boolean(outage), onclick: send("outage", { mode: "down" }) },
+      gettext("Take it down")),
+      h("button", { type: "button", class: "btn", "data-testid": "region-menu-isolate",
+        disabled: !labRunning || Boolean(outage), onclick: send("outage", { mode: "isolate" }) },
+      gettext("Cut it off")),
+      h("button", { type: "button", class: "btn", "data-testid": "region-menu-recover",
+        disabled: !labRunning || !outage, onclick: send("recover") }, gettext("Recover")),
+      h("p", { class: "menu-hint muted" }, outage
+        ? interpolate(gettext("It is %(state)s: Recover brings it back."), { state: outageText(outage) }, true)
+        : gettext("Down kills every server in it; cut off keeps them running but unreachable. Its users stay.")));
+    const left = Math.max(4, Math.min(anchor.left - hostRect.left, hostRect.width - 184));
+    this.container.style.left = `${left}px`;
+    this.container.style.top = `${Math.max(4, anchor.bottom - hostRect.top + 6)}px`;
     this.container.hidden = false;
   }
 
