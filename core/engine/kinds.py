@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.engine.assets import PURGE_TARGETS
 from core.engine.balancing import ALGORITHMS
 from core.engine.cacheaside import WRITE_POLICIES
+from core.engine.edgecache import EDGE_PRICE_PER_GB, ORIGIN_PRICE_PER_GB
 from core.engine.kvwire import PORT as KV_PORT
 from core.engine.ring import ALGORITHMS as RING_ALGORITHMS
 from core.engine.sqlwire import PORT as SQL_PORT
@@ -137,7 +139,9 @@ class Field:
     labels: dict[str, str] = field(default_factory=dict)
     unit: str = ""
     label: str = ""  # the menu's caption for this field's control
-    current: str | None = None  # the gauge (else parameter) that holds its value now, if not its own name
+    # The gauge (else parameter) that holds its value now, if not its own name; "" for none: an
+    # action's argument rather than a setting (what a purge removes), which the menu leaves unselected.
+    current: str | None = None
 
     def check(self, value: Any) -> Any:
         """The value normalised, or ValueError saying what it must be."""
@@ -252,8 +256,10 @@ KINDS: dict[str, Kind] = {
         role="client",
         runtime="core.engine.nodes.client:ClientNode",
         # failover_s: how long its users' last outage lasted (first failed to first good request
-        # after it; core.engine.telemetry.Outages), null before one ended.
-        gauges=("rate", "in_flight", "dropped", "write_ratio", "zipf_s", "failover_s"),
+        # after it; core.engine.telemetry.Outages), null before one ended. static_rps, static_p95_ms:
+        # its asset fetches (a page's images, CSS, JS), from the telemetry.
+        gauges=("rate", "in_flight", "dropped", "write_ratio", "zipf_s", "failover_s", "static_rps",
+                "static_p95_ms"),
         # Also lab-wide (no node: every client). Its menu controls each send one field; shown once
         # there is data to read and write.
         commands={"mix": Command(gettext_noop("Workload"), number=("write_ratio", "zipf_s"), required=(),
@@ -299,12 +305,22 @@ KINDS: dict[str, Kind] = {
         port=8053,
         proto="udp",
         events={
+            "cdn_set": EventKind(gettext_noop("%(name)s now points at the CDN (CNAME %(cdn)s)"),
+                                 ("on", gettext_noop("%(name)s now points at the origin again"))),
             "dns_target_down": EventKind(gettext_noop("%(node)s stopped answering with %(target)s (%(reason)s)")),
             "dns_target_up": EventKind(gettext_noop("%(node)s answers with %(target)s again (%(reason)s)")),
+        },
+        commands={
+            "cdn": Command(gettext_noop("Static assets"), word="value", when=("static", True), fields={
+                "value": Field(str, choices=("off", "on"), current="cdn", label=gettext_noop("Static assets"),
+                               labels={"off": gettext_noop("from the origin"),
+                                       "on": gettext_noop("from the CDN's edges (CNAME)")})}),
         },
         params={
             "ttl": Param(int, 5, "seconds a resolver may cache the answer", min=0, max=3600),
             "target": Param(str, "web", "the node whose address the site's name resolves to", ref=True),
+            "cdn": Param(str, "off", "on: the static assets' name is a CNAME to the CDN's name (its edges);"
+                         " off: it points at the origin", choices=("off", "on")),
             "geo": Param(str, "off", "off: every target, in rotating order; nearest: the one nearest the"
                          " client's region that passes its health checks (GeoDNS)", choices=("off", "nearest")),
             "health_interval_s": Param(float, 0.0, "seconds between health checks of each target (GET /health);"
@@ -369,10 +385,17 @@ KINDS: dict[str, Kind] = {
         scalable=True,
         # `workers` and `service_ms`: the current modelled CPU (a resize changes them; `size` is its name).
         # coalesced: cache misses that waited for another request's database load (with a cache tier).
-        gauges=("in_flight", "queued", "util", "slow_ms", "workers", "service_ms", "coalesced"),
+        # static_bytes: asset bytes it served (to edges and clients); asset_version: the logo's (assets on).
+        gauges=("in_flight", "queued", "util", "slow_ms", "workers", "service_ms", "coalesced", "static_bytes",
+                "asset_version"),
         # Drawn by the menu from the topology's ``sizes`` (each size's modelled CPU), not as a list.
         commands={"resize": Command(gettext_noop("Size (modelled)"), word="size", menu=False,
-                                    fields={"size": Field(str, choices=(*SIZES, "up", "down"))})},
+                                    fields={"size": Field(str, choices=(*SIZES, "up", "down"))}),
+                  "version": Command(gettext_noop("Deploy a new logo (versioned URL)"), when=("assets", "on"))},
+        events={
+            "asset_versioned": EventKind(gettext_noop("%(node)s deployed %(asset)s: its pages now reference the"
+                                                      " new name")),
+        },
         params={
             "workers": Param(int, 4, "requests served at once (modelled CPU cores)", min=1, max=64, modelled=True),
             "service_ms": Param(
@@ -384,6 +407,58 @@ KINDS: dict[str, Kind] = {
                 modelled=True,
             ),
             "queue_limit": Param(int, 64, "requests that may wait for a worker before 503", min=0, max=10000),
+            "assets": Param(str, "off", "on: its pages reference static assets (images, CSS, JS) on the static"
+                            " name, and it serves them under /static/", choices=("off", "on")),
+            "static_max_age_s": Param(float, 300.0, "the Cache-Control max-age of its static assets: how long an"
+                                      " edge may keep them", min=0, max=86400),
+        },
+    ),
+    "cdn": Kind(
+        name="cdn",
+        title=gettext_noop("CDN edge"),
+        tier=1,
+        role="server",
+        runtime="core.engine.nodes.cdn:CdnNode",
+        port=8080,  # the site's port: an asset's URL is http://<cdn name>:8080/static/...
+        proto="tcp",
+        # hits, misses, evictions, bytes_out: since the lab started (a kill empties the cache, not
+        # the counts); hit_ratio over the last ~10 s (null without lookups). Sizes in bytes and MB.
+        gauges=("hit_ratio", "hits", "misses", "evictions", "bytes_out", "objects", "used_mb", "max_mb", "out_mb",
+                "fetched_mb", "cost_usd", "slow_ms"),
+        # The whole CDN and the origin's static bytes, priced (modelled): the first edge adds it.
+        tables={"cdn": ("hit_ratio", "edge_bytes", "origin_bytes", "edge_cost_usd", "origin_cost_usd",
+                        "cost_usd", "usd_per_hour")},
+        lines=(
+            gettext_noop("hit ratio %(hit_ratio)s · %(hits)s hits · %(misses)s misses"),
+            gettext_noop("%(objects)s objects · %(used_mb)s of %(max_mb)s MB · %(evictions)s evicted"),
+            gettext_noop("served %(out_mb)s MB · modelled cost $%(cost_usd)s"),
+        ),
+        events={
+            "purged": EventKind(gettext_noop("%(node)s purged %(what)s from every edge (%(objects)s objects"
+                                             " removed)")),
+            "edge_memory_set": EventKind(gettext_noop("%(node)s may now keep %(mb)s MB of objects")),
+        },
+        commands={
+            "purge": Command(gettext_noop("Purge"), word="what", fields={
+                "what": Field(str, choices=PURGE_TARGETS, label=gettext_noop("Purge"), current="",
+                              labels={"all": gettext_noop("everything"), "logo": gettext_noop("the logo"),
+                                      "hero": gettext_noop("the hero image"), "app-css": gettext_noop("the CSS"),
+                                      "app-js": gettext_noop("the JavaScript")})}),
+            "memory": Command(gettext_noop("Memory"), number="mb", fields={
+                # 0.25 MB holds the logo, the hero image and the CSS but not the script too: evictions.
+                "mb": Field(float, min=0.05, max=1024, presets=(0.25, 1, 16, 64), unit="MB", current="max_mb",
+                            label=gettext_noop("Memory (MB)"))}),
+        },
+        params={
+            "origin": Param(str, "web", "the node a miss fetches the object from", ref=True),
+            "max_mb": Param(float, 16.0, "bytes of objects the edge may keep; past it the least recently used"
+                            " go", min=0.05, max=1024),
+            "default_ttl_s": Param(float, 60.0, "how long an object is kept when the origin's Cache-Control says"
+                                   " nothing", min=0, max=86400),
+            "price_per_gb": Param(float, EDGE_PRICE_PER_GB, "US dollars per GB the edge sends (modelled CDN"
+                                  " price)", min=0, max=10, modelled=True),
+            "origin_price_per_gb": Param(float, ORIGIN_PRICE_PER_GB, "US dollars per GB the origin sends"
+                                         " (modelled egress price)", min=0, max=10, modelled=True),
         },
     ),
     "sqldb": Kind(

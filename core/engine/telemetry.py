@@ -27,6 +27,10 @@ MAX_EVENTS = 20
 # its trace, so a request's trace holds every hop it made however deep it went.
 HOPS_HEADER = "X-Hops"
 MAX_HEADER_HOPS = 16
+# A Trace's op for a page's asset fetch (an image, the CSS, the JS; core.engine.assets): counted
+# apart from the pages (totals.static_*, a client's static_*), so ``rps`` and the page latencies
+# mean what they always did; its hops count for the nodes and edges they reach like any other.
+STATIC_OP = "static"
 
 
 @dataclass(slots=True)
@@ -183,6 +187,7 @@ class Telemetry:
         # Since the lab started (the per-window rates are in the "writes"/"stale" stats).
         self.writes_total = 0
         self.stale_total = 0
+        self._static_clients: set[str] = set()  # clients that fetched assets: their frames add static_*
         self.outages = Outages()
 
     def _stat(self, key: str) -> _Stat:
@@ -195,9 +200,14 @@ class Telemetry:
         """Account one finished request: O(hops), no I/O."""
         self.recorded += 1
         rng = self.rng
-        self._stat("total").add(trace.ms, trace.ok, rng)
-        self._stat("n:" + trace.client).add(trace.ms, trace.ok, rng)
-        self.outages.record(trace.client, trace.t, trace.ok)
+        if trace.op == STATIC_OP:
+            self._static_clients.add(trace.client)
+            self._stat("static").add(trace.ms, trace.ok, rng)
+            self._stat("s:" + trace.client).add(trace.ms, trace.ok, rng)
+        else:
+            self._stat("total").add(trace.ms, trace.ok, rng)
+            self._stat("n:" + trace.client).add(trace.ms, trace.ok, rng)
+            self.outages.record(trace.client, trace.t, trace.ok)  # the users' pages, not their assets
         if trace.write:
             self.writes_total += 1
             self._stat("writes").add(trace.ms, trace.ok, rng)
@@ -280,6 +290,8 @@ class Telemetry:
             "samples": [t.to_dict() for t in self._samples],
             "events": self._events,
         }
+        if self._static_clients:
+            self._static_fields(frame, summary)
         if self._events_dropped:
             frame["events_dropped"] = self._events_dropped
         self.seq += 1
@@ -289,3 +301,14 @@ class Telemetry:
         self._events_dropped = 0
         self._stale_reported = False
         return frame
+
+    def _static_fields(self, frame: dict[str, Any], summary: Any) -> None:
+        """Asset fetches (STATIC_OP) in the frame: totals.static_* and each fetching client's
+        static_rps and static_p95_ms (one client a region: its region's asset latency)."""
+        static = summary("static")
+        frame["totals"].update({f"static_{k}": v for k, v in static.items()})
+        for client in self._static_clients:
+            entry = frame["nodes"].get(client)
+            if entry is not None:
+                mine = summary("s:" + client)
+                entry["static_rps"], entry["static_p95_ms"] = mine["rps"], mine["p95_ms"]

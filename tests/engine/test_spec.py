@@ -13,7 +13,8 @@ def errors_of(data) -> dict[str, str]:
 def test_it_fills_in_defaults_and_addresses():
     topo = stage1()
     web = topo.node("web")
-    assert web.params == {"workers": 4, "service_ms": 25.0, "queue_limit": 64}
+    assert web.params == {"workers": 4, "service_ms": 25.0, "queue_limit": 64, "assets": "off",
+                          "static_max_age_s": 300.0}
     assert topo.node("browser").host == 10  # unset hosts count up from .10
     assert topo.node("phone").host == 11
 

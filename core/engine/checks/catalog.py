@@ -18,6 +18,8 @@ KIND_GAUGES: dict[str, tuple[str, ...]] = {name: kind.gauges for name, kind in K
 TOTALS_KEYS = (
     "rps", "ok_rps", "err_rps", "p50_ms", "p95_ms", "writes_rps", "stale_rps", "writes_total", "stale_total",
     "failover_s",
+    # A page's asset fetches (only in a lab whose pages reference static assets; null otherwise).
+    "static_rps", "static_err_rps", "static_p50_ms", "static_p95_ms",
 )
 EDGE_KEYS = ("rps", "err_rps")
 # metric(replication.KEY): the lab's database cluster (core.engine.replication.frame_fields).

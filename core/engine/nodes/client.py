@@ -19,6 +19,7 @@ import dns.rdatatype
 
 from core.engine.kinds import KINDS
 from core.engine.lifecycle import Alive, wait_ended
+from core.engine.nodes.assetfetch import AssetFetcher, page_refs
 from core.engine.nodes.base import Node
 from core.engine.nodes.http import close_session, close_session_now
 from core.engine.telemetry import HOPS_HEADER, Hop, Trace, hops_from_header
@@ -35,7 +36,7 @@ class ResolveError(Exception):
     pass
 
 
-class ClientNode(Node):
+class ClientNode(AssetFetcher, Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rate = float(self.params["rate"])
@@ -50,8 +51,11 @@ class ClientNode(Node):
         self.timeout = aiohttp.ClientTimeout(total=self.params["timeout_s"])
         resolvers = self.ctx.peers(self.id, "dns")
         self.resolver = resolvers[0] if resolvers else None
-        self._cache: tuple[str, float] | None = None  # (address, expires at, monotonic)
-        self._resolving: asyncio.Future[tuple[str, Hop | None]] | None = None
+        # Per name (the site's, and the static assets' when pages reference them): (address,
+        # expires at, monotonic), and the query under way that concurrent callers share.
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._resolving: dict[str, asyncio.Future[tuple[str, Hop | None]]] = {}
+        self._assets = self.fetches_assets  # whether page replies are looked into for assets
         self._session: aiohttp.ClientSession | None = None
         self._requests: set[asyncio.Task[None]] = set()
         self.dropped = 0
@@ -79,7 +83,7 @@ class ClientNode(Node):
         self._requests.clear()
         session, self._session = self._session, None
         await close_session(session)
-        self._cache = None
+        self._cache.clear()
 
     def force(self) -> None:
         super().force()
@@ -136,33 +140,35 @@ class ClientNode(Node):
             self._requests.add(task)
             task.add_done_callback(self._requests.discard)
 
-    async def resolve(self) -> tuple[str, Hop | None]:
-        """The site's address, from the cache while its TTL lasts, else by a real DNS query.
+    async def resolve(self, name: str | None = None) -> tuple[str, Hop | None]:
+        """A name's address (the site's by default), from the cache while its TTL lasts, else by a
+        real DNS query.
 
-        Concurrent callers share one query. Returns the hop when a query was made.
+        Concurrent callers share one query per name. Returns the hop when a query was made.
         """
+        name = name or self.ctx.domain
         now = time.monotonic()
-        if self._cache is not None and self._cache[1] > now:
-            return self._cache[0], None
-        if self._resolving is None:
-            self._resolving = asyncio.get_running_loop().create_future()
-            fut = self._resolving
+        cached = self._cache.get(name)
+        if cached is not None and cached[1] > now:
+            return cached[0], None
+        pending = self._resolving.get(name)
+        if pending is None:
+            fut = self._resolving[name] = asyncio.get_running_loop().create_future()
             try:
-                fut.set_result(await self._query())
+                fut.set_result(await self._query(name))
             except Exception as exc:  # handed to every waiter
                 fut.set_exception(exc)
                 fut.exception()  # mark retrieved: waiters may be gone
             finally:
-                self._resolving = None
+                self._resolving.pop(name, None)
             return fut.result()
         try:
-            address, _ = await asyncio.shield(self._resolving)
+            address, _ = await asyncio.shield(pending)
         except ResolveError as exc:
             raise ResolveError(exc.args[0], None) from None  # the query's hop is the first caller's
         return address, None
 
-    async def _query(self) -> tuple[str, Hop]:
-        domain = self.ctx.domain
+    async def _query(self, domain: str) -> tuple[str, Hop]:
         op = f"A {domain}"
         if self.resolver is None:
             raise ResolveError("no DNS server to ask", None)
@@ -181,12 +187,16 @@ class ClientNode(Node):
             raise ResolveError("DNS timeout", hop(False, "timeout")) from None
         except OSError as exc:
             raise ResolveError("DNS unreachable", hop(False, _os_error(exc))) from None
+        # A CNAME (the static name handed to a CDN) comes first: say it in the hop.
+        alias = next((str(r.target).rstrip(".") for rrset in reply.answer for r in rrset
+                      if r.rdtype == dns.rdatatype.CNAME), None)
+        via = f" CNAME {alias}" if alias else ""
         for rrset in reply.answer:
             for rdata in rrset:
                 if rdata.rdtype == dns.rdatatype.A:  # the first record: round robin rotates the order
-                    self._cache = (rdata.address, time.monotonic() + rrset.ttl)
+                    self._cache[domain] = (rdata.address, time.monotonic() + rrset.ttl)
                     more = f" (1 of {len(rrset)})" if len(rrset) > 1 else ""
-                    status = f"{dns.rcode.to_text(reply.rcode())} {rdata.address}{more} ttl={rrset.ttl}"
+                    status = f"{dns.rcode.to_text(reply.rcode())}{via} {rdata.address}{more} ttl={rrset.ttl}"
                     why = _why(reply)  # GeoDNS says how it chose
                     if why:
                         status += f" ({why})"
@@ -218,7 +228,8 @@ class ClientNode(Node):
         # write that completes while the read is in flight may rightly be missing from it.
         floor = None if req.is_write else self.last_writes.get(req.user)
         http_start = time.monotonic()
-        status, ok, downstream, lsn = await self._http(address, trace.id, req)
+        refs: list[Any] | None = [] if self._assets and not req.is_write else None
+        status, ok, downstream, lsn = await self._http(address, trace.id, req, refs)
         at_ms = (http_start - start) * 1000
         trace.hops.append(
             Hop(self.id, target, "http", req.label, ok, status, (time.monotonic() - http_start) * 1000, at_ms)
@@ -237,16 +248,23 @@ class ClientNode(Node):
         trace.ok = ok
         trace.ms = (time.monotonic() - start) * 1000
         self.ctx.record(trace)
+        if refs:  # the page's images, CSS and JS, each a static request of its own (nodes/assetfetch.py)
+            await self.fetch_assets(refs, trace.id)
 
-    async def _http(self, address: str, request_id: str, req: Request) -> tuple[str, bool, str | None, int | None]:
-        """(status, ok, the server's HOPS_HEADER if it sent one, its LSN_HEADER if an integer)."""
+    async def _http(
+        self, address: str, request_id: str, req: Request, refs: list[Any] | None = None
+    ) -> tuple[str, bool, str | None, int | None]:
+        """(status, ok, the server's HOPS_HEADER if it sent one, its LSN_HEADER if an integer); the
+        assets a page reply references go into ``refs`` when given."""
         if self._session is None:  # the client stopped while this request waited for DNS
             return "client stopped", False, None, None
         url = f"http://{address}:{SITE_PORT}{req.target}"
         headers = {"Host": f"{self.ctx.domain}:{SITE_PORT}", "X-Request-Id": request_id}
         try:
             async with self._session.request(req.method, url, json=req.body, headers=headers) as resp:
-                await resp.read()
+                body = await resp.read()
+                if refs is not None and resp.status == 200:
+                    refs.extend(page_refs(resp.headers.get("Content-Type", ""), body))
                 # Only a 2xx reply's LSN means data were read or a write was acknowledged.
                 lsn = _lsn(resp.headers.get(LSN_HEADER)) if 200 <= resp.status < 300 else None
                 return str(resp.status), resp.status < 400, resp.headers.get(HOPS_HEADER), lsn

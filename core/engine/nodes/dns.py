@@ -10,6 +10,13 @@ every one of them and rotates the order on each query: DNS round robin, the way 
 before there is a load balancer. A resolver takes the first record and caches it for the TTL, so
 the split is coarse, and a dead server keeps its share until the answers expire: DNS knows
 nothing of health. That is the point stage 3 leaves for stage 4.
+
+A site with static assets (a ``web`` node with ``assets: on``, or a ``cdn`` node) has two more
+names (``core.engine.assets``): the static name the pages put on their assets' URLs, and the CDN's
+name, answered with the edges. The ``cdn`` parameter (and command) says where the static name
+points: ``off``, straight at the origin; ``on``, a CNAME to the CDN's name, the way a site hands its
+assets to a CDN. Which nodes a name may answer with is ``records()``; their order is ``order()``'s
+(GeoDNS's nearest when ``geo: nearest``, for the CDN's edges too).
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import asyncio
 from typing import Any
 
 import aiohttp
-from dnslib import QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib import CNAME, QTYPE, RCODE, RR, TXT, A, DNSRecord
 
-from core.engine import geodns
+from core.engine import assets, geodns
+from core.engine.commands import CommandError
 from core.engine.lifecycle import Alive
 from core.engine.nodes.base import Node
 from core.engine.nodes.http import close_session, close_session_now
@@ -66,6 +74,7 @@ class DnsNode(Node):
         self.malformed = 0
         self.dropped = 0  # datagrams lost to a partition
         self._turn = 0  # round robin: where the next answer's list starts
+        self.cdn = self.params["cdn"] == "on"  # the static name: a CNAME to the CDN (on) or the origin
         self.health = geodns.Health(rise=self.params["rise"], fall=self.params["fall"])
         self._session: aiohttp.ClientSession | None = None
 
@@ -80,22 +89,102 @@ class DnsNode(Node):
             if n.id == target.id or (n.kind == target.kind and {a for a, b in topo.edges if b == n.id} == callers)
         ]
 
+    # Names -------------------------------------------------------------------------------------
+    @property
+    def serves_static(self) -> bool:
+        """The site has static assets to name: a web server serving them, or CDN edges."""
+        return any(n.kind == "cdn" or (n.kind == "web" and n.params.get("assets") == "on")
+                   for n in self.ctx.topology.nodes)
+
+    def edges(self) -> list[str]:
+        """The CDN's edges, in topology order."""
+        return [n.id for n in self.ctx.topology.nodes if n.kind == "cdn"]
+
+    def origin(self) -> list[str]:
+        """Where the static name points without the CDN: the edges' origin, else the site itself."""
+        for n in self.ctx.topology.nodes:
+            if n.kind == "cdn":
+                return [n.params["origin"]]
+        return self.targets()
+
+    def alias(self, qname: str) -> str | None:
+        """The name ``qname`` is a CNAME of, or None: the static name while the CDN is on."""
+        domain = self.ctx.domain
+        if self.cdn and self.edges() and qname == assets.static_name(domain) != domain:
+            return assets.cdn_name(domain)
+        return None
+
+    def records(self, qname: str) -> list[str] | None:
+        """The nodes whose addresses may answer ``qname`` (unordered: ``order`` orders them), or
+        None for a name this server does not know (NXDOMAIN)."""
+        domain = self.ctx.domain
+        if qname == domain:
+            return self.targets()
+        if not self.serves_static:
+            return None
+        if qname == assets.cdn_name(domain):
+            return self.edges() or None
+        if qname == assets.static_name(domain):
+            alias = self.alias(qname)
+            return self.records(alias) if alias else self.origin()
+        return None
+
+    def checked(self) -> list[str]:
+        """Every node a name may answer with: what the health checks watch."""
+        ids = self.targets()
+        if self.serves_static:
+            ids += [n for n in (*self.edges(), *self.origin()) if n not in ids]
+        return ids
+
+    def order(self, qname: str, node_ids: list[str], source: str) -> tuple[list[str], str]:
+        """The answer's nodes in order, and why ("" when there is nothing to say). Without GeoDNS,
+        the CDN's name lists the edges the asking node has a topology edge to first (its nearest,
+        as the topology draws it); everything else is ``arrange``'s."""
+        caller = self.ctx.node_at(source) if source else None
+        if self.params["geo"] != "nearest" and qname == assets.cdn_name(self.ctx.domain) and caller is not None:
+            mine = set(self.ctx.peers(caller, "cdn"))
+            if mine:
+                return [n for n in node_ids if n in mine] + [n for n in node_ids if n not in mine], ""
+        return self.arrange(node_ids, source)
+
     def answer(self, request: DNSRecord, source: str = "") -> DNSRecord:
-        """Authoritative answer for the lab's domain; NXDOMAIN for any other name. ``source`` is the
-        query's source address: where the client is, for GeoDNS."""
+        """Authoritative answer for the lab's names (``records``); NXDOMAIN for any other name.
+        ``source`` is the query's source address: where the client is, for GeoDNS."""
         self.queries += 1
         reply = request.reply()
         qname = str(request.q.qname).rstrip(".").lower()
-        if qname == self.ctx.domain and request.q.qtype == QTYPE.A:
-            targets, why = self.arrange(self.targets(), source)
-            for node_id in targets:
-                rdata = A(self.ctx.address(node_id))
-                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=rdata, ttl=self.params["ttl"]))
-            if why:
-                reply.add_ar(RR(request.q.qname, QTYPE.TXT, rdata=TXT(why[:200]), ttl=0))
-        elif qname != self.ctx.domain:
+        node_ids = self.records(qname)
+        if node_ids is None:
             reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        if request.q.qtype != QTYPE.A:  # the name exists: an empty answer
+            return reply
+        ttl = self.params["ttl"]
+        owner = request.q.qname
+        alias = self.alias(qname)
+        if alias:
+            reply.add_answer(RR(owner, QTYPE.CNAME, rdata=CNAME(alias + "."), ttl=ttl))
+            owner, qname = alias + ".", alias
+        targets, why = self.order(qname, node_ids, source)
+        for node_id in targets:
+            reply.add_answer(RR(owner, QTYPE.A, rdata=A(self.ctx.address(node_id)), ttl=ttl))
+        if why:
+            reply.add_ar(RR(owner, QTYPE.TXT, rdata=TXT(why[:200]), ttl=0))
         return reply
+
+    async def command(self, action: str, cmd: dict[str, Any]) -> None:
+        # cdn: where the static name points (validated against the kind: off or on)
+        if not self.serves_static:
+            raise CommandError(f"{self.id}: this site has no static assets to point anywhere")
+        on = cmd["value"] == "on"
+        if on and not self.edges():
+            raise CommandError(f"{self.id}: this topology has no CDN edge (a cdn node) to point at")
+        if on == self.cdn:
+            raise CommandError(f"{self.id}: the static name already points at the {'CDN' if on else 'origin'}")
+        self.cdn = on
+        domain = self.ctx.domain
+        self.ctx.event("cdn_set", node=self.id, name=assets.static_name(domain), cdn=assets.cdn_name(domain),
+                       on=on, value=cmd["value"])
 
     def arrange(self, candidates: list[str], source: str) -> tuple[list[str], str]:
         """The answer's targets in order, and why ("" for plain round robin)."""
@@ -124,7 +213,7 @@ class DnsNode(Node):
         timeout = aiohttp.ClientTimeout(total=min(interval, 2.0))
         while alive():
             await asyncio.sleep(interval)
-            ids = self.targets()  # targets come and go: read them every round
+            ids = self.checked()  # targets come and go: read them every round
             self.health.forget(ids)
             results = await asyncio.gather(*(self._check(t, timeout) for t in ids), return_exceptions=True)
             for target, ok in zip(ids, results, strict=True):
@@ -154,6 +243,8 @@ class DnsNode(Node):
         snap = super().snapshot()
         if self.params["health_interval_s"] > 0:
             snap["healthy"] = sum(1 for t in self.targets() if self.health.is_up(t))
+        if self.serves_static:
+            snap.update({"static": True, "cdn": "on" if self.cdn else "off"})
         return snap
 
     async def start(self) -> None:

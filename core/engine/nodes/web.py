@@ -28,6 +28,7 @@ from core.engine.kinds import SIZES, size_of
 from core.engine.nodes.base import Node
 from core.engine.nodes.clients import DbError
 from core.engine.nodes.http import HttpListener
+from core.engine.nodes.origin import StaticOrigin
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_to_header
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ PAGE = """<!doctype html><html><head><title>Scale Lab site</title></head>
 <body><h1>Hello from {node}</h1><p>Served by {address}:{port}</p></body></html>"""
 
 
-class WebNode(Node):
+class WebNode(StaticOrigin, Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The modelled CPU: the topology's, until a resize changes it. Like slow_ms it models the
@@ -50,6 +51,7 @@ class WebNode(Node):
         self.rejected = 0
         self.dal = DataAccess(self)
         self.cache = CacheTier(self)
+        self._init_static()  # static assets, when the topology turns them on (nodes/origin.py)
 
     @property
     def db_id(self) -> str | None:
@@ -76,6 +78,11 @@ class WebNode(Node):
         self.capacity.resize(workers=new.workers, service_ms=new.service_ms)
 
     async def command(self, action: str, cmd: dict[str, Any]) -> None:
+        if action == "version":  # a new logo: the versioned URL (nodes/origin.py)
+            if not self.assets_on:
+                raise CommandError(f"{self.id} serves no static assets (its assets parameter is off)")
+            self.bump_version()
+            return
         # resize, vertical scaling: the modelled CPU, live
         size = target_size(self.id, self.size, cmd["size"])
         self.resize(size)
@@ -89,6 +96,8 @@ class WebNode(Node):
             headers["X-Request-Id"] = request_id
         if request.path == "/health":
             return web.Response(text="ok", headers=headers)
+        if self.assets_on and request.path.startswith("/static/"):
+            return await self.serve_static(request, headers)
         route = _route(request.method, request.path)
         if route is None:
             return web.Response(status=404, text="not found", headers=headers)
@@ -122,13 +131,16 @@ class WebNode(Node):
             if lsn is not None:
                 headers[LSN_HEADER] = str(lsn)
             if route == "home" and request.path == "/":
-                return web.Response(text=_render_page(self, data), content_type="text/html", headers=headers)
+                page = self.page_with_assets(_render_page(self, data))
+                return web.Response(text=page, content_type="text/html", headers=headers)
             status = 201 if route == "post" else 200
             body = {"server": self.id, "path": request.path, **data}
+            if route == "home":
+                self.api_assets(body)
             return web.json_response(body, status=status, headers=headers)
         if request.path == "/":
             return web.Response(
-                text=PAGE.format(node=self.id, address=self.address, port=self.port),
+                text=self.page_with_assets(PAGE.format(node=self.id, address=self.address, port=self.port)),
                 content_type="text/html",
                 headers=headers,
             )
@@ -137,6 +149,8 @@ class WebNode(Node):
             "path": request.path,
             "items": [{"id": i, "text": f"post {i}"} for i in range(3)],
         }
+        if route == "home":
+            self.api_assets(body)
         return web.Response(text=json.dumps(body), content_type="application/json", headers=headers)
 
     async def _user(self, request: web.BaseRequest) -> tuple[int, dict[str, Any]]:
@@ -239,6 +253,7 @@ class WebNode(Node):
             "workers": self.workers,
             "service_ms": self.service_ms,
             **({"coalesced": self.cache.flight.coalesced} if self.cache.available else {}),
+            **self.static_snapshot(),
         }
 
 

@@ -379,7 +379,11 @@ export class NodeMenu {
             this.onAction(action, spec.id, { [name]: number ? Number(ev.target.value) : ev.target.value });
             this.close();
           } },
-        values.map((v) => h("option", { value: String(v), selected: v === current }, choiceText(f, v))));
+        [
+          // An action's argument (a purge's object) has no current value: nothing is chosen yet.
+          ...(f.current === "" ? [h("option", { value: "", selected: true, disabled: true }, "…")] : []),
+          ...values.map((v) => h("option", { value: String(v), selected: v === current }, choiceText(f, v))),
+        ]);
         out.push(h("label", { class: "menu-field" }, label, " ", select));
       }
     }
