@@ -147,6 +147,8 @@ export function fmtGauge(name, v) {
   if (typeof v !== "number" || Number.isNaN(v)) return "—";
   if (name.endsWith("_ms")) return fmtMs(v);
   if (/(ratio|share|fraction|util)$/.test(name)) return `${(v * 100).toFixed(1)} %`;
+  // Money (modelled prices): a lab moves a few MB, so cents would round it all to nothing.
+  if (name.endsWith("_usd")) return v >= 1 ? v.toFixed(2) : v.toFixed(5);
   return Number.isInteger(v) ? v.toLocaleString("en-US").replaceAll(",", " ") : fmtRate(v);
 }
 
@@ -245,10 +247,15 @@ export class Diagram {
       interpolate(gettext("site name: %(domain)s"), { domain: topology.domain || "" }, true));
     const rtts = Object.entries(topology.latency_ms || {});
     if (rtts.length) {
-      el("text", { x: this.width - MARGIN_X, y: TOP_Y + 12, class: "latency-label modelled", "text-anchor": "end",
-        "data-testid": "latency-matrix" }, labels,
-        interpolate(gettext("round trips between regions (modelled): %(list)s"),
-          { list: rtts.map(([k, v]) => `${k.replace("-", "–")} ${v} ms`).join(" · ") }, true));
+      // Under the site's name, at the left: the top lane's boxes (DNS) stand further right.
+      // Three pairs a line, so the matrix stays clear of them.
+      const t = el("text", { x: MARGIN_X, y: TOP_Y + 30, class: "latency-label modelled",
+        "data-testid": "latency-matrix" }, labels);
+      el("tspan", { x: MARGIN_X }, t, gettext("round trips between regions (modelled):"));
+      for (let i = 0; i < rtts.length; i += 3) {
+        el("tspan", { x: MARGIN_X, dy: 15 }, t,
+          rtts.slice(i, i + 3).map(([k, v]) => `${k.replace("-", "–")} ${v} ms`).join(" · "));
+      }
     }
     const edgeLayer = el("g", { class: "edges" }, this.svg);
     // Primary → replica lines come from each frame (who follows whom), not from the topology.
