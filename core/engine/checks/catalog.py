@@ -15,7 +15,8 @@ NODE_KEYS = ("rps", "err_rps", "p50_ms", "p95_ms", "up")
 KIND_GAUGES: dict[str, tuple[str, ...]] = {name: kind.gauges for name, kind in KINDS.items()}
 # writes_rps/stale_rps cover the window like rps; writes_total/stale_total count since the lab started.
 TOTALS_KEYS = (
-    "rps", "ok_rps", "err_rps", "p50_ms", "p95_ms", "writes_rps", "stale_rps", "writes_total", "stale_total"
+    "rps", "ok_rps", "err_rps", "p50_ms", "p95_ms", "writes_rps", "stale_rps", "writes_total", "stale_total",
+    "logouts_rps", "logouts_total",  # logged-in users answered as anonymous (core.engine.sessions)
 )
 EDGE_KEYS = ("rps", "err_rps")
 # metric(replication.KEY): the lab's database cluster (core.engine.replication.frame_fields).
