@@ -5,12 +5,14 @@ Target tracking, as cloud autoscalers do it: keep the servers' mean utilisation 
 sample a second (``observe``) and asks ``decide`` what to do; the lab's own ``add``/``remove`` do
 it (a removal drains first). This module decides only:
 
-- It judges the mean of the last ``window`` samples, never one noisy second, and only once it has
-  that many since its last action: the load measured before a change says nothing about after.
-- Out: when the mean is above the target, to ``ceil(servers × util / target)`` servers at once (a
-  surge needs capacity now), at most ``max_servers``.
-- In: one server at a time, only when the others would still stay below the target by a margin
-  (``TOLERANCE``), so that removing one does not push the rest over it and flap back out.
+- It judges the last ``window`` samples, never one noisy second (as an alarm wants N of N
+  datapoints), and only once it has that many since its last action: the load measured before a
+  change says nothing about after.
+- Out: when every sample is above the target, to ``ceil(servers × mean util / target)`` servers at
+  once (a surge needs capacity now), at most ``max_servers``.
+- In: one server at a time, only when even the busiest sample spread over one server fewer stays
+  below the target by a margin (``TOLERANCE``), so that removing one does not push the rest over
+  it and flap back out.
 - Never below ``min_servers`` nor above ``max_servers``: a tier outside them is brought back.
 - After an action, nothing more for ``cooldown_s``: new servers need time to take their share.
 """
@@ -88,10 +90,12 @@ class Autoscaler:
         if len(self._samples) < self.window:
             return None
         util = sum(self._samples) / len(self._samples)
-        if util > p.target_util:
+        if min(self._samples) > p.target_util:  # every sample over it: a trend, not a noisy second
             wanted = min(p.max_servers, math.ceil(servers * util / p.target_util - 1e-9))
             if wanted > servers:
                 return Decision("out", wanted, round(util, 3), "above the target")
-        elif servers > p.min_servers and servers * util / (servers - 1) < p.target_util * (1 - TOLERANCE):
+        elif servers > p.min_servers and servers * max(self._samples) / (servers - 1) < p.target_util * (
+            1 - TOLERANCE
+        ):
             return Decision("in", servers - 1, round(util, 3), "below the target")
         return None

@@ -9,6 +9,7 @@ from typing import Any
 
 from core.engine.lab import Lab
 from core.engine.sessions import SESSION_COOKIE
+from core.engine.telemetry import Trace
 from core.engine.workload import Request
 from tests.engine.topologies import stage9
 
@@ -129,13 +130,16 @@ async def test_the_autoscaler_adds_a_server_under_load_and_drains_one_when_it_pa
         assert any(e["kind"] == "node_added" and e["node"] == "web-2" for e in seen)  # the lab's own add
         assert lab.frame()["nodes"]["scaler"]["servers"] == len(scaler.servers()) >= 2
         await until(lambda: lab.nodes["web-2"].served > 0, timeout=5)
-        errors_before = lab.telemetry.recorded
-        lab.nodes["browser"].set_rate(3)
+        failed: list[Trace] = []
+        record = lab.telemetry.record
+        lab.telemetry.record = lambda t: (t.ok or failed.append(t), record(t))  # watch every request from here
+        lab.nodes["browser"].set_rate(5)
         await until(lambda: events("scaled_in"), timeout=25)
         back = events("scaled_in")[0]
         assert back["servers"] == len(scaler.servers()) < out["servers"]
         assert any(e["kind"] == "node_removed" for e in seen)  # drained, then removed
-        assert errors_before > 0
+        await asyncio.sleep(0.5)
+        assert not failed, [t.hops for t in failed[:3]]  # a drained server fails no request
         # Never below the minimum, whatever the load.
         lab.nodes["browser"].set_rate(0)
         await asyncio.sleep(2.5)

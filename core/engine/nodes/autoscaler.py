@@ -97,10 +97,14 @@ class AutoscalerNode(Node):
             self.errors += 1
             log.info("%s: scaling %s stopped: %s", self.who, decision.action, exc)
         self.scaler.acted(time.monotonic())  # a refusal cools down too: no retry storm
-        if changed:
-            kind = "scaled_out" if decision.action == "out" else "scaled_in"
-            self.ctx.event(kind, node=self.id, servers=len(self.servers()), util=decision.util,
-                           target=self.scaler.policy.target_util, nodes=", ".join(changed), reason=decision.reason)
+        if not changed:
+            return
+        fields = {"node": self.id, "servers": len(self.servers()), "util": decision.util,
+                  "target": self.scaler.policy.target_util, "nodes": ", ".join(changed), "reason": decision.reason}
+        if decision.action == "out":
+            self.ctx.event("scaled_out", **fields)
+        else:
+            self.ctx.event("scaled_in", **fields)
 
     # Control ----------------------------------------------------------------------------------
     async def command(self, action: str, cmd: dict[str, Any]) -> None:
