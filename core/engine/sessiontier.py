@@ -10,7 +10,8 @@ tell a logged-in user from a stranger, and answering as anonymous would log ever
 shared store is a dependency of every logged-in page, and a point of failure to plan for.
 
 Switching to ``shared`` copies each server's in-memory sessions into the store (``export``), as a
-migration would, so the move itself logs nobody out; switching back leaves them in the store.
+migration would, so the move itself logs nobody out; a session looked up while that copy runs is
+found in the server's memory and copied then. Switching back leaves them in the store.
 """
 
 from __future__ import annotations
@@ -108,7 +109,14 @@ class SessionTier:
         key = sessions.store_key(token)
         value = await self._call(store_id, f"GET {key}", lambda c: c.get(key), hops, received,
                                  lambda v: "found" if v is not None else "missing")
-        return value is not None
+        if value is not None:
+            return True
+        user = self.memory.get(token)  # made here before the switch and not copied yet (``export`` runs)
+        if user is None:
+            return False
+        command = ("SET", key, str(user), "EX", sessions.TTL_S)
+        await self._call(store_id, f"SET {key}", lambda c: c.send([command]), hops, received, lambda _: "stored")
+        return True
 
     async def export(self, store_id: str) -> int:
         """Copy this server's in-memory sessions into ``store_id``; how many (bounded per batch)."""

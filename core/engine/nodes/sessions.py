@@ -77,10 +77,8 @@ class SessionStoreNode(Node):
     async def command(self, action: str, cmd: dict[str, Any]) -> None:
         # sessions: where the web tier keeps them
         shared = cmd["value"] == "shared"
-        moved = 0
-        if shared and not self.shared:
-            moved = await self._import()
-        self.shared = shared
+        was, self.shared = self.shared, shared  # new logins go here from now on
+        moved = await self._import() if shared and not was else 0
         self.ctx.event("sessions_set", node=self.id, value=cmd["value"], shared=shared, moved=moved)
 
     async def _import(self) -> int:
