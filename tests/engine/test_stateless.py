@@ -7,6 +7,9 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
+from core.engine.commands import CommandError
 from core.engine.lab import Lab
 from core.engine.sessions import SESSION_COOKIE
 from core.engine.telemetry import Trace
@@ -144,3 +147,27 @@ async def test_the_autoscaler_adds_a_server_under_load_and_drains_one_when_it_pa
         lab.nodes["browser"].set_rate(0)
         await asyncio.sleep(2.5)
         assert len(scaler.servers()) >= 1
+
+
+async def test_the_autoscalers_policy_changes_live_and_an_impossible_one_is_refused(network):
+    topology = stage9(algorithm="round_robin", backends=2, store=False, autoscaler={"min": 2, "max": 4})
+    async with Lab(topology, network=network) as lab:
+        await lab.command({"action": "target", "node": "scaler", "util": 0.7})
+        await lab.command({"action": "limits", "node": "scaler", "max": 8})
+        await lab.command({"action": "cooldown", "node": "scaler", "s": 30})
+        gauges = lab.frame()["nodes"]["scaler"]
+        assert (gauges["target_util"], gauges["min_servers"], gauges["max_servers"], gauges["cooldown_s"]) == (
+            0.7, 2, 8, 30.0)
+        with pytest.raises(CommandError, match="min_servers <= max_servers"):
+            await lab.command({"action": "limits", "node": "scaler", "min": 9})
+        with pytest.raises(CommandError, match=r"between 0\.1 and 1"):
+            await lab.command({"action": "target", "node": "scaler", "util": 0})
+        with pytest.raises(CommandError, match="unknown node"):
+            await lab.command({"action": "autoscale", "node": "ghost", "value": "on"})
+        assert lab.frame()["nodes"]["scaler"]["max_servers"] == 8 and lab.state == "running"
+        await lab.command({"action": "autoscale", "node": "scaler", "value": "on"})
+        events = [e["kind"] for e in lab.frame()["events"]]
+        assert "autoscale_set" in events
+        # Off, it left the tier alone; on, with no load it stays at its minimum (2 servers).
+        await asyncio.sleep(4.5)
+        assert len(lab.nodes["scaler"].servers()) == 2

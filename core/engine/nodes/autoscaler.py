@@ -80,7 +80,10 @@ class AutoscalerNode(Node):
                 continue
             if util is not None:
                 self.scaler.observe(util)
-            decision = self.scaler.decide(time.monotonic(), len(self.servers()))
+            servers = len(self.servers())
+            if not servers:  # nothing behind the balancer to copy (they were all removed)
+                continue
+            decision = self.scaler.decide(time.monotonic(), servers)
             if decision is not None and alive():
                 await self._carry_out(decision)
 
