@@ -10,6 +10,7 @@ from core.engine.sessions import (
     SessionTable,
     UserSessions,
     cookie_header,
+    cookie_value,
     parse_set_cookie,
 )
 from core.engine.telemetry import Telemetry, Trace
@@ -75,3 +76,9 @@ def test_sticky_keeps_a_user_on_the_backend_their_cookie_names_while_it_is_up():
     assert lb.pick(affinity="web-9") in {"web-1", "web-3"}  # a server that is gone
     lb.set_algorithm("round_robin")
     assert {lb.pick(affinity="web-1") for _ in range(4)} == {"web-1", "web-3"}  # only sticky reads it
+
+
+def test_one_cookie_is_read_from_a_cookie_header():
+    assert cookie_value("lb=web-2; sid=abc", "sid") == "abc"
+    assert cookie_value("xsid=1; sid=2", "sid") == "2"
+    assert cookie_value("lb=web-2", "sid") is None and cookie_value(None, "sid") is None

@@ -27,7 +27,7 @@ from core.engine.balancing import Balancer
 from core.engine.lifecycle import Alive
 from core.engine.nodes.base import Node
 from core.engine.nodes.http import HttpListener, close_session, close_session_now
-from core.engine.sessions import AFFINITY_COOKIE, STATE_HEADER
+from core.engine.sessions import AFFINITY_COOKIE, STATE_HEADER, cookie_value
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_from_header, hops_to_header
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -128,7 +128,8 @@ class LbNode(Node):
         tried: list[str] = []
         hops: list[Hop] = []
         op = f"{request.method} {request.path_qs}"
-        affinity = request.cookies.get(AFFINITY_COOKIE)  # read by the sticky algorithm only
+        sticky = self.balancer.algorithm == "sticky"
+        affinity = cookie_value(request.headers.get("Cookie"), AFFINITY_COOKIE) if sticky else None
         while len(tried) < attempts:
             backend = self.balancer.pick(remote, exclude=tried, affinity=affinity)
             if backend is None:
@@ -185,7 +186,7 @@ class LbNode(Node):
             reply = web.Response(status=status, body=data, headers=out)
             for cookie in cookies:  # the backend's own (a session), then the balancer's affinity
                 reply.headers.add("Set-Cookie", cookie)
-            if self.balancer.algorithm == "sticky" and affinity != backend:
+            if sticky and affinity != backend:
                 reply.headers.add("Set-Cookie", f"{AFFINITY_COOKIE}={backend}; Path=/")
             return reply
         if tried:  # every attempt failed to connect

@@ -28,7 +28,7 @@ from core.engine.kinds import SIZES, size_of
 from core.engine.nodes.base import Node
 from core.engine.nodes.clients import DbError
 from core.engine.nodes.http import HttpListener
-from core.engine.sessions import ANONYMOUS, KNOWN, SESSION_COOKIE, STATE_HEADER
+from core.engine.sessions import ANONYMOUS, KNOWN, SESSION_COOKIE, STATE_HEADER, cookie_value
 from core.engine.sessiontier import SessionStoreError, SessionTier
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_to_header
 
@@ -153,7 +153,7 @@ class WebNode(Node):
         """A login makes a session (``Set-Cookie``); a request with a session cookie learns whether
         this server knows it (``X-Session``: user or anonymous, core.engine.sessions). None, or the
         503 to answer when the shared session store cannot be reached."""
-        token = request.cookies.get(SESSION_COOKIE)
+        token = cookie_value(request.headers.get("Cookie"), SESSION_COOKIE)
         if route != "login" and not token:
             return None
         try:
