@@ -435,6 +435,18 @@ export function startLab(root) {
         $("total-stale-label").textContent = gettext("stale reads");
       }
     }
+    // Logouts (sessions lost with their server: stage 9): in a lab with a session store, or once any happen.
+    const logoutWrap = $("total-logouts-wrap");
+    if (logoutWrap) {
+      const sessions = !!store.topology && store.topology.nodes.some((n) => n.kind === "sessions");
+      const has = !!frame && typeof tot.logouts_total === "number" && (sessions || tot.logouts_total > 0);
+      logoutWrap.hidden = !has;
+      if (has) {
+        $("total-logouts").textContent = String(tot.logouts_total);
+        $("total-logouts").classList.toggle("bad", tot.logouts_rps > 0);
+        $("total-logouts-label").textContent = gettext("logouts");
+      }
+    }
 
     // The lab's own event loop falling behind: past this, latencies measure the machine, not the
     // modelled servers (core/engine/looplag.py), so say so rather than let the chart mislead.
