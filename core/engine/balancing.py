@@ -29,6 +29,7 @@ ALGORITHMS: tuple[str, ...] = (
     "random",
     "power_of_two",
     "ip_hash",
+    "sticky",
 )
 UP, DOWN = "up", "down"
 
@@ -86,13 +87,19 @@ class Balancer:
     def healthy(self) -> list[Backend]:
         return [b for b in self.backends.values() if b.state == UP]
 
-    def pick(self, client: str | None = None, exclude: Iterable[str] = ()) -> str | None:
+    def pick(self, client: str | None = None, exclude: Iterable[str] = (), affinity: str | None = None) -> str | None:
         """The backend for the next request from ``client`` (its address), skipping ``exclude``
-        (backends this request already failed on) and down backends; None if there is none."""
+        (backends this request already failed on) and down backends; None if there is none.
+        ``affinity``: the backend a sticky balancer's cookie names (only ``sticky`` reads it)."""
         skip = set(exclude)
         pool = [b for b in self.backends.values() if b.state == UP and b.id not in skip]
         if not pool:
             return None
+        if self.algorithm == "sticky" and affinity is not None:
+            for b in pool:
+                if b.id == affinity:  # the user's server is up: they stay on it
+                    b.picked += 1
+                    return b.id
         choose = getattr(self, "_" + self.algorithm)
         chosen: Backend = choose(pool, client)
         chosen.picked += 1
@@ -136,6 +143,11 @@ class Balancer:
         if a.in_flight == b.in_flight:
             return a
         return a if a.in_flight < b.in_flight else b
+
+    def _sticky(self, pool: list[Backend], client: str | None) -> Backend:
+        # Cookie stickiness (``pick``'s affinity): a user without a cookie, or whose server is gone,
+        # gets the next in turn, and the balancer's cookie pins them there from then on.
+        return self._round_robin(pool, client)
 
     def _ip_hash(self, pool: list[Backend], client: str | None) -> Backend:
         # Rendezvous (highest random weight) hashing: each client sticks to one backend, and when

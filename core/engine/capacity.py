@@ -95,6 +95,12 @@ class Capacity:
             self._busy_s += time.monotonic() - start
         return ms
 
+    @property
+    def busy_s(self) -> float:
+        """Worker-seconds spent serving since this capacity began (a reader that keeps its own
+        marks, such as an autoscaler, does not disturb ``utilisation``'s)."""
+        return self._busy_s
+
     def utilisation(self) -> float:
         """Share of worker time spent serving since the previous call (0..1)."""
         now = time.monotonic()

@@ -113,3 +113,9 @@ class NodeContext:
 
     async def replication_command(self, cmd: dict[str, Any]) -> None:
         await self._lab.replication.command(cmd)
+
+    # Horizontal scaling on a node's behalf (an autoscaler) -------------------------------------
+    async def scale(self, action: str, node_id: str) -> str:
+        """The lab's own ``add`` (a copy of ``node_id``; the new id) or ``remove`` (drained first);
+        CommandError when the lab refuses."""
+        return await self._lab.scale(action, node_id)

@@ -352,6 +352,7 @@ KINDS: dict[str, Kind] = {
                     "random": gettext_noop("random"),
                     "power_of_two": gettext_noop("power of two choices"),
                     "ip_hash": gettext_noop("IP hash (sticky)"),
+                    "sticky": gettext_noop("sticky cookie"),
                 })}),
         },
         port=8080,  # the site's port: clients call http://<domain>:8080/ whoever answers
@@ -386,8 +387,9 @@ KINDS: dict[str, Kind] = {
         # `workers` and `service_ms`: the current modelled CPU (a resize changes them; `size` is its name).
         # coalesced: cache misses that waited for another request's database load (with a cache tier).
         # static_bytes: asset bytes it served (to edges and clients); asset_version: the logo's (assets on).
+        # sessions: log-in sessions it keeps in its own memory (core.engine.sessiontier).
         gauges=("in_flight", "queued", "util", "slow_ms", "workers", "service_ms", "coalesced", "static_bytes",
-                "asset_version"),
+                "asset_version", "sessions"),
         # Drawn by the menu from the topology's ``sizes`` (each size's modelled CPU), not as a list.
         commands={"resize": Command(gettext_noop("Size (modelled)"), word="size", menu=False,
                                     fields={"size": Field(str, choices=(*SIZES, "up", "down"))}),
@@ -664,6 +666,88 @@ KINDS: dict[str, Kind] = {
                 " no: memory only, a restart starts empty (and is seeded again)",
                 choices=("everysec", "no"),
             ),
+        },
+    ),
+    "sessions": Kind(
+        name="sessions",
+        title=gettext_noop("Session store (Redis)"),
+        tier=3,
+        role="server",
+        runtime="core.engine.nodes.sessions:SessionStoreNode",
+        lane="top",
+        port=KV_PORT,  # Redis's port, on the store's own address
+        proto="tcp",
+        # sessions: the sessions it holds; shared: 1 while the web tier keeps its sessions here.
+        gauges=("sessions", "shared", "slow_ms"),
+        lines=(gettext_noop("%(sessions)s sessions · the web tier keeps them: %(mode)s"),),
+        events={
+            "sessions_set": EventKind(
+                gettext_noop("the web tier now keeps its sessions in %(node)s (%(moved)s moved there from the"
+                             " servers' memory)"),
+                ("shared", gettext_noop("the web servers now keep their sessions in their own memory"))),
+        },
+        commands={
+            "sessions": Command(gettext_noop("Sessions"), word="value", fields={
+                "value": Field(str, choices=("memory", "shared"), current="mode", label=gettext_noop("Sessions"),
+                               labels={"memory": gettext_noop("in each server's memory"),
+                                       "shared": gettext_noop("in this shared store")})}),
+        },
+        params={
+            "sessions": Param(str, "memory", "where the web servers with an edge to it keep their sessions: memory"
+                              " (each its own) or shared (here)", choices=("memory", "shared")),
+        },
+    ),
+    "autoscaler": Kind(
+        name="autoscaler",
+        title=gettext_noop("Autoscaler"),
+        tier=1,
+        role="client",  # it listens on nothing: it starts after the servers and stops before them
+        runtime="core.engine.nodes.autoscaler:AutoscalerNode",
+        lane="top",
+        # servers: web servers behind its balancer; util: their mean utilisation over the last second.
+        gauges=("servers", "target_util", "util", "min_servers", "max_servers", "cooldown_s", "cooldown_left_s",
+                "enabled"),
+        lines=(
+            gettext_noop("%(state)s · %(servers)s servers (min %(min_servers)s, max %(max_servers)s)"),
+            gettext_noop("utilisation %(util)s · target %(target_util)s"),
+            gettext_noop("cool-down %(cooldown_s)s s · %(cooldown_left_s)s s left"),
+        ),
+        events={
+            "scaled_out": EventKind(gettext_noop("%(node)s scaled out to %(servers)s servers, adding %(nodes)s"
+                                                 " (utilisation %(util)s, target %(target)s)")),
+            "scaled_in": EventKind(gettext_noop("%(node)s scaled in to %(servers)s servers, draining and removing"
+                                                " %(nodes)s (utilisation %(util)s, target %(target)s)")),
+            "autoscale_set": EventKind(gettext_noop("%(node)s now adds and removes servers as the load changes"),
+                                       ("on", gettext_noop("%(node)s is off: the servers stay as they are"))),
+            "autoscale_policy_set": EventKind(gettext_noop(
+                "%(node)s now keeps utilisation near %(target)s with %(min)s to %(max)s servers, cool-down"
+                " %(cooldown_s)s s")),
+        },
+        commands={
+            "autoscale": Command(gettext_noop("Autoscaling"), word="value", fields={
+                "value": Field(str, choices=("off", "on"), current="state", label=gettext_noop("Autoscaling"),
+                               labels={"off": gettext_noop("off"), "on": gettext_noop("on")})}),
+            "target": Command(gettext_noop("Target utilisation"), number="util", fields={
+                "util": Field(float, min=0.1, max=1, presets=(0.3, 0.5, 0.7, 0.9), current="target_util",
+                              label=gettext_noop("Target utilisation"))}),
+            "limits": Command(gettext_noop("Servers"), number=("min", "max"), required=(),
+                              testids={"min": "min-servers", "max": "max-servers"}, fields={
+                "min": Field(int, min=1, max=16, presets=(1, 2, 3, 4), current="min_servers",
+                             label=gettext_noop("Fewest servers")),
+                "max": Field(int, min=1, max=16, presets=(2, 4, 6, 8, 12, 16), current="max_servers",
+                             label=gettext_noop("Most servers")),
+            }),
+            "cooldown": Command(gettext_noop("Cool-down"), number="s", fields={
+                "s": Field(float, min=0, max=600, presets=(0, 5, 10, 30, 60), unit="s", current="cooldown_s",
+                           label=gettext_noop("Cool-down (s)"))}),
+        },
+        params={
+            "enabled": Param(str, "off", "on: it adds and removes the web servers behind its balancer",
+                             choices=("off", "on")),
+            "target_util": Param(float, 0.5, "the mean utilisation it keeps the web servers near", min=0.1, max=1),
+            "min": Param(int, 2, "fewest web servers it leaves running", min=1, max=16),
+            "max": Param(int, 6, "most web servers it starts", min=1, max=16),
+            "cooldown_s": Param(float, 10.0, "seconds it waits after a change before the next", min=0, max=600),
         },
     ),
 }

@@ -184,10 +184,10 @@ class Lab:
         try:
             await self.replication.stop()
             await self.loop_lag.stop()
-            nodes = list(self.nodes.values())
-            clients = [n for n in nodes if n.spec.kind_info.role == "client"]
-            servers = [n for n in nodes if n.spec.kind_info.role != "client"]
+            clients = [n for n in self.nodes.values() if n.spec.kind_info.role == "client"]
             self.forced += await self._retire(clients, min(deadline, loop.time() + self.stop_timeout))
+            await self._settle(deadline - loop.time() - 1.0)
+            servers = [n for n in self.nodes.values() if n.spec.kind_info.role != "client"]  # after any add
             self.forced += await self._retire(servers, deadline)
         except BaseException:
             for node in self.nodes.values():
@@ -307,6 +307,8 @@ class Lab:
     async def _add(self, like: str) -> str:
         """Start a copy of ``like`` (kind, params, edges) and tell every node; returns its id."""
         async with self._reshaping:
+            if self.state != "running":  # a stop began while this add waited its turn
+                raise CommandError(f"add: the lab is {self.state}")
             base = self._spec("add", like)
             if base.kind not in SCALABLE_KINDS:
                 raise CommandError(f"add: {like} is a {base.kind}: only {_SCALABLE_TITLES} can be added")
@@ -355,6 +357,35 @@ class Lab:
             self._uninstall(node_id)
             self.telemetry.event(time.time(), "node_removed", node=node_id)
             self._publish_status(f"{node_id} removed")
+
+    async def scale(self, action: str, node_id: str) -> str:
+        """``add`` a copy of ``node_id`` (returns the new id) or ``remove`` it (drained first) on a
+        node's behalf (an autoscaler: core.engine.nodes.autoscaler): the student's own machinery,
+        bounded by ``command_timeout``. A caller that stops meanwhile does not cut it short (a
+        half-done remove would leave a node running outside the topology); ``stop`` waits for it."""
+        if self.state != "running":
+            raise CommandError(f"{action}: the lab is {self.state}")
+
+        async def bounded() -> str:
+            try:
+                async with asyncio.timeout(self.command_timeout):
+                    if action == "add":
+                        return await self._add(node_id)
+                    await self._remove(node_id)
+                    return node_id
+            except TimeoutError:
+                raise CommandError(f"{action} {node_id}: did not finish within {self.command_timeout:g} s") from None
+
+        task = asyncio.ensure_future(bounded())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: the caller may be gone
+        return await asyncio.shield(task)
+
+    async def _settle(self, timeout: float) -> None:
+        """Let an add or remove under way finish (at most ``timeout``), so that its node is stopped too."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, timeout)):
+                async with self._reshaping:
+                    pass
 
     def _spec(self, action: str, node_id: str) -> NodeSpec:
         try:

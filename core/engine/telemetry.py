@@ -83,6 +83,7 @@ class Trace:
     op: str = ""  # what the user did: "feed" | "profile" | "login" | "post" (core.engine.workload)
     write: bool = False
     stale: bool = False  # a read answered with data older than this user's last write
+    logout: bool = False  # a logged-in user answered as anonymous: their session was lost
 
     def to_dict(self) -> dict[str, Any]:
         """The sample as a frame carries it; ``write`` and ``stale`` only when true (frame size)."""
@@ -91,7 +92,7 @@ class Trace:
         for h in d["hops"]:
             h["ms"] = round(h["ms"], 2)
             h["at_ms"] = round(h["at_ms"], 2)
-        for flag in ("write", "stale"):
+        for flag in ("write", "stale", "logout"):
             if not d[flag]:
                 del d[flag]
         return d
@@ -189,6 +190,7 @@ class Telemetry:
         self.stale_total = 0
         self._static_clients: set[str] = set()  # clients that fetched assets: their frames add static_*
         self.outages = Outages()
+        self.logouts_total = 0
 
     def _stat(self, key: str) -> _Stat:
         s = self._current.get(key)
@@ -214,6 +216,9 @@ class Telemetry:
         if trace.stale:
             self.stale_total += 1
             self._stat("stale").add(trace.ms, trace.ok, rng)
+        if trace.logout:
+            self.logouts_total += 1
+            self._stat("logouts").add(trace.ms, trace.ok, rng)
         for hop in trace.hops:
             self._stat("n:" + hop.dst).add(hop.ms, hop.ok, rng)
             self._stat(f"e:{hop.src}>{hop.dst}").add(hop.ms, hop.ok, rng)
@@ -276,6 +281,8 @@ class Telemetry:
         total["writes_total"] = self.writes_total
         total["stale_total"] = self.stale_total
         total["failover_s"] = self.outages.latest
+        total["logouts_rps"] = round(sum(b["logouts"].count for _, b in self._buckets if "logouts" in b) / span, 2)
+        total["logouts_total"] = self.logouts_total
         frame = {
             "type": "frame",
             "seq": self.seq,

@@ -28,7 +28,8 @@ def test_a_student_turns_the_cdn_on_and_a_far_edge_starts_serving(page: Page, li
     page.get_by_test_id("node-menu-cdn").select_option("on")
     expect(page.locator("#events")).to_contain_text("cdn", timeout=5000)
     page.wait_for_function(
-        """() => { const m = /hit ratio ([\\d.]+) %/.exec(document.querySelector('[data-testid=node-edge-asia]').textContent);
+        """() => { const box = document.querySelector('[data-testid=node-edge-asia]');
+                   const m = /hit ratio ([\\d.]+) %/.exec(box.textContent);
                    return m && Number(m[1]) >= 80; }""", timeout=40000)
     hits = re.search(r"(\d+) hits", page.get_by_test_id("node-edge-asia").text_content() or "")
     assert hits and int(hits.group(1)) > 0

@@ -46,11 +46,14 @@ def every_kind() -> dict:
             {"id": "s-2", "kind": "sqldb", "host": 62, "params": {"users": 50, "posts": 200, "service_ms": 0}},
             {"id": "browser", "kind": "client", "params": {"rate": 30, "write_ratio": 0.3}},
             {"id": "app", "kind": "client", "params": {"rate": 10, "store": "kv"}},
+            {"id": "store", "kind": "sessions", "host": 81, "params": {"sessions": "shared"}},
+            {"id": "scaler", "kind": "autoscaler", "params": {"min": 2, "max": 2}},
         ],
         "edges": [["browser", "dns"], ["browser", "lb"], ["app", "dns"], ["app", "lb"], ["lb", "web"],
                   ["web", "db"], ["web", "db-2"], ["browser", "edge"],
                   ["edge", "web"], ["web", "kv"], ["web", "cache"], ["lb", "web-s"],
-                  ["web-s", "router"], ["router", "s-1"], ["router", "s-2"]],
+                  ["web-s", "router"], ["router", "s-1"], ["router", "s-2"],
+                  ["web", "store"], ["scaler", "lb"]],
     }
 
 
@@ -58,7 +61,7 @@ async def test_what_each_node_reports_is_what_its_kind_declares(network):
     topology = parse_topology(every_kind())
     assert {n.kind for n in topology.nodes} == set(KINDS), "the test lab must hold every kind"
     async with Lab(topology, network=network) as lab:
-        for node_id in ("dns", "lb", "web", "db", "db-2", "kv", "router", "cache", "edge"):
+        for node_id in ("dns", "lb", "web", "db", "db-2", "kv", "router", "cache", "edge", "store"):
             await lab.command({"action": "slow", "node": node_id, "ms": 1})  # slow_ms shows while slowed
         seen: dict[str, set[str]] = {n.id: set() for n in topology.nodes}
         keys: dict[str, set[str]] = {n.id: set() for n in topology.nodes}

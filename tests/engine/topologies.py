@@ -131,3 +131,35 @@ def stage10(*, ttl: int = 2, health_interval_s: float = 0.5, fall: int = 2, rtt_
         edges += [[users, "dns"], [users, "lb-eu"], [users, "lb-us"]]
     return parse_topology({"regions": {"eu": "Europe", "us": "North America"}, "latency_ms": {"eu-us": rtt_ms},
                            "nodes": nodes, "edges": edges})
+
+
+def stage9(
+    *,
+    algorithm: str = "sticky",
+    backends: int = 2,
+    sessions: str = "memory",
+    store: bool = True,
+    autoscaler: dict | None = None,
+    workers: int = 4,
+    service_ms: float = 5.0,
+    rate: float = 0.0,
+) -> Topology:
+    """Stage 4's balancer over web-1..web-N, each with an edge to the session store (host 70) unless
+    ``store`` is false; with ``autoscaler`` (its params) an autoscaler watching the balancer too."""
+    webs = [f"web-{i}" for i in range(1, backends + 1)]
+    nodes: list[dict] = [
+        {"id": "dns", "kind": "dns", "host": 53, "params": {"target": "lb"}},
+        {"id": "lb", "kind": "lb", "host": 100,
+         "params": {"algorithm": algorithm, "health_interval_s": 0.5, "retries": 1}},
+        *({"id": w, "kind": "web", "host": 20 + i, "params": {"workers": workers, "service_ms": service_ms}}
+          for i, w in enumerate(webs, 1)),
+        {"id": "browser", "kind": "client", "params": {"flavor": "web", "rate": rate, "users": 50, "zipf_s": 0}},
+    ]
+    edges = [["browser", "dns"], ["browser", "lb"], *(["lb", w] for w in webs)]
+    if store:
+        nodes.append({"id": "store", "kind": "sessions", "host": 70, "params": {"sessions": sessions}})
+        edges += [[w, "store"] for w in webs]
+    if autoscaler is not None:
+        nodes.append({"id": "scaler", "kind": "autoscaler", "params": autoscaler})
+        edges.append(["scaler", "lb"])
+    return parse_topology({"domain": "www.scalelab.test", "nodes": nodes, "edges": edges})

@@ -20,6 +20,7 @@ TOTALS_KEYS = (
     "failover_s",
     # A page's asset fetches (only in a lab whose pages reference static assets; null otherwise).
     "static_rps", "static_err_rps", "static_p50_ms", "static_p95_ms",
+    "logouts_rps", "logouts_total",  # logged-in users answered as anonymous (core.engine.sessions)
 )
 EDGE_KEYS = ("rps", "err_rps")
 # metric(replication.KEY): the lab's database cluster (core.engine.replication.frame_fields).

@@ -22,6 +22,7 @@ from core.engine.lifecycle import Alive, wait_ended
 from core.engine.nodes.assetfetch import AssetFetcher, page_refs
 from core.engine.nodes.base import Node
 from core.engine.nodes.http import close_session, close_session_now
+from core.engine.sessions import STATE_HEADER, UserSessions, cookie_header, parse_set_cookie
 from core.engine.telemetry import HOPS_HEADER, Hop, Trace, hops_from_header
 from core.engine.workload import DEFAULT_USERS, LastWrites, Request, Workload, is_stale_read
 
@@ -48,6 +49,7 @@ class ClientNode(AssetFetcher, Node):
             store=self.params["store"],
         )
         self.last_writes = LastWrites()
+        self.user_sessions = UserSessions()  # each user's cookies, as their browser keeps them
         self.timeout = aiohttp.ClientTimeout(total=self.params["timeout_s"])
         resolvers = self.ctx.peers(self.id, "dns")
         self.resolver = resolvers[0] if resolvers else None
@@ -71,7 +73,9 @@ class ClientNode(AssetFetcher, Node):
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(local_addr=(self.address, 0), limit=MAX_IN_FLIGHT, use_dns_cache=False)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+        # No shared cookie jar: every simulated user carries their own cookies (self.user_sessions).
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
+                                              cookie_jar=aiohttp.DummyCookieJar())
         self.background.start(self._arrivals, "arrivals")
         self.up = True
 
@@ -229,7 +233,10 @@ class ClientNode(AssetFetcher, Node):
         floor = None if req.is_write else self.last_writes.get(req.user)
         http_start = time.monotonic()
         refs: list[Any] | None = [] if self._assets and not req.is_write else None
-        status, ok, downstream, lsn = await self._http(address, trace.id, req, refs)
+        reply: dict[str, Any] = {"cookies": self.user_sessions.cookies(req.user)}
+        status, ok, downstream, lsn = await self._http(address, trace.id, req, refs, reply)
+        # A user who sent their session and is answered as anonymous has been logged out.
+        trace.logout = self.user_sessions.answered(req.user, reply["cookies"], reply.get("state"), reply.get("set", {}))
         at_ms = (http_start - start) * 1000
         trace.hops.append(
             Hop(self.id, target, "http", req.label, ok, status, (time.monotonic() - http_start) * 1000, at_ms)
@@ -252,19 +259,27 @@ class ClientNode(AssetFetcher, Node):
             await self.fetch_assets(refs, trace.id)
 
     async def _http(
-        self, address: str, request_id: str, req: Request, refs: list[Any] | None = None
+        self, address: str, request_id: str, req: Request, refs: list[Any] | None = None,
+        reply: dict[str, Any] | None = None,
     ) -> tuple[str, bool, str | None, int | None]:
         """(status, ok, the server's HOPS_HEADER if it sent one, its LSN_HEADER if an integer); the
-        assets a page reply references go into ``refs`` when given."""
+        assets a page reply references go into ``refs`` when given. ``reply``: the user's
+        ``cookies`` to send; the answer's session ``state`` and ``set`` cookies go in."""
         if self._session is None:  # the client stopped while this request waited for DNS
             return "client stopped", False, None, None
         url = f"http://{address}:{SITE_PORT}{req.target}"
         headers = {"Host": f"{self.ctx.domain}:{SITE_PORT}", "X-Request-Id": request_id}
+        cookie = cookie_header(reply["cookies"]) if reply else None
+        if cookie:
+            headers["Cookie"] = cookie
         try:
             async with self._session.request(req.method, url, json=req.body, headers=headers) as resp:
                 body = await resp.read()
                 if refs is not None and resp.status == 200:
                     refs.extend(page_refs(resp.headers.get("Content-Type", ""), body))
+                if reply is not None:
+                    reply["state"] = resp.headers.get(STATE_HEADER)
+                    reply["set"] = parse_set_cookie(resp.headers.getall("Set-Cookie", []))
                 # Only a 2xx reply's LSN means data were read or a write was acknowledged.
                 lsn = _lsn(resp.headers.get(LSN_HEADER)) if 200 <= resp.status < 300 else None
                 return str(resp.status), resp.status < 400, resp.headers.get(HOPS_HEADER), lsn

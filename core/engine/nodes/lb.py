@@ -27,12 +27,13 @@ from core.engine.balancing import Balancer
 from core.engine.lifecycle import Alive
 from core.engine.nodes.base import Node
 from core.engine.nodes.http import HttpListener, close_session, close_session_now
+from core.engine.sessions import AFFINITY_COOKIE, STATE_HEADER, cookie_value
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_from_header, hops_to_header
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 # End-to-end response headers the client needs from the backend (the data's log position, for
 # read-your-writes; the echoed request id).
-PASSED_BACK = ("X-Data-Lsn", "X-Request-Id")
+PASSED_BACK = ("X-Data-Lsn", "X-Request-Id", STATE_HEADER)
 UPSTREAM_TIMEOUT_S = 10.0  # a backend slower than this answers 504
 HOP_BY_HOP = frozenset(
     {
@@ -127,8 +128,10 @@ class LbNode(Node):
         tried: list[str] = []
         hops: list[Hop] = []
         op = f"{request.method} {request.path_qs}"
+        sticky = self.balancer.algorithm == "sticky"
+        affinity = cookie_value(request.headers.get("Cookie"), AFFINITY_COOKIE) if sticky else None
         while len(tried) < attempts:
-            backend = self.balancer.pick(remote, exclude=tried)
+            backend = self.balancer.pick(remote, exclude=tried, affinity=affinity)
             if backend is None:
                 break
             if tried:
@@ -153,6 +156,7 @@ class LbNode(Node):
                     status, content_type = resp.status, resp.headers.get("Content-Type")
                     served_by = resp.headers.get("X-Served-By", backend)
                     resp_headers = {k: resp.headers[k] for k in PASSED_BACK if k in resp.headers}
+                    cookies = resp.headers.getall("Set-Cookie", [])
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # Passive detection: the backend did not take or finish the request.
                 reason = _connection_error(exc)
@@ -179,7 +183,12 @@ class LbNode(Node):
                     out[name] = resp_headers[name]
             if content_type:
                 out["Content-Type"] = content_type
-            return web.Response(status=status, body=data, headers=out)
+            reply = web.Response(status=status, body=data, headers=out)
+            for cookie in cookies:  # the backend's own (a session), then the balancer's affinity
+                reply.headers.add("Set-Cookie", cookie)
+            if sticky and affinity != backend:
+                reply.headers.add("Set-Cookie", f"{AFFINITY_COOKIE}={backend}; Path=/")
+            return reply
         if tried:  # every attempt failed to connect
             return self._answer(502, "bad gateway: no backend could be reached", hops, received)
         self.unavailable += 1
@@ -221,7 +230,8 @@ class LbNode(Node):
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(local_addr=(self.address, 0), limit=0, use_dns_cache=False)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S), auto_decompress=False
+            connector=connector, timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S), auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # users' cookies pass through; the balancer keeps none
         )
         try:
             await self._http.start(self.address, self.port)

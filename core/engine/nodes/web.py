@@ -29,6 +29,8 @@ from core.engine.nodes.base import Node
 from core.engine.nodes.clients import DbError
 from core.engine.nodes.http import HttpListener
 from core.engine.nodes.origin import StaticOrigin
+from core.engine.sessions import ANONYMOUS, KNOWN, SESSION_COOKIE, STATE_HEADER, cookie_value
+from core.engine.sessiontier import SessionStoreError, SessionTier
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_to_header
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class WebNode(StaticOrigin, Node):
         self.dal = DataAccess(self)
         self.cache = CacheTier(self)
         self._init_static()  # static assets, when the topology turns them on (nodes/origin.py)
+        self.sessions = SessionTier(self)  # log-ins: in this server's memory or the shared store
 
     @property
     def db_id(self) -> str | None:
@@ -110,6 +113,9 @@ class WebNode(StaticOrigin, Node):
         hops: list[Hop] = []
         data: dict[str, Any] | None = None
         try:
+            refused = await self._session(request, route, headers, hops, received)
+            if refused is not None:
+                return refused
             if self.dal.available:
                 try:
                     data = await self._serve_data(request, route, request_id or "", received, hops)
@@ -138,6 +144,8 @@ class WebNode(StaticOrigin, Node):
             if route == "home":
                 self.api_assets(body)
             return web.json_response(body, status=status, headers=headers)
+        if hops:  # the session store's hops, without a data tier
+            headers[HOPS_HEADER] = hops_to_header(hops)
         if request.path == "/":
             return web.Response(
                 text=self.page_with_assets(PAGE.format(node=self.id, address=self.address, port=self.port)),
@@ -152,6 +160,29 @@ class WebNode(StaticOrigin, Node):
         if route == "home":
             self.api_assets(body)
         return web.Response(text=json.dumps(body), content_type="application/json", headers=headers)
+
+    async def _session(
+        self, request: web.BaseRequest, route: str, headers: dict[str, str], hops: list[Hop], received: float
+    ) -> web.Response | None:
+        """A login makes a session (``Set-Cookie``); a request with a session cookie learns whether
+        this server knows it (``X-Session``: user or anonymous, core.engine.sessions). None, or the
+        503 to answer when the shared session store cannot be reached."""
+        token = cookie_value(request.headers.get("Cookie"), SESSION_COOKIE)
+        if route != "login" and not token:
+            return None
+        try:
+            if route == "login":
+                user, _ = await self._user(request)
+                headers["Set-Cookie"] = await self.sessions.login(user, hops, received)
+                headers[STATE_HEADER] = KNOWN
+            else:
+                headers[STATE_HEADER] = KNOWN if await self.sessions.known(token, hops, received) else ANONYMOUS
+        except SessionStoreError as exc:
+            headers[HOPS_HEADER] = hops_to_header(hops)
+            return web.Response(status=503, text=f"session store unavailable: {exc.status}", headers=headers)
+        except _BadRequest as exc:
+            return web.Response(status=400, text=str(exc), headers=headers)
+        return None
 
     async def _user(self, request: web.BaseRequest) -> tuple[int, dict[str, Any]]:
         """The user a request is about (query, path or JSON body; else a random one) and its body."""
@@ -219,6 +250,7 @@ class WebNode(StaticOrigin, Node):
 
     async def start(self) -> None:
         self.capacity = self._new_capacity()
+        self.sessions.lost()  # a new process: the sessions the old one kept in memory are gone
         # The handler is looked up at start, so a test may wrap it before a restart.
         self._http = HttpListener(self.handle)
         await self._http.start(self.address, self.port)
@@ -232,16 +264,19 @@ class WebNode(StaticOrigin, Node):
             async with asyncio.timeout(STOP_S):
                 await self.dal.close()
                 await self.cache.close()
+                await self.sessions.close()
         except TimeoutError:
             log.warning("%s: closing its database connections took over %.1f s; dropped them", self.who, STOP_S)
             self.dal.drop()
             self.cache.drop()
+            self.sessions.drop()
 
     def force(self) -> None:
         super().force()
         self._http.crash()
         self.dal.drop()
         self.cache.drop()
+        self.sessions.drop()
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -252,6 +287,7 @@ class WebNode(StaticOrigin, Node):
             "size": self.size,
             "workers": self.workers,
             "service_ms": self.service_ms,
+            "sessions": self.sessions.count,
             **({"coalesced": self.cache.flight.coalesced} if self.cache.available else {}),
             **self.static_snapshot(),
         }

@@ -442,6 +442,19 @@ export function startLab(root) {
         $("total-stale-label").textContent = gettext("stale reads");
       }
     }
+    // Logouts (sessions lost with their server: stage 9), in a lab with a session store only: earlier
+    // stages count them too (round robin over sessions in memory) but do not teach them yet.
+    const logoutWrap = $("total-logouts-wrap");
+    if (logoutWrap) {
+      const sessions = !!store.topology && store.topology.nodes.some((n) => n.kind === "sessions");
+      const has = !!frame && typeof tot.logouts_total === "number" && sessions;
+      logoutWrap.hidden = !has;
+      if (has) {
+        $("total-logouts").textContent = String(tot.logouts_total);
+        $("total-logouts").classList.toggle("bad", tot.logouts_rps > 0);
+        $("total-logouts-label").textContent = gettext("logouts");
+      }
+    }
 
     // The lab's own event loop falling behind: past this, latencies measure the machine, not the
     // modelled servers (core/engine/looplag.py), so say so rather than let the chart mislead.
