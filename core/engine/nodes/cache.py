@@ -28,7 +28,7 @@ from redis import exceptions as rexc
 from core.engine.commands import CommandError
 from core.engine.kvwire import PORT
 from core.engine.lifecycle import Alive
-from core.engine.nodes.base import Node
+from core.engine.nodes.redisnode import RedisServerNode
 from core.engine.nodes.redisproc import RedisProcess
 
 REFRESH_S = 1.0  # the counters are sampled once a second
@@ -57,7 +57,7 @@ def _bytes(mb: float) -> int:
     return int(mb * 2**20)
 
 
-class CacheNode(Node):
+class CacheNode(RedisServerNode):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.redis = RedisProcess(
@@ -94,26 +94,6 @@ class CacheNode(Node):
         self._zero()
         self.background.start(self._refresh, "refresh")
         self.up = True
-
-    async def stop(self) -> None:
-        self.up = False
-        await self.background.stop()
-        await self.redis.terminate()
-
-    async def kill(self) -> None:
-        """Crash: SIGKILL; everything cached is gone."""
-        self.up = False
-        await self.background.stop()
-        await self.redis.kill()
-
-    async def discard(self) -> None:
-        if self.redis.proc is not None:
-            await self.kill()
-        await self.redis.discard()
-
-    def force(self) -> None:
-        super().force()
-        self.redis.force()
 
     def snapshot(self) -> dict[str, Any]:
         return {

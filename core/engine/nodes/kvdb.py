@@ -28,14 +28,14 @@ import redis.asyncio as aioredis
 
 from core.engine import kvwire
 from core.engine.lifecycle import Alive
-from core.engine.nodes.base import Node
-from core.engine.nodes.redisproc import READY_TIMEOUT_S, STOP_GRACE_S, RedisProcess
+from core.engine.nodes.redisnode import RedisServerNode
+from core.engine.nodes.redisproc import READY_TIMEOUT_S, RedisProcess
 
 REFRESH_S = 1.0  # snapshot() is read 4x a second; DBSIZE and memory are refreshed at most this often
 SEED_TIMEOUT_S = 30.0  # a seeding round trip (a pipeline of SEED_BATCH commands) must answer within this
 
 
-class KvDbNode(Node):
+class KvDbNode(RedisServerNode):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.redis = RedisProcess(
@@ -77,28 +77,6 @@ class KvDbNode(Node):
         self.background.start(self._refresh, "refresh")
         self.up = True
         self.start_ms = (time.monotonic() - began) * 1000
-
-    async def stop(self) -> None:
-        """Orderly: SIGTERM (Redis flushes its AOF), SIGKILL after STOP_GRACE_S; the dir stays."""
-        self.up = False
-        await self.background.stop()
-        await self.redis.terminate(STOP_GRACE_S)
-
-    async def kill(self) -> None:
-        """Crash: SIGKILL; the AOF written so far stays on disk."""
-        self.up = False
-        await self.background.stop()
-        await self.redis.kill()
-
-    async def discard(self) -> None:
-        """The lab is over: delete the data dir."""
-        if self.redis.proc is not None:
-            await self.kill()
-        await self.redis.discard()
-
-    def force(self) -> None:
-        super().force()
-        self.redis.force()
 
     def snapshot(self) -> dict[str, Any]:
         return {"up": self.up, "keys": self.keys, "ops": self.ops, "used_memory_mb": self.used_memory_mb}

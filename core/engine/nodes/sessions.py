@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from core.engine.kvwire import PORT
 from core.engine.lifecycle import Alive
-from core.engine.nodes.base import Node
+from core.engine.nodes.redisnode import RedisServerNode
 from core.engine.nodes.redisproc import RedisProcess
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ REFRESH_S = 1.0
 EXPORT_TIMEOUT_S = 5.0  # copying every server's sessions here, all servers at once
 
 
-class SessionStoreNode(Node):
+class SessionStoreNode(RedisServerNode):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.redis = RedisProcess(
@@ -49,26 +49,6 @@ class SessionStoreNode(Node):
         self.keys = 0
         self.background.start(self._refresh, "refresh")
         self.up = True
-
-    async def stop(self) -> None:
-        self.up = False
-        await self.background.stop()
-        await self.redis.terminate()
-
-    async def kill(self) -> None:
-        """Crash: SIGKILL; every session is gone."""
-        self.up = False
-        await self.background.stop()
-        await self.redis.kill()
-
-    async def discard(self) -> None:
-        if self.redis.proc is not None:
-            await self.kill()
-        await self.redis.discard()
-
-    def force(self) -> None:
-        super().force()
-        self.redis.force()
 
     def snapshot(self) -> dict[str, Any]:
         return {"up": self.up, "sessions": self.keys, "shared": 1 if self.shared else 0,
