@@ -31,7 +31,7 @@ from core.engine import assets, geodns
 from core.engine.commands import CommandError
 from core.engine.lifecycle import Alive
 from core.engine.nodes.base import Node
-from core.engine.nodes.http import close_session, close_session_now
+from core.engine.nodes.http import close_session, close_session_now, health_check
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -228,16 +228,7 @@ class DnsNode(Node):
                         self.ctx.event("dns_target_down", node=self.id, target=target, reason=reason)
 
     async def _check(self, target: str, timeout: aiohttp.ClientTimeout) -> bool:
-        node = self.ctx.peer(target)
-        if node is None or self._session is None or node.port is None:
-            return False
-        url = f"http://{node.address}:{node.port}/health"
-        try:
-            async with self._session.get(url, timeout=timeout, headers={"Connection": "close"}) as resp:
-                await resp.read()
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return False
+        return await health_check(self._session, self.ctx.peer(target), timeout)
 
     def snapshot(self) -> dict[str, Any]:
         snap = super().snapshot()

@@ -84,3 +84,19 @@ def close_session_now(session: aiohttp.ClientSession | None) -> None:
     if session is None or session.closed or session.connector is None:
         return
     detach(session.connector.close())
+
+
+async def health_check(session: aiohttp.ClientSession | None, node: object | None,
+                       timeout: aiohttp.ClientTimeout) -> bool:
+    """One active health check, as a balancer or a DNS server makes it: GET /health on the node's
+    own address and port, a fresh connection each time, passed only by a 200 within ``timeout``."""
+    address, port = getattr(node, "address", None), getattr(node, "port", None)
+    if session is None or address is None or port is None:
+        return False
+    try:
+        async with session.get(f"http://{address}:{port}/health", timeout=timeout,
+                               headers={"Connection": "close"}) as resp:
+            await resp.read()
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False

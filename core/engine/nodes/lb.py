@@ -26,7 +26,7 @@ from aiohttp import web
 from core.engine.balancing import Balancer
 from core.engine.lifecycle import Alive
 from core.engine.nodes.base import Node
-from core.engine.nodes.http import HttpListener, close_session, close_session_now
+from core.engine.nodes.http import HttpListener, close_session, close_session_now, health_check
 from core.engine.sessions import AFFINITY_COOKIE, STATE_HEADER, cookie_value
 from core.engine.telemetry import HOPS_HEADER, Hop, hops_from_header, hops_to_header
 
@@ -215,16 +215,7 @@ class LbNode(Node):
                 self._transition(b, self.balancer.check(b, passed), why)
 
     async def _check(self, backend: str, timeout: aiohttp.ClientTimeout) -> bool:
-        node = self.ctx.peer(backend)
-        if node is None or self._session is None:
-            return False
-        url = f"http://{node.address}:{node.port}/health"
-        try:
-            async with self._session.get(url, timeout=timeout, headers={"Connection": "close"}) as resp:
-                await resp.read()
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return False
+        return await health_check(self._session, self.ctx.peer(backend), timeout)
 
     # Lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
