@@ -228,7 +228,8 @@ class Kind:
     # The diagram's name for its column when the tier is none of the usual ones (English, translated).
     tier_title: str = ""
     # What a node of this kind tells the diagram about the whole topology (``data_tier``: there is
-    # data to read and write, so clients show their workload mix; ``sharded``: databases are shards).
+    # data to read and write, so clients show their workload mix; ``sharded``: databases are shards;
+    # ``sessions``: where sessions live is the lesson, so the page counts logouts).
     context: tuple[str, ...] = ()
     # "top": the diagram draws it in a lane above the request path (a side service the web tier or
     # clients consult: DNS, a cache), so the path's lines stay straight and never cross its box.
@@ -674,6 +675,7 @@ KINDS: dict[str, Kind] = {
         tier=3,
         role="server",
         runtime="core.engine.nodes.sessions:SessionStoreNode",
+        context=("sessions",),
         lane="top",
         port=KV_PORT,  # Redis's port, on the store's own address
         proto="tcp",

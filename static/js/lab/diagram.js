@@ -211,7 +211,8 @@ export class Diagram {
     this.topology = topology;
     this.replicated = hasReplication(topology);
     this.ctx = { replicated: this.replicated,
-      dataTier: declares(topology, "data_tier"), sharded: declares(topology, "sharded") };
+      dataTier: declares(topology, "data_tier"), sharded: declares(topology, "sharded"),
+      sessions: declares(topology, "sessions") };
     this.partKey = "";
     this.replKey = "";
     this.layout(topology);

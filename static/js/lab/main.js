@@ -442,12 +442,11 @@ export function startLab(root) {
         $("total-stale-label").textContent = gettext("stale reads");
       }
     }
-    // Logouts (sessions lost with their server: stage 9), in a lab with a session store only: earlier
-    // stages count them too (round robin over sessions in memory) but do not teach them yet.
+    // Logouts (sessions lost with their server: stage 9), only where a kind says sessions are the
+    // lesson (Kind.context): earlier stages count them too but do not teach them yet.
     const logoutWrap = $("total-logouts-wrap");
     if (logoutWrap) {
-      const sessions = !!store.topology && store.topology.nodes.some((n) => n.kind === "sessions");
-      const has = !!frame && typeof tot.logouts_total === "number" && sessions;
+      const has = !!frame && typeof tot.logouts_total === "number" && Boolean(diagram.ctx.sessions);
       logoutWrap.hidden = !has;
       if (has) {
         $("total-logouts").textContent = String(tot.logouts_total);
