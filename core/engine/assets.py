@@ -18,6 +18,7 @@ import hashlib
 import html
 import re
 from dataclasses import dataclass
+from typing import Any
 
 STATIC_PREFIX = "/static/"
 MAX_VERSION = 99  # the logo's versions the origin can have deployed (each kept, as deployed files are)
@@ -93,6 +94,17 @@ def static_name(domain: str) -> str:
 def cdn_name(domain: str) -> str:
     """The CDN's own name: the static name's CNAME while the CDN is on."""
     return f"cdn.{parent_domain(domain)}"
+
+
+# Who serves assets in a topology, said once (a ``Topology``: anything with ``nodes``) ---------------
+def origins(topology: Any) -> list[str]:
+    """The web servers that serve the assets (``assets: on``), in topology order."""
+    return [n.id for n in topology.nodes if n.kind == "web" and n.params.get("assets") == "on"]
+
+
+def edges(topology: Any) -> list[str]:
+    """The CDN's edges (``cdn`` nodes), in topology order."""
+    return [n.id for n in topology.nodes if n.kind == "cdn"]
 
 
 _REF = re.compile(r'(?:src|href)="(http://[^"/]+)(/static/[^"]+)"\s+data-fallback="([^"]+)"')

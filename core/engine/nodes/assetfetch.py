@@ -56,7 +56,7 @@ class AssetFetcher:
     @property
     def fetches_assets(self) -> bool:
         """Whether this lab's pages can reference assets at all (else no reply is looked into)."""
-        return any(n.kind == "web" and n.params.get("assets") == "on" for n in self.ctx.topology.nodes)
+        return bool(assets.origins(self.ctx.topology))
 
     async def fetch_assets(self, refs: list[assets.AssetRef], page_id: str) -> None:
         """Fetch a page's assets, at most PARALLEL at once; each recorded as a ``static`` Trace."""

@@ -156,7 +156,7 @@ class CdnNode(Node):
         self.ctx.event("purged", node=self.id, what=what, objects=removed)
 
     def edge_ids(self) -> list[str]:
-        return [n.id for n in self.ctx.topology.nodes if n.kind == "cdn"]
+        return assets.edges(self.ctx.topology)
 
     # Lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -93,12 +93,11 @@ class DnsNode(Node):
     @property
     def serves_static(self) -> bool:
         """The site has static assets to name: a web server serving them, or CDN edges."""
-        return any(n.kind == "cdn" or (n.kind == "web" and n.params.get("assets") == "on")
-                   for n in self.ctx.topology.nodes)
+        return bool(assets.edges(self.ctx.topology) or assets.origins(self.ctx.topology))
 
     def edges(self) -> list[str]:
         """The CDN's edges, in topology order."""
-        return [n.id for n in self.ctx.topology.nodes if n.kind == "cdn"]
+        return assets.edges(self.ctx.topology)
 
     def origin(self) -> list[str]:
         """Where the static name points without the CDN: the edges' origin, else the site itself."""
