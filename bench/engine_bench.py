@@ -56,7 +56,7 @@ async def sustained(telemetry: bool, seconds: float = 5.0) -> float:
     """Offer far more than the server can take (no modelled CPU) and count answered requests."""
     lab = Lab(topology(rate=2000, workers=64, service_ms=0), network=keys.network_for(BLOCK + 100))
     answered = 0
-    record = lab.record
+    record = lab.telemetry.record  # where every node's finished requests go (NodeContext.record)
 
     def count(trace):
         nonlocal answered
@@ -64,7 +64,7 @@ async def sustained(telemetry: bool, seconds: float = 5.0) -> float:
         if telemetry:
             record(trace)
 
-    lab.record = count  # type: ignore[method-assign]
+    lab.telemetry.record = count  # type: ignore[method-assign]
     async with lab:
         await asyncio.sleep(1.0)  # warm up
         answered = 0

@@ -48,6 +48,8 @@ class Node:
     def distance_ms(self, peer_address: str) -> float:
         """The modelled round trip between this node and the node at ``peer_address`` (0 within a
         region or for an address that is no node's)."""
+        if not self.ctx.topology.regions:  # most labs: every request passes here, so ask nothing more
+            return 0.0
         peer = self.ctx.node_at(peer_address)
         return self.ctx.rtt_ms(self.id, peer) if peer is not None else 0.0
 
