@@ -477,8 +477,8 @@ class Lab:
             raise CommandError(f"outage: data centre {region} is already {self._outages[region]}; recover it first")
         if mode == "down":
             up = [i for i in servers if self.nodes[i].up]
+            await asyncio.gather(*(self.nodes[i].kill() for i in up))  # at once, as a power cut would
             for node_id in up:
-                await self.nodes[node_id].kill()
                 self._node_state[node_id] = "down"
             self._outages[region] = "down"
             self.telemetry.event(time.time(), "region_down", region=region, mode=mode, nodes=", ".join(up),
