@@ -261,7 +261,15 @@ def worker_back(stack: Stack, what: str, dead_pid: int, killed_at: float) -> flo
         return pool if len(pool) == stack.processes and dead_pid not in {p.pid for p in pool} else []
 
     pool = wait_for(replaced, 30, "a new pool process")
-    return max(p.create_time() for p in pool) - killed_at  # type: ignore[union-attr]
+    return max(started_at(p.pid) for p in pool) - killed_at  # type: ignore[union-attr]
+
+
+def started_at(pid: int) -> float:
+    """A process's start as a wall-clock time, to ~10 ms. psutil's create_time() adds the start to
+    /proc/stat's boot time, which is whole seconds: a replacement could seem to start before the kill."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    booted = time.time() - float(Path("/proc/uptime").read_text().split()[0])
+    return booted + ticks / os.sysconf("SC_CLK_TCK")
 
 
 # The run ---------------------------------------------------------------------------------------
