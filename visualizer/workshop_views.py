@@ -131,10 +131,11 @@ def workshop_detail(request: HttpRequest, pk: int) -> HttpResponse:
         workshop.refresh_from_db()
     lesson = _lesson_of(request, workshop)
     nodes = [n["id"] for n in (lesson.topology or {}).get("nodes", [])] if lesson else []
+    regions = dict((lesson.topology or {}).get("regions") or {}) if lesson else {}
     return render(request, "workshops/detail.html", {
         "workshop": workshop, "lessons": workshops.workshop_lessons(workshop), "lesson": lesson,
         "join_url": _join_url(request, workshop), "is_open": workshops.is_open(workshop),
-        "message": message, "nodes": nodes, "broadcasts": workshop.broadcasts.all()[:5],
+        "message": message, "nodes": nodes, "regions": regions, "broadcasts": workshop.broadcasts.all()[:5],
         "grid_url": reverse("workshop-grid", args=[workshop.pk]) + (f"?lesson={lesson.slug}" if lesson else ""),
     })
 
@@ -161,7 +162,13 @@ def _control(request: HttpRequest, workshop: Workshop) -> str:
             return _("The room runs free.")
         return _("The room is held to stage %(stage)s.") % {"stage": lesson.stage}
     if action == "broadcast":
-        command: dict[str, Any] = {"action": request.POST.get("action"), "node": request.POST.get("node")}
+        command: dict[str, Any] = {"action": request.POST.get("action")}
+        if command["action"] in ("outage", "recover"):  # a whole data centre: the region form
+            command["region"] = request.POST.get("region")
+            if command["action"] == "outage":
+                command["mode"] = request.POST.get("mode") or "down"
+        else:
+            command["node"] = request.POST.get("node")
         if command["action"] == "slow":
             try:
                 command["ms"] = float(request.POST.get("ms") or 0)
@@ -186,7 +193,7 @@ def workshop_grid(request: HttpRequest, pk: int) -> JsonResponse:
     data = workshops.grid(workshop, lesson)
     last = workshop.broadcasts.first()
     if last is not None:
-        data["broadcast"] = {"label": last.label or f"{last.command['action']} {last.command.get('node', '')}",
+        data["broadcast"] = {"label": last.label or f"{last.command['action']} {last.command.get('node') or last.command.get('region', '')}",
                              "sent_at": last.sent_at.timestamp(), "labs": workshops.broadcast_recovery(last)}
     return JsonResponse(data)
 

@@ -37,8 +37,9 @@ from visualizer.models import Broadcast, Lab, Participant, Prediction, Progress,
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 6
 NICKNAME_MAX = 30
-# Faults an instructor may broadcast: each lab applies them to its own topology.
-BROADCAST_ACTIONS = ("kill", "restart", "slow")
+# Faults an instructor may broadcast: each lab applies them to its own topology (a node's, or a
+# whole region's in a lab with regions).
+BROADCAST_ACTIONS = ("kill", "restart", "slow", "outage", "recover")
 FAILED_CHECKS_STUCK = 3  # "check now" failing this often on one step marks a participant stuck
 RECOVERY_QUIET_S = 10.0  # a lab that shows no errors this long after a fault was not hurt by it
 

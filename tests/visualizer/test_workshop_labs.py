@@ -77,3 +77,33 @@ def test_a_broadcast_reaches_every_lab_each_recovers_and_the_end_stops_them(stac
         wait_for(lambda network=network: not on_network(network), 15, f"every socket on {network} to close")
     assert workshop_call(stack, "print(json.dumps(w.state))") == "ended"
     assert stack.lab_state(outsider) == "running"
+
+
+REGIONS = Path(__file__).parent / "fixtures" / "regions.md"
+
+
+def test_a_region_outage_broadcast_takes_down_that_centre_in_every_lab_and_recover_brings_it_back(
+        tmp_path: Path, redis_url: str) -> None:
+    with run_stack(tmp_path, redis_url, lessons=[REGIONS], slots=len(SESSIONS)) as stack:
+        stack.shell(
+            "from datetime import timedelta\nfrom django.utils import timezone\n"
+            "from lessons.models import Lesson\nfrom visualizer import workshops as ws\n"
+            "w = ws.workshop_create(title='t', lessons=[Lesson.objects.get(slug='fixture-regions')], cap=5,\n"
+            "                       ends_at=timezone.now() + timedelta(hours=1))\n"
+            "ws.workshop_open(w)\n"
+            + "".join(f"ws.participant_join(code=w.code, nickname='{s[8:]}', session_key='{s}')\n" for s in SESSIONS))
+        labs = [lab_start_running(stack, session, slug="fixture-regions")[0] for session in SESSIONS]
+        for lab_id in labs:
+            for node in ("web-eu", "web-us"):
+                wait_for(lambda lab_id=lab_id, node=node: node_state(stack, lab_id, node) == "up", 15, f"{node} up")
+
+        delivered = workshop_call(stack, "b = ws.broadcast_fault(w, {'action': 'outage', 'region': 'eu'})\n"
+                                         "print(json.dumps([b.command, b.delivered]))")
+        assert delivered == [{"action": "outage", "region": "eu", "mode": "down"}, {lab: "sent" for lab in labs}]
+        for lab_id in labs:  # each lab lost its own eu centre, and only that
+            wait_for(lambda lab_id=lab_id: node_state(stack, lab_id, "web-eu") == "down", 10, "web-eu to go down")
+            assert node_state(stack, lab_id, "web-us") == "up"
+
+        workshop_call(stack, "print(json.dumps(ws.broadcast_fault(w, {'action': 'recover', 'region': 'eu'}).delivered))")
+        for lab_id in labs:
+            wait_for(lambda lab_id=lab_id: node_state(stack, lab_id, "web-eu") == "up", 15, "web-eu to be back")

@@ -215,6 +215,23 @@ def test_only_faults_can_be_broadcast(room: Workshop) -> None:
     assert not room.broadcasts.exists()
 
 
+def test_a_lesson_with_regions_offers_a_region_outage_and_broadcasts_it(room: Workshop, lesson: Lesson) -> None:
+    teacher = staff()
+    assert "broadcast-region-form" not in teacher.get(f"/workshops/{room.pk}/").content.decode()  # no regions
+    topology = dict(lesson.topology)
+    lesson.topology = {**topology, "regions": {"eu": "Europe", "us": "North America"}}
+    lesson.save()
+    page = teacher.get(f"/workshops/{room.pk}/?lesson={lesson.slug}").content.decode()
+    assert 'data-testid="broadcast-region-form"' in page and 'value="eu">Europe (eu)' in page
+    teacher.post(f"/workshops/{room.pk}/", {"do": "broadcast", "action": "outage", "region": "us", "mode": "isolate",
+                                            "node": "web"})
+    assert room.broadcasts.get().command == {"action": "outage", "region": "us", "mode": "isolate"}
+    page = teacher.post(f"/workshops/{room.pk}/", {"do": "broadcast", "action": "outage", "region": "us;rm",
+                                                   "mode": "down"}).content.decode()
+    assert "region must be a region id" in page and room.broadcasts.count() == 1
+    assert teacher.get(f"/workshops/{room.pk}/grid/").json()["broadcast"]["label"] == "outage us"
+
+
 # Grid, projector, CSV --------------------------------------------------------------------------
 def test_the_grid_shows_passed_current_and_stuck(room: Workshop, lesson: Lesson, settings: object) -> None:
     ana, ben, cat = (joined(room, n) for n in ("Ana", "Ben", "Cat"))
