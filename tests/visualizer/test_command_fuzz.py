@@ -16,7 +16,7 @@ JSON = st.recursive(
     max_leaves=20,
 )
 FIELDS = st.sampled_from(["node", "like", "peer", "rate", "ms", "value", "size", "step", "write_ratio", "zipf_s",
-                          "mb", "s", "n", "id", "extra"])
+                          "mb", "s", "n", "id", "region", "mode", "extra"])
 COMMANDS = st.fixed_dictionaries({"action": st.sampled_from(sorted(ACTIONS)) | st.text(max_size=8)}).flatmap(
     lambda base: st.dictionaries(FIELDS, JSON, max_size=4).map(lambda rest: {**rest, **base}))
 
