@@ -193,7 +193,8 @@ def workshop_grid(request: HttpRequest, pk: int) -> JsonResponse:
     data = workshops.grid(workshop, lesson)
     last = workshop.broadcasts.first()
     if last is not None:
-        data["broadcast"] = {"label": last.label or f"{last.command['action']} {last.command.get('node') or last.command.get('region', '')}",
+        target = last.command.get("node") or last.command.get("region", "")  # a node's fault, or a region's
+        data["broadcast"] = {"label": last.label or f"{last.command['action']} {target}",
                              "sent_at": last.sent_at.timestamp(), "labs": workshops.broadcast_recovery(last)}
     return JsonResponse(data)
 

@@ -104,6 +104,7 @@ def test_a_region_outage_broadcast_takes_down_that_centre_in_every_lab_and_recov
             wait_for(lambda lab_id=lab_id: node_state(stack, lab_id, "web-eu") == "down", 10, "web-eu to go down")
             assert node_state(stack, lab_id, "web-us") == "up"
 
-        workshop_call(stack, "print(json.dumps(ws.broadcast_fault(w, {'action': 'recover', 'region': 'eu'}).delivered))")
+        workshop_call(stack, "b = ws.broadcast_fault(w, {'action': 'recover', 'region': 'eu'})\n"
+                             "print(json.dumps(b.delivered))")
         for lab_id in labs:
             wait_for(lambda lab_id=lab_id: node_state(stack, lab_id, "web-eu") == "up", 15, "web-eu to be back")
