@@ -24,6 +24,7 @@ from core.engine.commands import CommandError
 from core.engine.host import LiveChecks, tick
 from core.engine.lab import Lab
 from core.engine.lifecycle import Background
+from core.engine.looplag import BUSY_MS
 from core.engine.spec import topology_from_dict
 
 FRAME_INTERVAL = 0.25
@@ -37,6 +38,13 @@ class StepResult:
     outcome: str  # "PASS", "FAIL" or "SKIP" (no check)
     seconds: float
     detail: str = ""
+    lag_ms: float = 0.0  # the worst lateness of the lab's event loop while the step was judged
+
+    @property
+    def machine_busy(self) -> bool:
+        """A failure the machine may have caused: the loop ran so late that the lab's numbers
+        described the machine, not the modelled servers (core.engine.looplag)."""
+        return self.outcome == "FAIL" and self.lag_ms >= BUSY_MS
 
     def __str__(self) -> str:
         text = f"{self.step}: {self.outcome} in {self.seconds:.1f} s"
@@ -61,11 +69,13 @@ async def prove_steps(
     passed: dict[str, float] = {}
     changed = asyncio.Event()
     recent: deque[dict[str, Any]] = deque(maxlen=8)  # the last 2 s of frames, to say why a step failed
+    worst_lag = [0.0]  # the step's worst loop lateness, reset as each step begins
     lab = Lab(topology_from_dict(topology), network=network or random_network(), frame_interval=FRAME_INTERVAL)
 
     def emit(message: dict[str, Any]) -> None:  # the frames and verdicts a student's page would get
         if message.get("type") == "frame":
             recent.append(message)
+            worst_lag[0] = max(worst_lag[0], (message.get("engine") or {}).get("lag_ms") or 0.0)
         if message.get("type") == "check" and message.get("passed"):
             passed.setdefault(message["step"], time.monotonic())
             changed.set()
@@ -79,6 +89,7 @@ async def prove_steps(
         for step in steps:
             step_id = step["id"]
             began = time.monotonic()
+            worst_lag[0] = 0.0
             error = await _play(lab, step.get("solution") or [])
             if error:
                 result = StepResult(step_id, "FAIL", time.monotonic() - began, error)
@@ -99,15 +110,25 @@ async def prove_steps(
                                         "already passed during an earlier step" if early else "")
                 else:
                     detail = live.verdict(step_id).get("detail", "")
+                    busy = (f"; the machine was busy: the lab's event loop ran up to {worst_lag[0]:g} ms late"
+                            if worst_lag[0] >= BUSY_MS else "")
                     result = StepResult(step_id, "FAIL", time.monotonic() - began,
                                         f"check did not pass within {step_timeout:g} s: {detail}; "
-                                        f"the lab showed: {lab_showed(recent)}")
+                                        f"the lab showed: {lab_showed(recent)}{busy}", lag_ms=worst_lag[0])
             results.append(result)
             report(result)
     finally:
         await background.stop()
         await lab.stop()  # bounded: Lab.stop_deadline
     return results
+
+
+def prove_again(results: Iterable[StepResult]) -> bool:
+    """Whether a lesson deserves a second run: some step failed, and every failure happened while
+    the machine was too busy for the lab's numbers to mean anything. A failure on a quiet loop is
+    the lesson's own and is never retried."""
+    failed = [r for r in results if r.outcome == "FAIL"]
+    return bool(failed) and all(r.machine_busy for r in failed)
 
 
 def lab_showed(frames: Iterable[dict[str, Any]]) -> str:

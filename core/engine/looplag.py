@@ -14,6 +14,9 @@ import time
 from collections import deque
 
 INTERVAL_S = 0.05
+# Past this lateness the lab's latencies measure the machine, not the modelled servers: the page
+# warns (ENGINE_LAG_WARN_MS in static/js/lab/main.js) and `lessons prove` calls the machine busy.
+BUSY_MS = 200.0
 
 
 class LoopLag:
