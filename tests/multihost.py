@@ -27,7 +27,7 @@ import psutil
 import redis
 
 from tests.conftest import REDIS_SERVER
-from tests.stack import BASE_DIR, DAPHNE_LIMITS, _stop, _worker_start, free_port, wait_for
+from tests.stack import BASE_DIR, DAPHNE, DAPHNE_LIMITS, _stop, _worker_start, free_port, wait_for
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps a namespace (a bind-mounted nsfs file)
@@ -173,7 +173,7 @@ def run_room(tmp_path: Path, *, redis_url: str, database_url: str, lessons: list
             port = free_port()
             log = open(tmp_path / "daphne.log", "wb")  # noqa: SIM115
             logs.append(log)
-            web = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_LIMITS,
+            web = subprocess.Popen([sys.executable, *DAPHNE, "-b", "127.0.0.1", "-p", str(port), *DAPHNE_LIMITS,
                                     "core.asgi:application"], cwd=BASE_DIR, env=env, start_new_session=True,
                                    stdout=log, stderr=subprocess.STDOUT)
             procs.append(web)

@@ -68,10 +68,11 @@ class RestartableRedis:
         self.proc = redis_server_start(self.port)
 
 
-# As the Procfile starts it. The consumer closes a message over 16 KB with 4009; daphne (autobahn)
-# drops the connection without a close frame when its own cap is hit, so its cap sits above the
-# consumer's (4 MB: what a socket may make it buffer) and a too-big command gets a proper close.
-DAPHNE_LIMITS = ("--websocket-max-message-size", "4194304", "--websocket-max-frame-size", "4194304")
+# As the Procfile starts it: through core.daphne_serve, with daphne's caps at the consumer's own
+# (visualizer.consumers.MAX_MESSAGE_BYTES), so autobahn closes a too-big message with 1009 before
+# daphne buffers it (test_daphne_limits.py checks that the numbers agree).
+DAPHNE = ("-m", "core.daphne_serve")
+DAPHNE_LIMITS = ("--websocket-max-message-size", "16384", "--websocket-max-frame-size", "16384")
 
 
 def _worker_start(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
@@ -191,7 +192,7 @@ def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = No
         if web:
             port = free_port()
             stack.web = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_LIMITS,
+                [sys.executable, *DAPHNE, "-b", "127.0.0.1", "-p", str(port), *DAPHNE_LIMITS,
                  asgi],
                 cwd=BASE_DIR, env=env, start_new_session=True,
                 stdout=logs["daphne"], stderr=subprocess.STDOUT)

@@ -28,12 +28,13 @@ from visualizer.models import Lab
 log = logging.getLogger(__name__)
 CLOSE_NO_SESSION = 4401
 CLOSE_NO_LAB = 4404
-# "Message too big": RFC 6455's 1009 is the transport's to send (autobahn, under daphne, refuses it
-# from an application), so the application's own range carries it, as 4401/4404 do.
+# "Message too big" from the consumer itself. Under daphne the protocol layer closes such a message with
+# RFC 6455's 1009 first (core/daphne_serve.py, same cap), so this is the second line, for a server
+# started otherwise; it cannot be 1009, which autobahn refuses from an application.
 CLOSE_TOO_BIG = 4009
 CLOSE_TOO_MANY = 4429  # the session already has settings.SOCKETS_PER_SESSION lab pages open
-# A command is a few hundred bytes; anything much bigger is not one. Daphne is started with a cap
-# of its own above this (Procfile: 4 MB), past which it drops the connection unannounced.
+# A command is a few hundred bytes; anything much bigger is not one. Daphne is started with this
+# same cap (Procfile, tests/stack.py; test_daphne_limits.py checks they agree).
 MAX_MESSAGE_BYTES = 16 * 1024
 QUOTE_CHARS = 200  # an error frame quotes at most this much of a bad command
 # Commands a socket may send: RATE a second, in bursts of BURST (the diagram sends a few a second).

@@ -81,12 +81,18 @@ def lab_start(*, session_key: str, lesson: Lesson, client_address: str | None = 
 def address_check(*, session_key: str, client_address: str | None) -> None:
     """Raise LabRefused if the address already has settings.LABS_PER_ADDRESS live labs (besides the
     session's own, which a start replaces)."""
-    if client_address and settings.LABS_PER_ADDRESS:
-        others = (Lab.objects.filter(client_address=client_address, state__in=Lab.LIVE_STATES)
-                  .exclude(session_key=session_key).count())
-        if others >= settings.LABS_PER_ADDRESS:
-            raise LabRefused(f"your address already has {others} labs running, the most this server "
-                             "allows: stop one of them first")
+    if not (client_address and settings.LABS_PER_ADDRESS):
+        return
+    others = (Lab.objects.filter(client_address=client_address, state__in=Lab.LIVE_STATES)
+              .exclude(session_key=session_key))
+    count = others.count()
+    # At the cap, count again once the address's labs whose worker died are recorded lost: with no
+    # page open on them, no lab_watch has noticed. Below the cap there is nothing to gain.
+    if count >= settings.LABS_PER_ADDRESS and lab_sweep(client_address=client_address):
+        count = others.count()
+    if count >= settings.LABS_PER_ADDRESS:
+        raise LabRefused(f"your address already has {count} labs running, the most this server "
+                         "allows: stop one of them first")
 
 
 def lab_queue(*, session_key: str, lesson: Lesson, client_address: str | None = None, pool: str = "") -> Lab:
@@ -128,6 +134,7 @@ def _network_allocate(r: redis.Redis) -> str:
     # Start the counter at a random block: labs of another Redis (or of one that was flushed) on
     # the same machine then rarely meet on the same 127.A.B network.
     r.set(keys.NETBLOCK_COUNTER, secrets.randbelow(keys.NETBLOCKS), nx=True)
+    lab_sweep()  # a dead lab that no page shows would hold its block until someone looked
     held = set(Lab.objects.filter(state__in=Lab.LIVE_STATES).values_list("network", flat=True))
     return keys.network_allocate(lambda: r.incr(keys.NETBLOCK_COUNTER), held)
 
@@ -352,22 +359,19 @@ def lab_watch(*, lab_id: str) -> bool:
 
     For a page that shows the lab (the consumer calls it every few seconds), so that no lab is
     silently dead:
-    - starting or running with no heartbeat (keys.HEARTBEAT_TTL_S; the worker's first one covers
-      the start-up): its worker died. It is recorded failed, with a status ``lost`` that says so.
+    - starting or running and silent (_labs_silent: no heartbeat) once Redis has settled: its
+      worker died. It is recorded failed, with a status ``lost`` that says so (lab_sweep does the
+      same for labs nobody watches).
     - queued with no status key: Redis lost it (a restart; the broker's message went with it). It is
       enqueued again; ``lab_run`` runs a lab once however often it is delivered.
     - ended with no status key: its last status was lost with Redis; one is published from the row.
     Raises redis.RedisError while Redis is unreachable (call again later).
     """
     r = core_redis.client()
-    pipe = r.pipeline(transaction=False)
-    pipe.exists(keys.heartbeat_key(lab_id))
-    pipe.get(keys.status_key(lab_id))
-    beating, status = pipe.execute()
-    if beating:
+    silent = _labs_silent(r, [lab_id])
+    if lab_id not in silent:
         return True  # the common case costs one round trip and no query
-    if status and json.loads(status).get("state") == Lab.State.QUEUED:
-        return True
+    status = silent[lab_id]
     lab = Lab.objects.filter(pk=lab_id).first()
     if lab is None:
         return False
@@ -383,10 +387,58 @@ def lab_watch(*, lab_id: str) -> bool:
             if r.set(keys.status_key(lab_id), json.dumps(ended), ex=keys.STATUS_TTL_S, nx=True):
                 r.publish(keys.out_channel(lab_id), json.dumps(ended))
         return False
-    if int(r.info("server").get("uptime_in_seconds", 0)) < REDIS_SETTLE_S:
-        return True  # Redis has just restarted: the lab may not have beaten since
+    if not _redis_settled(r):
+        return True
     lab_mark_lost(lab=lab)
     return False
+
+
+def lab_sweep(*, client_address: str | None = None) -> int:
+    """Record lost every starting or running lab (of ``client_address``, if given) whose worker
+    died, by lab_watch's rule, whether or not a page shows it; return how many.
+
+    lab_watch notices a dead lab only while its page is open; this is for the places where one
+    nobody watches would still count: the per-address cap and the network allocator. One query
+    and one Redis round trip (two if a lab is silent). Raises redis.RedisError like lab_watch.
+    """
+    labs = Lab.objects.filter(state__in=(Lab.State.STARTING, Lab.State.RUNNING))
+    if client_address is not None:
+        labs = labs.filter(client_address=client_address)
+    lab_ids = [str(pk) for pk in labs.values_list("pk", flat=True)]
+    if not lab_ids:
+        return 0
+    r = core_redis.client()
+    silent = _labs_silent(r, lab_ids)
+    if not silent or not _redis_settled(r):
+        return 0
+    for lab in Lab.objects.filter(pk__in=list(silent)):
+        lab_mark_lost(lab=lab)  # a lab that ended meanwhile is left as it ended
+    return len(silent)
+
+
+def _labs_silent(r: Any, lab_ids: list[str]) -> dict[str, str | None]:
+    """The labs of ``lab_ids`` that Redis shows no sign of life of, each with its status key's text.
+
+    Silent: no heartbeat (keys.HEARTBEAT_TTL_S; the worker's first one covers the start-up), and no
+    status that says queued: a worker that has just moved the row to starting beats first and then
+    says so (_lab_claimed), so until then the queued status stands for it. A live lab that is
+    silent has lost its worker, once Redis has been up long enough to hold the heartbeats again
+    (_redis_settled). The common case, every lab beating, costs one round trip.
+    """
+    pipe = r.pipeline(transaction=False)
+    for lab_id in lab_ids:
+        pipe.exists(keys.heartbeat_key(lab_id))
+    quiet = [lab_id for lab_id, beating in zip(lab_ids, pipe.execute(), strict=True) if not beating]
+    if not quiet:
+        return {}
+    statuses = r.mget([keys.status_key(lab_id) for lab_id in quiet])
+    return {lab_id: status for lab_id, status in zip(quiet, statuses, strict=True)
+            if not (status and json.loads(status).get("state") == Lab.State.QUEUED)}
+
+
+def _redis_settled(r: Any) -> bool:
+    """False while Redis has just (re)started: it holds no heartbeats until running labs beat again."""
+    return int(r.info("server").get("uptime_in_seconds", 0)) >= REDIS_SETTLE_S
 
 
 def lab_mark_lost(*, lab: Lab) -> None:

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.stack import CONTENT, run_stack
+from tests.stack import BASE_DIR, CONTENT, DAPHNE, DAPHNE_LIMITS, run_stack
+from visualizer.consumers import MAX_MESSAGE_BYTES
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+def test_it_starts_daphne_with_the_consumers_cap_in_the_procfile_and_the_tests() -> None:
+    web = next(line for line in (BASE_DIR / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    assert " ".join(DAPHNE) in web
+    caps = dict(re.findall(r"(--websocket-max-(?:message|frame)-size) (\d+)", web))
+    assert caps == {"--websocket-max-message-size": str(MAX_MESSAGE_BYTES),
+                    "--websocket-max-frame-size": str(MAX_MESSAGE_BYTES)}
+    assert dict(zip(DAPHNE_LIMITS[::2], DAPHNE_LIMITS[1::2], strict=True)) == caps
 
 
-def test_a_2_mb_message_closes_as_too_big_and_a_new_socket_works(tmp_path: Path, redis_url: str) -> None:
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_2_mb_message_closes_with_1009_and_a_new_socket_works(tmp_path: Path, redis_url: str) -> None:
     with run_stack(tmp_path, redis_url, lessons=[CONTENT / "01-single-server.md"], web=True, redis_db=3) as stack:
 
         async def scenario() -> tuple[int | None, str]:
@@ -32,5 +43,5 @@ def test_a_2_mb_message_closes_as_too_big_and_a_new_socket_works(tmp_path: Path,
                 return code, hello["type"]
 
         code, hello = asyncio.run(scenario())
-        assert code == 4009  # the application's "message too big" (1009 is the transport's own)
+        assert code == 1009  # RFC 6455's "message too big", sent by the protocol layer (core.daphne_serve)
         assert hello == "hello"

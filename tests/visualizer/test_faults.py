@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 import redis
 from channels.db import database_sync_to_async
+from django.test import override_settings
 
 from core.engine import keys
 from lessons.models import Lesson
+from tests.visualizer.conftest import session_create
 from tests.visualizer.test_consumer import connected, listening, next_message, receive_until
 from visualizer import consumers, services
 from visualizer.models import Lab
@@ -129,6 +131,71 @@ def test_a_lab_that_ended_while_redis_was_away_gets_its_last_status(lesson: Less
     status = json.loads(r.get(keys.status_key(str(lab.id))))
     assert (status["state"], status["reason"]) == ("failed", "redis")
     assert status["message"] == "failed: the lab ended while Redis was unreachable"
+
+
+# Nobody watching: before a start counts or allocates, dead labs are swept (services.lab_sweep) -------
+
+
+def unwatched_lab(lesson: Lesson, r: redis.Redis, *, beating: bool, address: str = "10.1.2.3") -> Lab:
+    """A running lab of another session at ``address`` that no page shows, so no lab_watch runs."""
+    lab = running_lab(lesson, session_create(), r, beating=beating)
+    Lab.objects.filter(pk=lab.pk).update(client_address=address)
+    return lab
+
+
+def assert_lost(lab: Lab, r: redis.Redis) -> None:
+    lab.refresh_from_db()
+    assert lab.state == Lab.State.FAILED
+    status = json.loads(r.get(keys.status_key(str(lab.id))))
+    assert (status["state"], status["reason"]) == ("lost", "lost")
+
+
+@override_settings(LABS_PER_ADDRESS=2)
+def test_an_unwatched_dead_lab_does_not_count_against_its_address(lesson: Lesson, alice: str, r: redis.Redis,
+                                                                  settled: None, enqueued: list[str]) -> None:
+    dead = unwatched_lab(lesson, r, beating=False)
+    alive = unwatched_lab(lesson, r, beating=True)
+    lab = services.lab_start(session_key=alice, lesson=lesson, client_address="10.1.2.3")
+    assert lab.state == Lab.State.QUEUED
+    assert_lost(dead, r)
+    alive.refresh_from_db()
+    assert alive.state == Lab.State.RUNNING
+    with pytest.raises(services.LabRefused):  # the address is at its cap again: alice's lab and the live one
+        services.lab_start(session_key=session_create(), lesson=lesson, client_address="10.1.2.3")
+
+
+def test_an_unwatched_dead_labs_network_is_handed_out_again(lesson: Lesson, alice: str, r: redis.Redis,
+                                                            settled: None, enqueued: list[str]) -> None:
+    r.set(keys.NETBLOCK_COUNTER, 41)
+    dead = unwatched_lab(lesson, r, beating=False)
+    alive = unwatched_lab(lesson, r, beating=True)
+    assert (dead.network, alive.network) == (keys.network_for(42), keys.network_for(43))
+    r.set(keys.NETBLOCK_COUNTER, 41)  # the counter wrapped: its next block is the dead lab's
+    lab = services.lab_start(session_key=alice, lesson=lesson)
+    assert lab.network == keys.network_for(42)
+    assert_lost(dead, r)
+    alive.refresh_from_db()
+    assert alive.state == Lab.State.RUNNING
+
+
+def test_the_sweep_spares_a_lab_its_worker_has_just_claimed(lesson: Lesson, r: redis.Redis, settled: None,
+                                                            enqueued: list[str]) -> None:
+    # lab_run moves the row to starting, then beats: in between, the status still says queued.
+    lab = services.lab_start(session_key=session_create(), lesson=lesson)
+    Lab.objects.filter(pk=lab.pk).update(state=Lab.State.STARTING)
+    assert services.lab_sweep() == 0
+    lab.refresh_from_db()
+    assert lab.state == Lab.State.STARTING
+
+
+def test_the_sweep_does_not_judge_by_a_redis_that_has_just_restarted(lesson: Lesson, r: redis.Redis,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     enqueued: list[str]) -> None:
+    monkeypatch.setattr(services, "REDIS_SETTLE_S", 10**9)
+    lab = unwatched_lab(lesson, r, beating=False)
+    assert services.lab_sweep() == 0
+    lab.refresh_from_db()
+    assert lab.state == Lab.State.RUNNING
 
 
 # Running a lab (services.lab_run), with the engine replaced ---------------------------------------

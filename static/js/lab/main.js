@@ -265,6 +265,7 @@ export function startLab(root) {
       const why = {
         4401: gettext("Your session has expired: reload the page to get a new one."),
         4429: gettext("This lab is open in too many tabs: close some of them, then reload this page."),
+        1009: gettext("The page sent the lab server a message that was too big: reload the page."),
         4009: gettext("The page sent the lab server a message that was too big: reload the page."),
         4403: gettext("Only staff can watch a student's lab: sign in as staff, then reload the page."),
       }[code] || gettext("This lab is not available any more: reload the page.");

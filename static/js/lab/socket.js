@@ -8,8 +8,9 @@ const MIN_DELAY_MS = 1000;
 const MAX_DELAY_MS = 5000;
 // The consumer closes with these when retrying cannot help (no session / no such lab / too many of
 // the session's pages open / a message too big / not staff, on a watch page): the user must act,
-// then reload.
-const FINAL_CODES = new Set([4401, 4404, 4429, 4009, 4403]);
+// then reload. 1009 is "message too big" from daphne itself (core/daphne_serve.py), 4009 the same
+// from the consumer.
+const FINAL_CODES = new Set([4401, 4404, 4429, 1009, 4009, 4403]);
 
 export class LabSocket {
   /**
