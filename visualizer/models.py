@@ -161,7 +161,7 @@ class Participant(models.Model):
 
 class Broadcast(models.Model):
     """A fault the instructor sent to every participant's lab at once; recovery is read from each
-    lab's own history (visualizer.workshops.recovery)."""
+    lab's own history (visualizer.workshops.recovery, latency_recovery)."""
 
     workshop = models.ForeignKey(Workshop, on_delete=models.CASCADE, related_name="broadcasts")
     command = models.JSONField()
@@ -169,6 +169,9 @@ class Broadcast(models.Model):
     sent_at = models.DateTimeField(auto_now_add=True)
     # {lab id: "sent" | "not running" | error text}: what each lab was told.
     delivered = models.JSONField(default=dict)
+    # {lab id: p95 ms}: a "slow" fault's latency before it, recorded when sent, since a lab's
+    # history keeps only its last few minutes and a slow fault shows in latency, not errors.
+    baselines = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-sent_at"]

@@ -42,6 +42,16 @@ NICKNAME_MAX = 30
 BROADCAST_ACTIONS = ("kill", "restart", "slow", "outage", "recover")
 FAILED_CHECKS_STUCK = 3  # "check now" failing this often on one step marks a participant stuck
 RECOVERY_QUIET_S = 10.0  # a lab that shows no errors this long after a fault was not hurt by it
+# A "slow" fault causes no errors, only latency: a lab is slow while its p95 is over SLOW_MARGIN ×
+# its p95 before the fault + SLOW_MARGIN_MS. One second's p95 is noisy: at a stage's default
+# traffic (8 req/s in stage 1) it is nearly the slowest of a handful of requests, and seconds of
+# 2-3× the median are common with nothing wrong (measured on a stage-1 lab). So a fault hit a lab
+# only after SLOW_HIT_POINTS slow seconds in a row, and it is back after RECOVERY_POINTS fine ones.
+SLOW_MARGIN = 2.0
+SLOW_MARGIN_MS = 10.0
+SLOW_HIT_POINTS = 3
+RECOVERY_POINTS = 2
+BASELINE_POINTS = 10  # a lab's p95 before a fault: the median of this many seconds of its history
 
 
 class JoinRefused(Exception):
@@ -300,13 +310,50 @@ def broadcast_fault(workshop: Workshop, raw: dict[str, Any], *, label: str = "")
     if command["action"] not in BROADCAST_ACTIONS:
         raise CommandError(f"only {', '.join(BROADCAST_ACTIONS)} can be broadcast")
     sessions = list(workshop.participants.values_list("session_key", flat=True))
+    labs = list(Lab.objects.filter(session_key__in=sessions, state__in=Lab.LIVE_STATES))
+    baselines: dict[str, float | None] = {}
+    if command["action"] == "slow":  # read before the command can reach a lab and move its p95
+        baselines = _slow_baselines(workshop, command, [str(lab.id) for lab in labs if lab.state == Lab.State.RUNNING])
     delivered: dict[str, str] = {}
-    for lab in Lab.objects.filter(session_key__in=sessions, state__in=Lab.LIVE_STATES):
+    for lab in labs:
         if lab.state != Lab.State.RUNNING:
             delivered[str(lab.id)] = "not running"
             continue
         delivered[str(lab.id)] = "sent" if services.lab_command(lab=lab, command=command) else "not listening"
-    return Broadcast.objects.create(workshop=workshop, command=command, label=label[:200], delivered=delivered)
+    baselines = {lab_id: ms for lab_id, ms in baselines.items() if delivered.get(lab_id) == "sent"}
+    return Broadcast.objects.create(workshop=workshop, command=command, label=label[:200], delivered=delivered,
+                                    baselines=baselines)
+
+
+def _histories(lab_ids: list[str]) -> dict[str, list[list[Any]]]:
+    """Each lab's history points from Redis (core.engine.runner: one a second)."""
+    if not lab_ids:
+        return {}
+    pipe = core_redis.client().pipeline(transaction=False)
+    for lab_id in lab_ids:
+        pipe.lrange(keys.history_key(lab_id), -keys.HISTORY_POINTS, -1)
+    return {lab_id: [json.loads(point) for point in points]
+            for lab_id, points in zip(lab_ids, pipe.execute(), strict=True)}
+
+
+def _slow_baselines(workshop: Workshop, command: dict[str, Any], lab_ids: list[str]) -> dict[str, float | None]:
+    """Each lab's p95 before a "slow" fault. Undoing one ("slow X 0") is measured against the p95
+    before X was slowed, as the last broadcast that slowed X recorded it: just before the undo the
+    labs are still slow. A lab that broadcast did not reach is read from its history now."""
+    before: dict[str, float | None] = {}
+    if command["ms"] == 0:
+        for earlier in workshop.broadcasts.all()[:50]:
+            c = earlier.command
+            if c.get("action") == "slow" and c.get("node") == command["node"] and c.get("ms"):
+                before = {lab_id: ms for lab_id, ms in earlier.baselines.items() if ms is not None}
+                break
+    try:
+        histories = _histories([lab_id for lab_id in lab_ids if lab_id not in before])
+    except redis.RedisError:  # the fault matters more than its baseline: the grid will say "unknown"
+        histories = {}
+    now = timezone.now().timestamp()
+    return {lab_id: before[lab_id] if lab_id in before else baseline_p95(histories.get(lab_id, []), now)
+            for lab_id in lab_ids}
 
 
 def recovery(history: list[list[float]], sent_at: float, now: float) -> dict[str, Any]:
@@ -326,20 +373,71 @@ def recovery(history: list[list[float]], sent_at: float, now: float) -> dict[str
     return {"state": "down", "seconds": round(now - sent_at, 1)}
 
 
+def baseline_p95(history: list[list[Any]], before: float) -> float | None:
+    """A lab's usual p95 before ``before``: the median p95 of its last BASELINE_POINTS seconds of
+    history before then (None if it served nothing in them)."""
+    p95s = [p[3] for p in [p for p in history if p[0] < before][-BASELINE_POINTS:] if p[3] is not None]
+    return round(statistics.median(p95s), 2) if p95s else None
+
+
+def latency_recovery(history: list[list[Any]], sent_at: float, now: float, *, baseline_ms: float | None,
+                     undo: bool = False) -> dict[str, Any]:
+    """How a lab took a "slow" fault sent at ``sent_at`` (with ``undo``: "slow X 0", its end),
+    from its history points [t, rps, p50, p95, err_rps] against ``baseline_ms``, its p95 before.
+
+    A second is slow when its p95 is over SLOW_MARGIN × baseline + SLOW_MARGIN_MS or it had errors
+    (a slowed server's queue can overflow), fine when neither; a second that answered nothing says
+    nothing. SLOW_HIT_POINTS slow seconds in a row mean the fault hit the lab; RECOVERY_POINTS fine
+    ones after that mean "recovered" (its seconds count from the broadcast to the first of them);
+    "slow" until then. "steady" if the lab was not slowed within RECOVERY_QUIET_S, "waiting" before that.
+    An undo waits for nothing: the lab is "slow" until it is back. "unknown" without a baseline.
+    Every answer but "unknown" also carries the baseline and the latest p95, for the instructor.
+    """
+    if baseline_ms is None:
+        return {"state": "unknown"}
+    limit = SLOW_MARGIN * baseline_ms + SLOW_MARGIN_MS
+    seconds = [(p[0], p[4] > 0 or p[3] > limit) for p in history
+               if p[0] >= sent_at and (p[4] > 0 or p[3] is not None)]  # (t, slow)
+    latest = next((p[3] for p in reversed(history) if p[0] >= sent_at and p[3] is not None), None)
+    facts = {"baseline_ms": baseline_ms, "p95_ms": latest}
+
+    def run_of(slow: bool, length: int, start: int) -> int | None:  # where `length` such seconds in a row begin
+        streak = 0
+        for i in range(start, len(seconds)):
+            streak = streak + 1 if seconds[i][1] == slow else 0
+            if streak == length:
+                return i - length + 1
+        return None
+
+    start = 0
+    if not undo:
+        hit = run_of(True, SLOW_HIT_POINTS, 0)
+        if hit is None:
+            return {"state": "steady" if now - sent_at >= RECOVERY_QUIET_S else "waiting", **facts}
+        start = hit + SLOW_HIT_POINTS
+    back = run_of(False, RECOVERY_POINTS, start)
+    if back is not None:
+        return {"state": "recovered", "seconds": round(seconds[back][0] - sent_at, 1), **facts}
+    return {"state": "slow", "seconds": round(now - sent_at, 1), **facts}
+
+
 def broadcast_recovery(broadcast: Broadcast) -> dict[str, dict[str, Any]]:
-    """Per lab the broadcast reached: its recovery, read from the lab's own history in Redis."""
+    """Per lab the broadcast reached: its recovery, read from the lab's own history in Redis: from
+    its errors, or for a "slow" fault from its p95 against the one recorded before the fault."""
     lab_ids = [lab_id for lab_id, outcome in broadcast.delivered.items() if outcome == "sent"]
-    if not lab_ids:
-        return {}
-    r = core_redis.client()
-    pipe = r.pipeline(transaction=False)
-    for lab_id in lab_ids:
-        pipe.lrange(keys.history_key(lab_id), -keys.HISTORY_POINTS, -1)
+    histories = _histories(lab_ids)
     now = timezone.now().timestamp()
+    sent_at = broadcast.sent_at.timestamp()
+    command = broadcast.command
     out = {}
-    for lab_id, points in zip(lab_ids, pipe.execute(), strict=True):
-        history = [json.loads(point) for point in points]
-        out[lab_id] = recovery(history, broadcast.sent_at.timestamp(), now)
+    for lab_id, history in histories.items():
+        if command.get("action") == "slow":
+            baseline = broadcast.baselines.get(lab_id)
+            if baseline is None:  # not recorded (no traffic then): what the history before it holds
+                baseline = baseline_p95(history, sent_at)
+            out[lab_id] = latency_recovery(history, sent_at, now, baseline_ms=baseline, undo=not command.get("ms"))
+        else:
+            out[lab_id] = recovery(history, sent_at, now)
     return out
 
 

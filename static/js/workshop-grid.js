@@ -14,12 +14,20 @@
   };
   const secs = (s) => (s == null ? "" : s < 90 ? `${Math.round(s)} s` : `${(s / 60).toFixed(1)} min`);
   const SYMBOL = { passed: "✓", current: "▶", stuck: "⚠", locked: "" };
+  // How a lab took the last fault (visualizer.workshops): an error fault by its errors, a "slow"
+  // fault by its p95 against the one before it (baseline_ms), shown on hover.
   const RECOVERY = {
     recovered: (r) => gettext("recovered in %s").replace("%s", secs(r.seconds)),
     down: (r) => gettext("still failing after %s").replace("%s", secs(r.seconds)),
     unhurt: () => gettext("no errors"),
+    slow: (r) => gettext("still slow after %s").replace("%s", secs(r.seconds)),
+    steady: () => gettext("p95 unchanged"),
+    unknown: () => "—",
     waiting: () => "…",
   };
+  const latency = (r) => r.baseline_ms == null ? "" : interpolate(
+    gettext("p95 %(now)s ms, %(before)s ms before the fault"),
+    { now: r.p95_ms == null ? "—" : Math.round(r.p95_ms), before: Math.round(r.baseline_ms) }, true);
 
   function render(data) {
     const head = el("tr");
@@ -47,7 +55,10 @@
       });
       if (data.broadcast) {
         const r = row.lab && data.broadcast.labs[row.lab];
-        tr.append(el("td", { "data-testid": "recovery" }, r ? RECOVERY[r.state](r) : "—"));
+        const td = el("td", { "data-testid": "recovery", "data-state": r ? r.state : "" },
+                      r ? RECOVERY[r.state](r) : "—");
+        if (r && latency(r)) td.title = latency(r);
+        tr.append(td);
       }
       return tr;
     });

@@ -1,6 +1,6 @@
 """A workshop's faults and its end, on real labs in a real worker: a broadcast reaches every
-participant's lab and each applies it; each lab's recovery is read from its own history; ending
-the workshop stops every lab."""
+participant's lab and each applies it; each lab's recovery is read from its own history (its
+errors, or for a slow fault its p95); ending the workshop stops every lab."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.engine import keys
 from tests.stack import Stack, run_stack, wait_for
 from tests.visualizer.test_worker import FIXTURE, lab_start_running, on_network
 
@@ -108,3 +109,32 @@ def test_a_region_outage_broadcast_takes_down_that_centre_in_every_lab_and_recov
                              "print(json.dumps(b.delivered))")
         for lab_id in labs:
             wait_for(lambda lab_id=lab_id: node_state(stack, lab_id, "web-eu") == "up", 15, "web-eu to be back")
+
+
+def test_a_slow_broadcast_is_read_from_each_labs_latency_and_its_undo_brings_it_back(stack: Stack) -> None:
+    stack.shell(
+        "from datetime import timedelta\nfrom django.utils import timezone\n"
+        "from lessons.models import Lesson\nfrom visualizer import workshops as ws\n"
+        "w = ws.workshop_create(title='t', lessons=[Lesson.objects.get(slug='fixture-single')], cap=5,\n"
+        "                       ends_at=timezone.now() + timedelta(hours=1))\n"
+        "ws.workshop_open(w)\n"
+        + "".join(f"ws.participant_join(code=w.code, nickname='{s[8:]}', session_key='{s}')\n" for s in SESSIONS))
+    labs = [lab_start_running(stack, session)[0] for session in SESSIONS]
+    # A few seconds of history before the fault: each lab's baseline p95.
+    wait_for(lambda: all(stack.redis.llen(keys.history_key(lab_id)) >= 5 for lab_id in labs), 20, "history")
+
+    def recovery() -> dict:
+        return workshop_call(stack, "print(json.dumps(ws.broadcast_recovery(w.broadcasts.first())))")
+
+    baselines = workshop_call(stack, "b = ws.broadcast_fault(w, {'action': 'slow', 'node': 'web', 'ms': 300})\n"
+                                     "print(json.dumps(b.baselines))")
+    assert set(baselines) == set(labs) and all(0 < ms < 300 for ms in baselines.values()), baselines
+    # A slowed web server answers every request, 300 ms later: no errors, a p95 over 300 ms.
+    wait_for(lambda: {r["state"] for r in recovery().values()} == {"slow"}, 15, "both labs to be slow")
+    assert all(r["p95_ms"] > 300 for r in recovery().values())
+
+    undo = workshop_call(stack, "b = ws.broadcast_fault(w, {'action': 'slow', 'node': 'web', 'ms': 0})\n"
+                                "print(json.dumps(b.baselines))")
+    assert undo == baselines  # measured against the p95 from before the fault, not the slow one
+    wait_for(lambda: {r["state"] for r in recovery().values()} == {"recovered"}, 20, "both labs to be back")
+    assert all(0 < r["seconds"] < 10 for r in recovery().values())

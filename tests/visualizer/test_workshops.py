@@ -302,6 +302,88 @@ def test_recovery_is_read_from_the_labs_own_history() -> None:
     assert workshops.recovery(history[:2], sent, now=1011.0) == {"state": "unhurt"}
 
 
+def point(t: float, p95: float | None, err_rps: float = 0) -> list:
+    """One second of a lab's history, as core.engine.runner records it: [t, rps, p50, p95, err_rps]."""
+    return [t, 20, p95 and p95 / 2, p95, err_rps]
+
+
+# A lab that answered in ~10 ms, then "slow web 300" at t=1000: its p95 jumps, a student's
+# change (or the fault's end) brings it back. Within 2 × 10 + 10 = 30 ms counts as back.
+BEFORE = [point(990.0 + i, p95) for i, p95 in enumerate([9, 10, 11, 10, 10, 12, 9, 10, 10, 11])]
+SLOWED = [point(1001.0, 310), point(1002.0, 312), point(1003.0, 309), point(1004.0, 25),
+          point(1005.0, 311), point(1006.0, 29), point(1007.0, None), point(1008.0, 14), point(1009.0, 12)]
+
+
+def test_a_slow_faults_baseline_is_the_labs_p95_just_before_it() -> None:
+    assert workshops.baseline_p95(BEFORE + SLOWED, 1000.0) == 10.0  # the median: one jittery second is not it
+    assert workshops.baseline_p95([point(999.0, None)], 1000.0) is None  # no traffic, no baseline
+    assert workshops.baseline_p95(SLOWED, 1000.0) is None
+
+
+def test_a_slow_fault_is_recovered_when_the_p95_is_back_near_its_baseline_for_two_seconds() -> None:
+    history = BEFORE + SLOWED
+    # 1004 alone is a fine second, not a recovery; from 1006 it is back (1007 served nothing: it says nothing).
+    assert workshops.latency_recovery(history, 1000.0, now=1010.0, baseline_ms=10.0) == {
+        "state": "recovered", "seconds": 6.0, "baseline_ms": 10.0, "p95_ms": 12}
+
+
+def test_a_slow_fault_still_slow_says_so_with_the_time_since_it_was_sent() -> None:
+    history = BEFORE + SLOWED[:6]
+    assert workshops.latency_recovery(history, 1000.0, now=1006.5, baseline_ms=10.0) == {
+        "state": "slow", "seconds": 6.5, "baseline_ms": 10.0, "p95_ms": 29}
+    # Errors are not latency, but a slowed server whose queue overflows is not back either.
+    erring = [*BEFORE, point(1001.0, 310), point(1002.0, 15, err_rps=4.0), point(1003.0, 14, err_rps=2.0)]
+    assert workshops.latency_recovery(erring, 1000.0, now=1004.0, baseline_ms=10.0)["state"] == "slow"
+
+
+def test_a_slow_fault_that_missed_a_lab_or_is_just_sent_or_has_no_baseline() -> None:
+    fine = BEFORE + [point(1000.0 + i, 12) for i in range(1, 12)]
+    assert workshops.latency_recovery(fine, 1000.0, now=1011.0, baseline_ms=10.0)["state"] == "steady"
+    assert workshops.latency_recovery(fine[:12], 1000.0, now=1002.0, baseline_ms=10.0)["state"] == "waiting"
+    # One second's p95 of a few requests is noisy: two slow seconds in a row are not the fault yet.
+    jitter = [*BEFORE, point(1001.0, 40), point(1002.0, 45), point(1003.0, 12), point(1004.0, 11)]
+    assert workshops.latency_recovery(jitter, 1000.0, now=1011.0, baseline_ms=10.0)["state"] == "steady"
+    assert workshops.latency_recovery(fine, 1000.0, now=1011.0, baseline_ms=None) == {"state": "unknown"}
+
+
+def test_undoing_a_slow_fault_is_read_against_the_baseline_from_before_the_fault() -> None:
+    # "slow web 0" at t=1003, while the lab is slow: it is back once its p95 is, 3 s later (1006
+    # and 1008: the second that served nothing between them does not break the run).
+    history = BEFORE + SLOWED
+    assert workshops.latency_recovery(history, 1003.0, now=1010.0, baseline_ms=10.0, undo=True) == {
+        "state": "recovered", "seconds": 3.0, "baseline_ms": 10.0, "p95_ms": 12}
+    assert workshops.latency_recovery(history[:14], 1003.0, now=1004.0, baseline_ms=10.0, undo=True)["state"] == "slow"
+
+
+def test_a_slow_broadcast_records_each_labs_baseline_and_its_undo_reuses_it(
+        room: Workshop, lesson: Lesson, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(services, "lab_command", lambda *, lab, command: True)  # every lab is listening
+    lab = Lab.objects.create(session_key=session_of(joined(room, "Ana")), lesson=lesson, network="127.9.8",
+                             state="running")
+    r = redis.Redis.from_url(redis_url)
+    history = keys.history_key(str(lab.id))
+    now = timezone.now().timestamp()
+    r.rpush(history, *[json.dumps(point(now - 10 + i, 10)) for i in range(10)])
+    fault = workshops.broadcast_fault(room, {"action": "slow", "node": "web", "ms": 300}, label="slow web")
+    assert fault.baselines == {str(lab.id): 10}
+    r.rpush(history, *[json.dumps(point(now + 1 + i, 310)) for i in range(3)])
+    state = workshops.broadcast_recovery(fault)[str(lab.id)]
+    assert (state["state"], state["baseline_ms"], state["p95_ms"]) == ("slow", 10, 310)
+
+    undo = workshops.broadcast_fault(room, {"action": "slow", "node": "web", "ms": 0})
+    assert undo.baselines == {str(lab.id): 10}  # from before the fault, not the slow seconds just before the undo
+    r.delete(history)
+    r.close()
+
+
+def test_an_error_fault_is_still_read_from_errors_alone() -> None:
+    # A kill: the p95 of the answered requests may climb (retries, a busier survivor), but the
+    # kill's recovery is when the errors end, as before.
+    history = [*BEFORE, point(1001.0, 80, err_rps=6.5), point(1002.0, 90, err_rps=3.0), point(1003.0, 70),
+               point(1004.0, 60)]
+    assert workshops.recovery(history, 1000.0, now=1005.0) == {"state": "recovered", "seconds": 3.0}
+
+
 # "Check now" failing ---------------------------------------------------------------------------
 async def test_a_failed_check_now_from_the_participants_own_page_is_counted(
         room: Workshop, lesson: Lesson, redis_url: str) -> None:
