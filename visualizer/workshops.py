@@ -101,7 +101,8 @@ def pool_refill(workshop: Workshop) -> int:
     lesson = first_lesson(workshop)
     if not workshop.pool_size or lesson is None or lesson.topology is None or not is_open(workshop):
         return 0
-    return pool.pool_fill(pool=pool_key(workshop), lesson=lesson, size=workshop.pool_size)
+    # The pool refills until the workshop's end, however far off (a workshop may run for days).
+    return pool.pool_fill(pool=pool_key(workshop), lesson=lesson, size=workshop.pool_size, until=workshop.ends_at)
 
 
 def workshop_end(workshop: Workshop) -> int:

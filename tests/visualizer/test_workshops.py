@@ -16,11 +16,13 @@ from django.contrib.auth.models import User
 from django.test import Client, override_settings
 from django.utils import timezone
 
+from core import redis as core_redis
 from core.engine import keys
 from lessons.models import Lesson
 from tests.visualizer.conftest import communicator, session_create
 from tests.visualizer.test_consumer import connected, receive_until
-from visualizer import services, workshops
+from tests.visualizer.test_faults import enqueued  # noqa: F401 (a fixture)
+from visualizer import pool, services, workshops
 from visualizer.models import Lab, Participant, Progress, Workshop
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -230,6 +232,17 @@ def test_a_lesson_with_regions_offers_a_region_outage_and_broadcasts_it(room: Wo
                                                    "mode": "down"}).content.decode()
     assert "region must be a region id" in page and room.broadcasts.count() == 1
     assert teacher.get(f"/workshops/{room.pk}/grid/").json()["broadcast"]["label"] == "outage us"
+
+
+# The hot pool ---------------------------------------------------------------------------------
+def test_the_pool_refills_until_the_workshop_ends_however_far_off(lesson: Lesson,
+                                                                  enqueued: list[str]) -> None:  # noqa: F811
+    room = workshops.workshop_create(title="A week", lessons=[lesson], cap=30, pool_size=1,
+                                     ends_at=timezone.now() + timedelta(days=6))
+    workshops.workshop_open(room)
+    ttl = core_redis.client().ttl(pool._fill_key(workshops.pool_key(room)))
+    assert timedelta(days=6) - timedelta(minutes=1) < timedelta(seconds=ttl) <= timedelta(days=6)
+    workshops.workshop_end(room)
 
 
 # Grid, projector, CSV --------------------------------------------------------------------------
