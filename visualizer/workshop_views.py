@@ -129,6 +129,9 @@ def workshop_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         message = _control(request, workshop)
         workshop.refresh_from_db()
+    expired = workshops.workshop_expire_if_due(workshop)
+    if expired is not None:
+        message = _("The workshop's time is up, so it has ended; %(n)d labs were stopped.") % {"n": expired}
     lesson = _lesson_of(request, workshop)
     nodes = [n["id"] for n in (lesson.topology or {}).get("nodes", [])] if lesson else []
     regions = dict((lesson.topology or {}).get("regions") or {}) if lesson else {}
@@ -187,6 +190,7 @@ def _control(request: HttpRequest, workshop: Workshop) -> str:
 def workshop_grid(request: HttpRequest, pk: int) -> JsonResponse:
     """The grid's data, polled every few seconds by the control room, with the last broadcast's recovery."""
     workshop = get_object_or_404(Workshop, pk=pk)
+    workshops.workshop_expire_if_due(workshop)
     lesson = _lesson_of(request, workshop)
     if lesson is None:
         return JsonResponse({"rows": [], "steps": []})
@@ -202,6 +206,7 @@ def workshop_grid(request: HttpRequest, pk: int) -> JsonResponse:
 @staff_member_required
 def workshop_projector(request: HttpRequest, pk: int) -> HttpResponse:
     workshop = get_object_or_404(Workshop, pk=pk)
+    workshops.workshop_expire_if_due(workshop)
     lesson = _lesson_of(request, workshop)
     if request.GET.get("format") == "json":
         return JsonResponse(workshops.projector(workshop, lesson) if lesson else {"steps": []})

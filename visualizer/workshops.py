@@ -106,9 +106,33 @@ def pool_refill(workshop: Workshop) -> int:
 
 
 def workshop_end(workshop: Workshop) -> int:
-    """Close the doors, stop every participant's live lab and the pool; how many labs stopped."""
-    Workshop.objects.filter(pk=workshop.pk).update(state=Workshop.State.ENDED, ended_at=timezone.now())
+    """Close the doors, stop every participant's live lab and the pool; how many labs stopped.
+
+    Works on any workshop, open, past its end time or already ended (it then stops what is left)."""
+    Workshop.objects.filter(pk=workshop.pk).exclude(state=Workshop.State.ENDED).update(
+        state=Workshop.State.ENDED, ended_at=timezone.now())
     workshop.refresh_from_db()
+    return _labs_stop(workshop)
+
+
+def workshop_expire_if_due(workshop: Workshop, *, now: datetime | None = None) -> int | None:
+    """End an open workshop whose end time has passed, as the instructor's End would; None if it is
+    not due, else how many labs this call stopped (0 when a concurrent call ended it first).
+
+    Nothing else ends a room that runs past its time, so whatever touches a workshop (the
+    participants' and the grid's polls, the join path, the control room) calls this first;
+    otherwise its labs and its pool would run on until LAB_MAX_SECONDS. It reads only the row the
+    caller loaded: a workshop that is not due costs no query."""
+    if workshop.state != Workshop.State.OPEN or workshop.ends_at > (now or timezone.now()):
+        return None
+    # Conditional: of the many polls that find the room due at once, one stops its labs.
+    won = Workshop.objects.filter(pk=workshop.pk, state=Workshop.State.OPEN).update(
+        state=Workshop.State.ENDED, ended_at=timezone.now())
+    workshop.refresh_from_db()
+    return _labs_stop(workshop) if won else 0
+
+
+def _labs_stop(workshop: Workshop) -> int:
     stopped = 0
     sessions = list(workshop.participants.values_list("session_key", flat=True))
     for lab in Lab.objects.filter(session_key__in=sessions, state__in=Lab.LIVE_STATES):
@@ -134,10 +158,11 @@ def clean_nickname(raw: str) -> str:
 
 
 def workshop_by_code(code: str) -> Workshop:
-    """The open workshop with this code, or JoinRefused saying why not."""
+    """The open workshop with this code, or JoinRefused saying why not (ending it if its time is up)."""
     workshop = Workshop.objects.filter(code=normalise_code(code)).first()
     if workshop is None:
         raise JoinRefused(_("There is no workshop with this code. Check it with your instructor."))
+    workshop_expire_if_due(workshop)
     if workshop.state == Workshop.State.DRAFT:
         raise JoinRefused(_("This workshop has not opened yet."))
     if not is_open(workshop):
@@ -170,13 +195,20 @@ def participant_join(*, code: str, nickname: str, session_key: str) -> Participa
 
 
 def participant_for_session(session_key: str | None) -> Participant | None:
-    """The session's participant in a workshop that is open now, if any."""
+    """The session's participant in a workshop that is open now, if any.
+
+    A workshop found open past its end time is ended here (workshop_expire_if_due): every page of
+    a participant, the banner's poll and a lab's start ask this, so a room's labs stop at its end
+    time as soon as one of its students is still around."""
     if not session_key:
         return None
-    return (Participant.objects.select_related("workshop", "workshop__locked_lesson")
-            .filter(session_key=session_key, workshop__state=Workshop.State.OPEN,
-                    workshop__ends_at__gt=timezone.now())
-            .order_by("-joined").first())
+    rooms = (Participant.objects.select_related("workshop", "workshop__locked_lesson")
+             .filter(session_key=session_key, workshop__state=Workshop.State.OPEN).order_by("-joined"))
+    participant = rooms.first()
+    if participant is None or workshop_expire_if_due(participant.workshop) is None:
+        return participant
+    # That room's time was up and it has ended now; the session may be in another one still open.
+    return rooms.filter(workshop__ends_at__gt=timezone.now()).first()
 
 
 def start_terms(session_key: str | None, lesson: Lesson) -> tuple[bool, str | None]:
