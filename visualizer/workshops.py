@@ -13,6 +13,7 @@ states from their rows, recovery from each lab's own telemetry history in Redis.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import statistics
 import unicodedata
@@ -69,6 +70,13 @@ def workshop_create(*, title: str, lessons: list[Lesson], cap: int, ends_at: dat
         except IntegrityError:
             continue
     raise RuntimeError("could not find a free workshop code")
+
+
+def workshop_pool_size(*, cap: int) -> int:
+    """The hot pool sized to a room of ``cap`` participants: WORKSHOP_POOL_SHARE of it, rounded up,
+    at most WORKSHOP_POOL_MAX (what a workshop gets when its instructor does not choose)."""
+    share = round(cap * settings.WORKSHOP_POOL_SHARE, 6)  # 30 × 0.2 is 6.000000000000001
+    return min(settings.WORKSHOP_POOL_MAX, math.ceil(share))
 
 
 def workshop_lessons(workshop: Workshop) -> list[Lesson]:

@@ -180,6 +180,33 @@ def test_an_instructor_creates_and_opens_a_workshop_with_a_code_and_a_qr(lesson:
     assert Client().post("/join/", {"code": workshop.code, "nickname": "A"}).status_code == 302
 
 
+@pytest.mark.parametrize(("cap", "typed", "pool"), [
+    (40, "", 8),     # blank: a fifth of the room, rounded up
+    (30, "", 6),
+    (3, "", 1),
+    (200, "", 10),   # never more than WORKSHOP_POOL_MAX
+    (40, "0", 0),    # 0 turns hot start off
+    (40, "2", 2),    # the instructor's own number
+])
+def test_a_new_workshops_hot_pool_is_sized_to_the_room_unless_the_instructor_says(
+        lesson: Lesson, cap: int, typed: str, pool: int) -> None:
+    response = staff().post("/workshops/", {"title": "Monday", "lessons": [lesson.pk], "cap": cap, "hours": 2,
+                                            "pool_size": typed})
+    assert response.status_code == 302
+    assert Workshop.objects.get(title="Monday").pool_size == pool
+
+
+@override_settings(WORKSHOP_POOL_SHARE=0.5, WORKSHOP_POOL_MAX=3)
+def test_the_rooms_pool_share_and_maximum_are_settings(lesson: Lesson) -> None:
+    teacher = staff()
+    form = teacher.get("/workshops/").content.decode()
+    assert "50% of the participants" in form and "at most 3" in form and 'placeholder="sized to the room"' in form
+    teacher.post("/workshops/", {"title": "Monday", "lessons": [lesson.pk], "cap": 4, "hours": 2})
+    assert Workshop.objects.get(title="Monday").pool_size == 2
+    with override_settings(WORKSHOP_POOL_SHARE=0.0):
+        assert workshops.workshop_pool_size(cap=40) == 0  # hot start off unless asked for
+
+
 # Pace and teach --------------------------------------------------------------------------------
 def test_an_announcement_and_a_lock_reach_every_participants_page(room: Workshop, lesson: Lesson) -> None:
     later = Lesson.objects.get(slug="fixture-later")
