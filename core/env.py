@@ -46,7 +46,7 @@ def env_int(name: str, default: int, *, min: int | None = None, max: int | None 
     return value
 
 
-def env_float(name: str, default: float, *, min: float | None = None) -> float:
+def env_float(name: str, default: float, *, min: float | None = None, max: float | None = None) -> float:
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -54,8 +54,12 @@ def env_float(name: str, default: float, *, min: float | None = None) -> float:
         value = float(raw.strip())
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value != value:  # NaN: every comparison below would let it through
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}")
     if min is not None and value < min:
         raise ImproperlyConfigured(f"{name} must be at least {min}, got {value}")
+    if max is not None and value > max:
+        raise ImproperlyConfigured(f"{name} must be at most {max}, got {value}")
     return value
 
 

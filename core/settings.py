@@ -180,8 +180,13 @@ LAB_MAX_SECONDS = env_int("LAB_MAX_SECONDS", 7200, min=60, max=7 * 24 * 3600)
 # one client address (behind a NAT a room shares one: raise it; 0 = no cap).
 SOCKETS_PER_SESSION = env_int("SOCKETS_PER_SESSION", 10, min=1, max=1000)
 LABS_PER_ADDRESS = env_int("LABS_PER_ADDRESS", 10, min=0, max=10000)
-# Workshops: the grid calls a participant stuck after this long with no step passed.
+# Workshops: the grid calls a participant stuck after this long with no step passed. A workshop's
+# hot pool, unless its instructor sets its size, is sized to the room: this share of its participant
+# cap (rounded up), at most WORKSHOP_POOL_MAX labs, since each holds a worker slot while it waits
+# (docs/deploy.md). A share or a maximum of 0 turns hot start off by default.
 WORKSHOP_STUCK_MINUTES = env_float("WORKSHOP_STUCK_MINUTES", 5.0, min=0.1)
+WORKSHOP_POOL_SHARE = env_float("WORKSHOP_POOL_SHARE", 0.2, min=0.0, max=1.0)
+WORKSHOP_POOL_MAX = env_int("WORKSHOP_POOL_MAX", 10, min=0, max=200)
 
 # The same Redis, named the way kombu wants a UNIX socket (redis+socket://) when REDIS_URL is one.
 CELERY_BROKER_URL = broker_url(REDIS_URL)

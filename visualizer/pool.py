@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from contextlib import AbstractContextManager
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from core import redis as core_redis
 from core.engine import keys
@@ -28,7 +31,9 @@ log = logging.getLogger(__name__)
 LOCK_S = 30  # a fill or drain holds its pool's lock at most this long (a process that dies frees it)
 LOCK_WAIT_S = 10
 REFILL_WAIT_S = 2  # a claim's refill waits no longer for the lock: the student is waiting for their lab
-FILL_TTL_S = 24 * 3600  # a pool's size is forgotten a day after its last fill
+# A pool's size is forgotten this long after its last fill when the caller names no end (a workshop
+# names its own: it may stay open for days).
+FILL_TTL_S = 24 * 3600
 CLAIM_ATTEMPTS = 5  # running pool labs tried before a claim gives up (and the caller starts one)
 
 
@@ -47,14 +52,17 @@ def _waiting(pool: str, lesson: Lesson):
     return Lab.objects.filter(pool=pool, lesson=lesson, state__in=Lab.LIVE_STATES)
 
 
-def pool_fill(*, pool: str, lesson: Lesson, size: int) -> int:
+def pool_fill(*, pool: str, lesson: Lesson, size: int, until: datetime | None = None) -> int:
     """Queue pool labs of ``lesson`` until ``size`` live unclaimed ones exist; how many it queued.
 
-    Remembers the size, by which pool_claim replaces each lab it hands out."""
+    Remembers the size, by which pool_claim replaces each lab it hands out, until ``until`` (the
+    end of the workshop the pool serves; FILL_TTL_S from now if None). Past it claims no longer
+    refill; the caller still drains the labs left."""
     if lesson.topology is None:
         raise ValueError(f"lesson {lesson.slug!r} has no lab")
+    ttl_s = FILL_TTL_S if until is None else max(1, math.ceil((until - timezone.now()).total_seconds()))
     with _lock(pool):
-        core_redis.client().set(_fill_key(pool), json.dumps({"lesson": lesson.pk, "size": size}), ex=FILL_TTL_S)
+        core_redis.client().set(_fill_key(pool), json.dumps({"lesson": lesson.pk, "size": size}), ex=ttl_s)
         return _fill(pool, lesson, size)
 
 

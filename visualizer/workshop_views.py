@@ -14,6 +14,7 @@ from typing import Any
 
 import segno
 from django import forms
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -88,8 +89,23 @@ class WorkshopForm(forms.Form):
                                              widget=forms.CheckboxSelectMultiple, label=gettext_lazy("Stages"))
     cap = forms.IntegerField(min_value=1, max_value=500, initial=30, label=gettext_lazy("Participants at most"))
     hours = forms.FloatField(min_value=0.25, max_value=24 * 7, initial=3, label=gettext_lazy("Open for (hours)"))
-    pool_size = forms.IntegerField(min_value=0, max_value=200, initial=0, required=False,
+    pool_size = forms.IntegerField(min_value=0, max_value=200, required=False,
                                    label=gettext_lazy("Labs started ahead (hot pool)"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Blank by default, so the pool follows whatever cap is typed (workshops.workshop_pool_size).
+        field = self.fields["pool_size"]
+        field.widget.attrs["placeholder"] = _("sized to the room")
+        field.help_text = _("Leave it blank to start %(share)s of the participants' labs ahead, at most %(max)s; "
+                            "0 turns hot start off.") % {"share": f"{settings.WORKSHOP_POOL_SHARE:.0%}",
+                                                         "max": settings.WORKSHOP_POOL_MAX}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("pool_size") is None and data.get("cap") is not None:
+            data["pool_size"] = workshops.workshop_pool_size(cap=data["cap"])
+        return data
 
 
 @staff_member_required
@@ -99,7 +115,7 @@ def workshop_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         workshop = workshops.workshop_create(
             title=data["title"], lessons=list(data["lessons"]), cap=data["cap"],
-            ends_at=timezone.now() + timedelta(hours=data["hours"]), pool_size=data["pool_size"] or 0,
+            ends_at=timezone.now() + timedelta(hours=data["hours"]), pool_size=data["pool_size"],
             user=request.user)
         return redirect("workshop", pk=workshop.pk)
     return render(request, "workshops/list.html", {"form": form, "workshops": Workshop.objects.all()[:50]})
@@ -129,6 +145,9 @@ def workshop_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         message = _control(request, workshop)
         workshop.refresh_from_db()
+    expired = workshops.workshop_expire_if_due(workshop)
+    if expired is not None:
+        message = _("The workshop's time is up, so it has ended; %(n)d labs were stopped.") % {"n": expired}
     lesson = _lesson_of(request, workshop)
     nodes = [n["id"] for n in (lesson.topology or {}).get("nodes", [])] if lesson else []
     regions = dict((lesson.topology or {}).get("regions") or {}) if lesson else {}
@@ -187,6 +206,7 @@ def _control(request: HttpRequest, workshop: Workshop) -> str:
 def workshop_grid(request: HttpRequest, pk: int) -> JsonResponse:
     """The grid's data, polled every few seconds by the control room, with the last broadcast's recovery."""
     workshop = get_object_or_404(Workshop, pk=pk)
+    workshops.workshop_expire_if_due(workshop)
     lesson = _lesson_of(request, workshop)
     if lesson is None:
         return JsonResponse({"rows": [], "steps": []})
@@ -202,6 +222,7 @@ def workshop_grid(request: HttpRequest, pk: int) -> JsonResponse:
 @staff_member_required
 def workshop_projector(request: HttpRequest, pk: int) -> HttpResponse:
     workshop = get_object_or_404(Workshop, pk=pk)
+    workshops.workshop_expire_if_due(workshop)
     lesson = _lesson_of(request, workshop)
     if request.GET.get("format") == "json":
         return JsonResponse(workshops.projector(workshop, lesson) if lesson else {"steps": []})

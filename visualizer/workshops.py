@@ -13,6 +13,7 @@ states from their rows, recovery from each lab's own telemetry history in Redis.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import statistics
 import unicodedata
@@ -81,6 +82,13 @@ def workshop_create(*, title: str, lessons: list[Lesson], cap: int, ends_at: dat
     raise RuntimeError("could not find a free workshop code")
 
 
+def workshop_pool_size(*, cap: int) -> int:
+    """The hot pool sized to a room of ``cap`` participants: WORKSHOP_POOL_SHARE of it, rounded up,
+    at most WORKSHOP_POOL_MAX (what a workshop gets when its instructor does not choose)."""
+    share = round(cap * settings.WORKSHOP_POOL_SHARE, 6)  # 30 × 0.2 is 6.000000000000001
+    return min(settings.WORKSHOP_POOL_MAX, math.ceil(share))
+
+
 def workshop_lessons(workshop: Workshop) -> list[Lesson]:
     """The workshop's stages in course order."""
     return list(workshop.lessons.order_by("stage", "slug"))
@@ -111,13 +119,38 @@ def pool_refill(workshop: Workshop) -> int:
     lesson = first_lesson(workshop)
     if not workshop.pool_size or lesson is None or lesson.topology is None or not is_open(workshop):
         return 0
-    return pool.pool_fill(pool=pool_key(workshop), lesson=lesson, size=workshop.pool_size)
+    # The pool refills until the workshop's end, however far off (a workshop may run for days).
+    return pool.pool_fill(pool=pool_key(workshop), lesson=lesson, size=workshop.pool_size, until=workshop.ends_at)
 
 
 def workshop_end(workshop: Workshop) -> int:
-    """Close the doors, stop every participant's live lab and the pool; how many labs stopped."""
-    Workshop.objects.filter(pk=workshop.pk).update(state=Workshop.State.ENDED, ended_at=timezone.now())
+    """Close the doors, stop every participant's live lab and the pool; how many labs stopped.
+
+    Works on any workshop, open, past its end time or already ended (it then stops what is left)."""
+    Workshop.objects.filter(pk=workshop.pk).exclude(state=Workshop.State.ENDED).update(
+        state=Workshop.State.ENDED, ended_at=timezone.now())
     workshop.refresh_from_db()
+    return _labs_stop(workshop)
+
+
+def workshop_expire_if_due(workshop: Workshop, *, now: datetime | None = None) -> int | None:
+    """End an open workshop whose end time has passed, as the instructor's End would; None if it is
+    not due, else how many labs this call stopped (0 when a concurrent call ended it first).
+
+    Nothing else ends a room that runs past its time, so whatever touches a workshop (the
+    participants' and the grid's polls, the join path, the control room) calls this first;
+    otherwise its labs and its pool would run on until LAB_MAX_SECONDS. It reads only the row the
+    caller loaded: a workshop that is not due costs no query."""
+    if workshop.state != Workshop.State.OPEN or workshop.ends_at > (now or timezone.now()):
+        return None
+    # Conditional: of the many polls that find the room due at once, one stops its labs.
+    won = Workshop.objects.filter(pk=workshop.pk, state=Workshop.State.OPEN).update(
+        state=Workshop.State.ENDED, ended_at=timezone.now())
+    workshop.refresh_from_db()
+    return _labs_stop(workshop) if won else 0
+
+
+def _labs_stop(workshop: Workshop) -> int:
     stopped = 0
     sessions = list(workshop.participants.values_list("session_key", flat=True))
     for lab in Lab.objects.filter(session_key__in=sessions, state__in=Lab.LIVE_STATES):
@@ -143,10 +176,11 @@ def clean_nickname(raw: str) -> str:
 
 
 def workshop_by_code(code: str) -> Workshop:
-    """The open workshop with this code, or JoinRefused saying why not."""
+    """The open workshop with this code, or JoinRefused saying why not (ending it if its time is up)."""
     workshop = Workshop.objects.filter(code=normalise_code(code)).first()
     if workshop is None:
         raise JoinRefused(_("There is no workshop with this code. Check it with your instructor."))
+    workshop_expire_if_due(workshop)
     if workshop.state == Workshop.State.DRAFT:
         raise JoinRefused(_("This workshop has not opened yet."))
     if not is_open(workshop):
@@ -179,13 +213,20 @@ def participant_join(*, code: str, nickname: str, session_key: str) -> Participa
 
 
 def participant_for_session(session_key: str | None) -> Participant | None:
-    """The session's participant in a workshop that is open now, if any."""
+    """The session's participant in a workshop that is open now, if any.
+
+    A workshop found open past its end time is ended here (workshop_expire_if_due): every page of
+    a participant, the banner's poll and a lab's start ask this, so a room's labs stop at its end
+    time as soon as one of its students is still around."""
     if not session_key:
         return None
-    return (Participant.objects.select_related("workshop", "workshop__locked_lesson")
-            .filter(session_key=session_key, workshop__state=Workshop.State.OPEN,
-                    workshop__ends_at__gt=timezone.now())
-            .order_by("-joined").first())
+    rooms = (Participant.objects.select_related("workshop", "workshop__locked_lesson")
+             .filter(session_key=session_key, workshop__state=Workshop.State.OPEN).order_by("-joined"))
+    participant = rooms.first()
+    if participant is None or workshop_expire_if_due(participant.workshop) is None:
+        return participant
+    # That room's time was up and it has ended now; the session may be in another one still open.
+    return rooms.filter(workshop__ends_at__gt=timezone.now()).first()
 
 
 def start_terms(session_key: str | None, lesson: Lesson) -> tuple[bool, str | None]:

@@ -37,6 +37,7 @@ def test_it_reads_booleans(monkeypatch: pytest.MonkeyPatch) -> None:
     ("reader", "value"),
     [(lambda: env_bool("X", False), "maybe"), (lambda: env_int("X", 1, min=1), "0"),
      (lambda: env_int("X", 1), "four"), (lambda: env_float("X", 1.0), "soon"),
+     (lambda: env_float("X", 0.2, min=0.0, max=1.0), "1.5"), (lambda: env_float("X", 0.2, min=0.0), "nan"),
      (lambda: env_url("X", "redis://a", schemes=("redis",)), "http://a"),
      (lambda: env_origins("X"), "lab.example.org"), (lambda: env_origins("X"), "https://lab.example.org/stage/")],
 )

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import redis
+from django.utils import timezone
 
+from core import redis as core_redis
 from core.engine import keys
 from lessons.models import Lesson
 from tests.visualizer.test_faults import enqueued  # noqa: F401 (a fixture)
@@ -61,3 +64,15 @@ def test_a_claim_refills_until_the_pool_is_drained(lesson: Lesson, enqueued: lis
     assert not Lab.objects.filter(pool=POOL, state__in=Lab.LIVE_STATES).exists()
     claimed.refresh_from_db()
     assert claimed.state == Lab.State.RUNNING  # the student's lab is not the pool's any more
+
+
+def test_a_fill_is_remembered_until_the_end_it_names_or_a_day(lesson: Lesson, enqueued: list[str]) -> None:  # noqa: F811
+    r = core_redis.client()
+    pool.pool_fill(pool=POOL, lesson=lesson, size=1, until=timezone.now() + timedelta(days=5))
+    assert 5 * 86400 - 60 < r.ttl(pool._fill_key(POOL)) <= 5 * 86400
+    pool.pool_fill(pool=POOL, lesson=lesson, size=1)  # no end named: the fallback
+    assert pool.FILL_TTL_S - 60 < r.ttl(pool._fill_key(POOL)) <= pool.FILL_TTL_S
+    pool.pool_fill(pool=POOL, lesson=lesson, size=1, until=timezone.now() - timedelta(seconds=5))
+    assert r.ttl(pool._fill_key(POOL)) == 1  # already past: gone at once, not an error
+    assert len(enqueued) == 1  # the pool was full all along
+    pool.pool_drain(pool=POOL)

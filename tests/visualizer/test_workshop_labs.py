@@ -1,6 +1,7 @@
 """A workshop's faults and its end, on real labs in a real worker: a broadcast reaches every
 participant's lab and each applies it; each lab's recovery is read from its own history (its
-errors, or for a slow fault its p95); ending the workshop stops every lab."""
+errors, or for a slow fault its p95); ending the workshop, by the instructor or by its end time,
+stops every lab, its hot pool's too."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 from core.engine import keys
 from tests.stack import Stack, run_stack, wait_for
+from tests.visualizer.test_pool import lab_id as row_id
+from tests.visualizer.test_pool import rows
 from tests.visualizer.test_worker import FIXTURE, lab_start_running, on_network
 
 pytestmark = pytest.mark.slow
@@ -138,3 +141,53 @@ def test_a_slow_broadcast_is_read_from_each_labs_latency_and_its_undo_brings_it_
     assert undo == baselines  # measured against the p95 from before the fault, not the slow one
     wait_for(lambda: {r["state"] for r in recovery().values()} == {"recovered"}, 20, "both labs to be back")
     assert all(0 < r["seconds"] < 10 for r in recovery().values())
+
+
+def pool_running(stack: Stack, pool: str) -> list[str]:
+    """The workshop's unclaimed pool labs whose engine says running."""
+    ids = [row_id(r) for r in rows(stack, f"pool = '{pool}' and state in ('queued', 'starting', 'running')")]
+    return [i for i in ids if stack.status(i).get("state") == "running"]
+
+
+@pytest.mark.parametrize("how", ["by the instructor", "past its end time"])
+def test_ending_a_workshop_stops_its_hot_pools_labs_and_the_claimed_one(
+        tmp_path: Path, redis_url: str, how: str) -> None:
+    with run_stack(tmp_path, redis_url, lessons=[FIXTURE], slots=3) as stack:
+        stack.shell(
+            "from datetime import timedelta\nfrom django.utils import timezone\n"
+            "from lessons.models import Lesson\nfrom visualizer import workshops as ws\n"
+            "w = ws.workshop_create(title='t', lessons=[Lesson.objects.get(slug='fixture-single')], cap=5,\n"
+            "                       pool_size=2, ends_at=timezone.now() + timedelta(hours=1))\n"
+            "ws.workshop_open(w)\n"
+            "ws.participant_join(code=w.code, nickname='ana', session_key='session-ana')\n")
+        pool = workshop_call(stack, "print(json.dumps(ws.pool_key(w)))")
+        started = set(wait_for(lambda: len(ids := pool_running(stack, pool)) == 2 and ids, 60, "the pool to run"))
+
+        # Ana's start is served from the pool, which tops itself up again.
+        claimed = stack.shell(
+            "from lessons.models import Lesson\nfrom visualizer import services, workshops as ws\n"
+            "lesson = Lesson.objects.get(slug='fixture-single')\n"
+            "in_room, pool = ws.start_terms('session-ana', lesson)\n"
+            "print(services.lab_start(session_key='session-ana', lesson=lesson, pool=pool).id)").splitlines()[-1]
+        assert claimed in started
+        waiting = set(wait_for(lambda: len(ids := pool_running(stack, pool)) == 2 and ids, 60, "the pool to refill"))
+        labs = waiting | {claimed}
+        networks = [r["network"] for r in rows(stack) if row_id(r) in labs]
+        assert all(stack.redis.exists(keys.heartbeat_key(i)) for i in labs)
+
+        if how == "by the instructor":
+            assert workshop_call(stack, "print(json.dumps(ws.workshop_end(w)))") == 3
+        else:  # nobody pressed End: Ana's next poll finds the room past its time
+            assert workshop_call(
+                stack, "from datetime import timedelta\nfrom django.utils import timezone\n"
+                       "Workshop.objects.filter(pk=w.pk).update(ends_at=timezone.now() - timedelta(seconds=1))\n"
+                       "print(json.dumps(ws.participant_for_session('session-ana') is None))") is True
+        assert workshop_call(stack, "print(json.dumps(w.state))") == "ended"
+        for i in labs:  # each engine heard its stop and went away, sockets and all
+            wait_for(lambda i=i: stack.lab_state(i) == "stopped", 15, "the lab row to say stopped")
+            wait_for(lambda i=i: not stack.redis.exists(keys.heartbeat_key(i)), 15, "the heartbeat to go")
+        for network in networks:
+            wait_for(lambda network=network: not on_network(network), 15, f"every socket on {network} to close")
+        # The pool is drained for good: its size forgotten, nothing queued to replace the labs.
+        assert not stack.redis.exists(f"{keys.PREFIX}:pool:{pool}:fill")
+        assert not rows(stack, "state in ('queued', 'starting', 'running')")

@@ -16,11 +16,13 @@ from django.contrib.auth.models import User
 from django.test import Client, override_settings
 from django.utils import timezone
 
+from core import redis as core_redis
 from core.engine import keys
 from lessons.models import Lesson
 from tests.visualizer.conftest import communicator, session_create
 from tests.visualizer.test_consumer import connected, receive_until
-from visualizer import services, workshops
+from tests.visualizer.test_faults import enqueued  # noqa: F401 (a fixture)
+from visualizer import pool, services, workshops
 from visualizer.models import Lab, Participant, Progress, Workshop
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -178,6 +180,33 @@ def test_an_instructor_creates_and_opens_a_workshop_with_a_code_and_a_qr(lesson:
     assert Client().post("/join/", {"code": workshop.code, "nickname": "A"}).status_code == 302
 
 
+@pytest.mark.parametrize(("cap", "typed", "pool"), [
+    (40, "", 8),     # blank: a fifth of the room, rounded up
+    (30, "", 6),
+    (3, "", 1),
+    (200, "", 10),   # never more than WORKSHOP_POOL_MAX
+    (40, "0", 0),    # 0 turns hot start off
+    (40, "2", 2),    # the instructor's own number
+])
+def test_a_new_workshops_hot_pool_is_sized_to_the_room_unless_the_instructor_says(
+        lesson: Lesson, cap: int, typed: str, pool: int) -> None:
+    response = staff().post("/workshops/", {"title": "Monday", "lessons": [lesson.pk], "cap": cap, "hours": 2,
+                                            "pool_size": typed})
+    assert response.status_code == 302
+    assert Workshop.objects.get(title="Monday").pool_size == pool
+
+
+@override_settings(WORKSHOP_POOL_SHARE=0.5, WORKSHOP_POOL_MAX=3)
+def test_the_rooms_pool_share_and_maximum_are_settings(lesson: Lesson) -> None:
+    teacher = staff()
+    form = teacher.get("/workshops/").content.decode()
+    assert "50% of the participants" in form and "at most 3" in form and 'placeholder="sized to the room"' in form
+    teacher.post("/workshops/", {"title": "Monday", "lessons": [lesson.pk], "cap": 4, "hours": 2})
+    assert Workshop.objects.get(title="Monday").pool_size == 2
+    with override_settings(WORKSHOP_POOL_SHARE=0.0):
+        assert workshops.workshop_pool_size(cap=40) == 0  # hot start off unless asked for
+
+
 # Pace and teach --------------------------------------------------------------------------------
 def test_an_announcement_and_a_lock_reach_every_participants_page(room: Workshop, lesson: Lesson) -> None:
     later = Lesson.objects.get(slug="fixture-later")
@@ -230,6 +259,123 @@ def test_a_lesson_with_regions_offers_a_region_outage_and_broadcasts_it(room: Wo
                                                    "mode": "down"}).content.decode()
     assert "region must be a region id" in page and room.broadcasts.count() == 1
     assert teacher.get(f"/workshops/{room.pk}/grid/").json()["broadcast"]["label"] == "outage us"
+
+
+# Ending, by the instructor or by the clock --------------------------------------------------------
+def running_labs(room: Workshop, lesson: Lesson, *clients: Client) -> list[Lab]:
+    """A running lab for each participant (their worker is not needed: a stop is a row and a message)."""
+    return [Lab.objects.create(session_key=session_of(client), lesson=lesson, network=f"127.9.{i}", state="running")
+            for i, client in enumerate(clients)]
+
+
+def live_labs(room: Workshop) -> list[Lab]:
+    sessions = list(room.participants.values_list("session_key", flat=True))
+    return list(Lab.objects.filter(state__in=Lab.LIVE_STATES, session_key__in=sessions)
+                | Lab.objects.filter(state__in=Lab.LIVE_STATES, pool=workshops.pool_key(room)))
+
+
+def another(lesson: Lesson, hours: float) -> Workshop:
+    """A second workshop, a draft, ending ``hours`` from now."""
+    return workshops.workshop_create(title="later", lessons=[lesson], cap=3,
+                                     ends_at=timezone.now() + timedelta(hours=hours))
+
+
+def test_the_end_button_is_offered_until_the_workshop_has_ended(room: Workshop, lesson: Lesson) -> None:
+    teacher = staff()
+    draft = another(lesson, 1)
+    page = teacher.get(f"/workshops/{draft.pk}/").content.decode()
+    assert 'data-testid="open-workshop"' in page and 'data-testid="end-workshop"' in page
+    assert 'data-testid="end-workshop"' in teacher.get(f"/workshops/{room.pk}/").content.decode()
+    teacher.post(f"/workshops/{room.pk}/", {"do": "end"})
+    page = teacher.get(f"/workshops/{room.pk}/").content.decode()
+    assert 'data-testid="end-workshop"' not in page and 'data-testid="open-workshop"' not in page
+
+
+def test_the_instructor_can_end_a_workshop_past_its_end_time(room: Workshop, lesson: Lesson) -> None:
+    labs = running_labs(room, lesson, joined(room, "Ana"), joined(room, "Ben"))
+    Workshop.objects.filter(pk=room.pk).update(ends_at=timezone.now() - timedelta(minutes=5))
+    page = staff().post(f"/workshops/{room.pk}/", {"do": "end"}).content.decode()
+    assert "2 labs were stopped" in page
+    room.refresh_from_db()
+    assert room.state == "ended" and room.ended_at is not None
+    assert {lab.state for lab in Lab.objects.filter(pk__in=[lab.pk for lab in labs])} == {"stopped"}
+
+
+TOUCHES = {
+    "a participant's banner poll": lambda room, student: student.get("/workshop/live/"),
+    "a participant's page": lambda room, student: student.get("/"),
+    "a join by its code": lambda room, student: Client().post("/join/", {"code": room.code, "nickname": "Late"}),
+    "the grid's poll": lambda room, student: staff().get(f"/workshops/{room.pk}/grid/"),
+    "the control room": lambda room, student: staff().get(f"/workshops/{room.pk}/"),
+}
+
+
+@pytest.mark.parametrize("touch", list(TOUCHES))
+def test_a_workshop_past_its_end_time_ends_the_next_time_it_is_touched(
+        lesson: Lesson, enqueued: list[str], touch: str) -> None:  # noqa: F811
+    room = workshops.workshop_create(title="Friday class", lessons=[lesson], cap=3, pool_size=2,
+                                     ends_at=timezone.now() + timedelta(hours=2))
+    workshops.workshop_open(room)
+    assert len(enqueued) == 2  # the hot pool
+    ana, ben = joined(room, "Ana"), joined(room, "Ben")
+    labs = running_labs(room, lesson, ana, ben)
+    assert len(live_labs(room)) == 4
+    Workshop.objects.filter(pk=room.pk).update(ends_at=timezone.now() - timedelta(seconds=1))
+
+    response = TOUCHES[touch](room, ana)
+    room.refresh_from_db()
+    assert room.state == "ended" and room.ended_at is not None
+    assert live_labs(room) == []  # the participants' labs and the pool's
+    assert not core_redis.client().exists(pool._fill_key(workshops.pool_key(room)))  # no refill
+    if touch == "a participant's banner poll":
+        assert response.json() == {"workshop": None}
+    if touch == "a join by its code":
+        assert "has ended" in response.content.decode() and not room.participants.filter(nickname="Late").exists()
+    if touch == "the control room":
+        page = response.content.decode()
+        assert "time is up" in page and 'data-testid="end-workshop"' not in page
+    # Ended once: later polls stop nothing more, and the labs stay stopped.
+    assert ben.get("/workshop/live/").json() == {"workshop": None}
+    assert workshops.workshop_expire_if_due(room) is None
+    assert {lab.state for lab in Lab.objects.filter(pk__in=[lab.pk for lab in labs])} == {"stopped"}
+
+
+def test_of_two_calls_that_find_a_workshop_due_one_stops_its_labs(room: Workshop, lesson: Lesson) -> None:
+    running_labs(room, lesson, joined(room, "Ana"))
+    Workshop.objects.filter(pk=room.pk).update(ends_at=timezone.now() - timedelta(seconds=1))
+    first, second = Workshop.objects.get(pk=room.pk), Workshop.objects.get(pk=room.pk)  # two polls' rows
+    assert workshops.workshop_expire_if_due(first) == 1
+    assert workshops.workshop_expire_if_due(second) == 0
+    assert second.state == "ended"
+
+
+def test_a_workshop_not_due_costs_no_query(room: Workshop, lesson: Lesson, django_assert_num_queries) -> None:
+    draft = another(lesson, -1)
+    with django_assert_num_queries(0):
+        assert workshops.workshop_expire_if_due(room) is None
+        assert workshops.workshop_expire_if_due(draft) is None  # never opened: nothing runs
+    assert room.state == "open" and draft.state == "draft"
+
+
+def test_a_participant_of_an_ended_room_is_found_in_their_other_open_room(room: Workshop, lesson: Lesson) -> None:
+    client = joined(room, "Ana")
+    later = another(lesson, 1)
+    workshops.workshop_open(later)
+    assert client.post(f"/join/{later.code}/", {"nickname": "Ana"}).status_code == 302
+    Workshop.objects.filter(pk=later.pk).update(ends_at=timezone.now() - timedelta(seconds=1))
+    assert client.get("/workshop/live/").json()["workshop"]["code"] == room.code  # the newest room has ended
+    assert Workshop.objects.get(pk=later.pk).state == "ended"
+
+
+# The hot pool ---------------------------------------------------------------------------------
+def test_the_pool_refills_until_the_workshop_ends_however_far_off(lesson: Lesson,
+                                                                  enqueued: list[str]) -> None:  # noqa: F811
+    room = workshops.workshop_create(title="A week", lessons=[lesson], cap=30, pool_size=1,
+                                     ends_at=timezone.now() + timedelta(days=6))
+    workshops.workshop_open(room)
+    ttl = core_redis.client().ttl(pool._fill_key(workshops.pool_key(room)))
+    assert timedelta(days=6) - timedelta(minutes=1) < timedelta(seconds=ttl) <= timedelta(days=6)
+    workshops.workshop_end(room)
 
 
 # Grid, projector, CSV --------------------------------------------------------------------------
