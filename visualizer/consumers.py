@@ -12,10 +12,13 @@ import uuid
 from typing import Any
 
 import redis.asyncio
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
+from django.http import HttpRequest
+from django.utils import translation
 
 from core import redis as core_redis
 from core.client_ip import address_from
@@ -208,13 +211,8 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
             session_key=self.session_key, lesson=self.lesson)
         if action == "start":
             try:
-                # A room behind one NAT address must not hit the per-address cap.
-                in_workshop, pool = await database_sync_to_async(workshops.start_terms)(
-                    self.session_key, self.lesson)
-                lab = await database_sync_to_async(services.lab_start)(
-                    session_key=self.session_key, lesson=self.lesson,
-                    client_address=None if in_workshop else self._client_address(),
-                    pool=self.pool if self.pool is not None else pool)
+                user = await get_user(self.scope)  # staff are not held to a workshop's stage
+                lab = await database_sync_to_async(self._start)(staff=bool(user.is_active and user.is_staff))
             except services.LabRefused as exc:
                 await self._error(str(exc), _quote(content, raw))
                 return
@@ -233,6 +231,24 @@ class LabConsumer(AsyncJsonWebsocketConsumer):
             if action == "check":
                 self.checks_asked.add(command["step"])
             await self._send_command(lab, command, _quote(content, raw))
+
+    def _start(self, *, staff: bool) -> Lab:
+        # Refusals are worded in the page's language (the socket's request carries its cookie).
+        with translation.override(self._language()):
+            in_workshop, pool = workshops.start_terms(self.session_key, self.lesson, staff=staff)
+            # A room behind one NAT address must not hit the per-address cap.
+            return services.lab_start(session_key=self.session_key, lesson=self.lesson,
+                                      client_address=None if in_workshop else self._client_address(),
+                                      pool=self.pool if self.pool is not None else pool)
+
+    def _language(self) -> str:
+        """The page's language, chosen as LocaleMiddleware chose it for the page: the language
+        cookie, else the browser's Accept-Language."""
+        request = HttpRequest()
+        request.COOKIES = self.scope.get("cookies") or {}
+        accept = dict(self.scope.get("headers") or []).get(b"accept-language", b"")
+        request.META["HTTP_ACCEPT_LANGUAGE"] = accept.decode("latin-1")
+        return translation.get_language_from_request(request)
 
     async def _subscribe(self, lab: Lab | None) -> None:
         self.lab_id = str(lab.id) if lab is not None else None

@@ -20,6 +20,7 @@ from visualizer.context import participant_of
 from visualizer.models import Lab
 from visualizer.services import progress_for
 from visualizer.texts import event_texts, kind_texts
+from visualizer.workshops import held_elsewhere
 
 WATCH_NAME_CHARS = 80  # a participant's nickname, as the workshop page passes it
 
@@ -30,10 +31,10 @@ def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
     if not request.session.session_key:
         request.session.save()
         request.session.modified = True
-    participant = participant_of(request)
-    locked = participant.workshop.locked_lesson if participant is not None else None
-    if locked is not None and locked.pk != lesson.pk and not request.user.is_staff:
-        # The instructor holds the room to one stage: the others wait.
+    locked = held_elsewhere(participant_of(request), lesson, staff=request.user.is_staff)
+    if locked is not None:
+        # The instructor holds the room to one stage: the others wait (and cannot start a lab there
+        # either: workshops.start_terms refuses it).
         messages.info(request, _("Your instructor has asked everyone to stay on stage %(stage)s for now.")
                       % {"stage": locked.stage})
         return redirect("lesson", slug=locked.slug)

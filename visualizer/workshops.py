@@ -229,13 +229,31 @@ def participant_for_session(session_key: str | None) -> Participant | None:
     return rooms.filter(workshop__ends_at__gt=timezone.now()).first()
 
 
-def start_terms(session_key: str | None, lesson: Lesson) -> tuple[bool, str | None]:
+def held_elsewhere(participant: Participant | None, lesson: Lesson, *, staff: bool = False) -> Lesson | None:
+    """The stage the participant's room is held to (workshop_lock), if it is not ``lesson``; None if
+    they may be on ``lesson``. Staff are never held: an instructor looks at any stage."""
+    if participant is None or staff:
+        return None
+    locked = participant.workshop.locked_lesson
+    return locked if locked is not None and locked.pk != lesson.pk else None
+
+
+def start_terms(session_key: str | None, lesson: Lesson, *, staff: bool = False) -> tuple[bool, str | None]:
     """How a start of this session on this lesson is served: whether the session is a workshop's
     participant (admitted by its code and cap, so not counted per client address), and the hot pool
-    it may be served from (its workshop's, on the workshop's first stage)."""
+    it may be served from (its workshop's, on the workshop's first stage).
+
+    Raises services.LabRefused, in the active language, when the room is held to another stage: the
+    lesson page redirects to the held stage, but a socket opened before the lock (or by hand) must
+    not start a lab of another one."""
     participant = participant_for_session(session_key)
     if participant is None:
         return False, None
+    held = held_elsewhere(participant, lesson, staff=staff)
+    if held is not None:
+        raise services.LabRefused(
+            _("Your instructor has asked everyone to stay on stage %(stage)s for now, so this stage's lab "
+              "cannot start.") % {"stage": held.stage})
     workshop = participant.workshop
     first = first_lesson(workshop) if workshop.pool_size else None
     return True, pool_key(workshop) if first is not None and first.pk == lesson.pk else None

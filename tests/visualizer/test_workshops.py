@@ -582,3 +582,84 @@ async def test_a_room_behind_one_address_is_not_held_to_the_per_address_cap(room
     assert "1 labs running" in (await receive_until(outsiders[1], "error"))["message"]
     for comm in [*comms, *outsiders]:
         await comm.disconnect()
+
+
+# The lock, server-side -------------------------------------------------------------------------
+def two_runnable_stages(room: Workshop, lesson: Lesson) -> Lesson:
+    """The room's second stage, given the first one's lab so that its page can start one."""
+    later = Lesson.objects.get(slug="fixture-later")
+    later.topology = lesson.topology
+    later.save(update_fields=["topology"])
+    room.lessons.add(later)
+    return later
+
+
+async def on_stage(room: Workshop, slug: str, *, language: str | None = None) -> tuple[WebsocketCommunicator, str]:
+    """A participant's socket on a stage's page (with the page's language cookie, if given)."""
+    client = await database_sync_to_async(joined)(room, "Ana")
+    session_key = await database_sync_to_async(session_of)(client)
+    comm = communicator(session_key, slug=slug)
+    if language:
+        comm.scope["headers"] = [(k, v + f"; django_language={language}".encode() if k == b"cookie" else v)
+                                 for k, v in comm.scope["headers"]]
+    ok, _ = await comm.connect()
+    assert ok
+    assert (await comm.receive_json_from(timeout=3))["type"] == "hello"
+    return comm, session_key
+
+
+async def test_a_participants_socket_cannot_start_a_lab_of_a_stage_the_room_is_not_held_to(
+        room: Workshop, lesson: Lesson, enqueued: list[str]) -> None:  # noqa: F811
+    later = await database_sync_to_async(two_runnable_stages)(room, lesson)
+    await database_sync_to_async(workshops.workshop_lock)(room, later)
+    # The page opened before the lock (or a socket opened by hand): the redirect never happened.
+    comm, session_key = await on_stage(room, lesson.slug)
+    await comm.send_json_to({"action": "start"})
+    error = await receive_until(comm, "error")
+    assert error["message"] == ("Your instructor has asked everyone to stay on stage 2 for now, so this stage's "
+                                "lab cannot start.")
+    assert error["command"] == {"action": "start"}
+    assert not await database_sync_to_async(Lab.objects.filter(session_key=session_key).exists)()
+    assert enqueued == []
+    # The socket is still usable: once the room is let go, the same socket starts its lab.
+    await database_sync_to_async(workshops.workshop_lock)(room, None)
+    await comm.send_json_to({"action": "start"})
+    assert (await receive_until(comm, "status"))["state"] == "queued"
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize("held_to", ["this stage", "no stage"])
+async def test_a_participants_socket_starts_a_lab_of_the_stage_the_room_is_held_to_or_of_any_when_free(
+        room: Workshop, lesson: Lesson, enqueued: list[str], held_to: str) -> None:  # noqa: F811
+    await database_sync_to_async(two_runnable_stages)(room, lesson)
+    await database_sync_to_async(workshops.workshop_lock)(room, lesson if held_to == "this stage" else None)
+    comm, session_key = await on_stage(room, lesson.slug)
+    await comm.send_json_to({"action": "start"})
+    assert (await receive_until(comm, "status"))["state"] == "queued"
+    lab = await database_sync_to_async(Lab.objects.get)(session_key=session_key)
+    assert lab.lesson_id == lesson.pk and enqueued == [str(lab.id)]
+    await comm.disconnect()
+
+
+async def test_the_refusal_is_in_the_pages_language(room: Workshop, lesson: Lesson) -> None:
+    later = await database_sync_to_async(two_runnable_stages)(room, lesson)
+    await database_sync_to_async(workshops.workshop_lock)(room, later)
+    comm, _ = await on_stage(room, lesson.slug, language="bg")
+    await comm.send_json_to({"action": "start"})
+    assert (await receive_until(comm, "error"))["message"] == (
+        "Преподавателят помоли всички засега да останат на етап 2, затова лабораторията на този етап не може да "
+        "стартира.")
+    await comm.disconnect()
+
+
+def test_staff_are_not_held_to_the_rooms_stage(room: Workshop, lesson: Lesson) -> None:
+    later = two_runnable_stages(room, lesson)
+    workshops.workshop_lock(room, later)
+    client = joined(room, "Ana")
+    participant = workshops.participant_for_session(session_of(client))
+    assert workshops.held_elsewhere(participant, lesson) == later
+    assert workshops.held_elsewhere(participant, later) is None
+    assert workshops.held_elsewhere(participant, lesson, staff=True) is None  # as the page lets them look
+    with pytest.raises(services.LabRefused):
+        workshops.start_terms(session_of(client), lesson)
+    assert workshops.start_terms(session_of(client), lesson, staff=True) == (True, None)
