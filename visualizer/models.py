@@ -44,6 +44,9 @@ class Lab(models.Model):
     # A lab started ahead for a workshop's hot pool (visualizer.pool): its session_key is a
     # placeholder of its own until a participant claims it, when this is cleared.
     pool = models.CharField(max_length=40, blank=True, db_index=True)
+    # When that pool closes (its workshop's end): a pool lab still unclaimed then stops by itself,
+    # whether or not anything drains the pool (core.engine.runner's pool_seconds). A claim clears it.
+    pool_until = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

@@ -3,7 +3,9 @@
 A pool is named by a key of its caller's choosing (a workshop's, say) and holds labs of one lesson.
 Its labs are ordinary Lab rows with ``pool`` set and a placeholder session of their own; the
 engine runs them as ``pooled`` (core.engine.runner): no idle stop, no checks, until a claim hands
-one to a student. Each pool lab holds a worker slot while it waits (see docs/deploy.md).
+one to a student. Each pool lab holds a worker slot while it waits (see docs/deploy.md), at most
+until the pool's end (``until``, its workshop's end time), when the engine stops it by itself:
+a workshop nobody touches after its end (so nobody drains) does not keep its pool running.
 
 pool_claim tops the pool up itself (one replacement per claim, under the pool's lock), as long as
 the pool has not been drained since its last pool_fill; so a caller fills once and drains once.
@@ -57,21 +59,23 @@ def pool_fill(*, pool: str, lesson: Lesson, size: int, until: datetime | None = 
 
     Remembers the size, by which pool_claim replaces each lab it hands out, until ``until`` (the
     end of the workshop the pool serves; FILL_TTL_S from now if None). Past it claims no longer
-    refill; the caller still drains the labs left."""
+    refill, and every lab still unclaimed stops by itself (Lab.pool_until); the caller's drain
+    stops them sooner, and any still queued."""
     if lesson.topology is None:
         raise ValueError(f"lesson {lesson.slug!r} has no lab")
     ttl_s = FILL_TTL_S if until is None else max(1, math.ceil((until - timezone.now()).total_seconds()))
     with _lock(pool):
-        core_redis.client().set(_fill_key(pool), json.dumps({"lesson": lesson.pk, "size": size}), ex=ttl_s)
-        return _fill(pool, lesson, size)
+        fill = {"lesson": lesson.pk, "size": size, "until": until.isoformat() if until else None}
+        core_redis.client().set(_fill_key(pool), json.dumps(fill), ex=ttl_s)
+        return _fill(pool, lesson, size, until)
 
 
-def _fill(pool: str, lesson: Lesson, size: int) -> int:
+def _fill(pool: str, lesson: Lesson, size: int, until: datetime | None) -> int:
     missing = max(0, size - _waiting(pool, lesson).count())
     for _ in range(missing):
         # A placeholder session of its own (37 characters): the constraint of one live lab per
         # session then holds for pool labs as for any other.
-        services.lab_queue(session_key=f"pool-{uuid.uuid4().hex}", lesson=lesson, pool=pool)
+        services.lab_queue(session_key=f"pool-{uuid.uuid4().hex}", lesson=lesson, pool=pool, pool_until=until)
     return missing
 
 
@@ -95,7 +99,7 @@ def pool_claim(*, pool: str, session_key: str, lesson: Lesson, client_address: s
         try:
             with transaction.atomic():
                 won = Lab.objects.filter(pk=candidate, pool=pool, state=Lab.State.RUNNING).update(
-                    session_key=session_key, pool="", client_address=client_address or None)
+                    session_key=session_key, pool="", pool_until=None, client_address=client_address or None)
         except IntegrityError:
             # Another start of this session got its lab between our stop and our claim: as new
             # as ours, it is the answer (as in lab_start).
@@ -118,7 +122,8 @@ def _refill(pool: str, lesson: Lesson) -> None:
             raw = core_redis.client().get(_fill_key(pool))
             fill = json.loads(raw) if raw else None
             if fill and fill.get("lesson") == lesson.pk:
-                _fill(pool, lesson, int(fill["size"]))
+                until = fill.get("until")
+                _fill(pool, lesson, int(fill["size"]), datetime.fromisoformat(until) if until else None)
     except Exception:  # the student has their lab; a smaller pool only makes later starts slower
         log.exception("pool %s: could not top up", pool)
 

@@ -35,6 +35,7 @@ ENGINE_STOP_S = 8.0  # a cancelled engine's own stop is bounded well within this
 REDIS_SETTLE_S = keys.HEARTBEAT_TTL_S + 5
 LOST_MESSAGE = "lost: the worker hosting this lab stopped; start again"
 REDIS_FAILED_MESSAGE = "failed: the lab ended while Redis was unreachable"
+UNCLAIMED_MESSAGE = "stopped: its workshop ended before anyone claimed it"  # as core.engine.runner says it
 START_ATTEMPTS = 5  # inserts lost to a concurrent start's network before giving up
 
 
@@ -95,8 +96,11 @@ def address_check(*, session_key: str, client_address: str | None) -> None:
                          "allows: stop one of them first")
 
 
-def lab_queue(*, session_key: str, lesson: Lesson, client_address: str | None = None, pool: str = "") -> Lab:
-    """lab_start's work once the start is allowed: the row, its network, its queued status, its task."""
+def lab_queue(*, session_key: str, lesson: Lesson, client_address: str | None = None, pool: str = "",
+              pool_until: datetime | None = None) -> Lab:
+    """lab_start's work once the start is allowed: the row, its network, its queued status, its task.
+
+    ``pool`` and ``pool_until``: a hot-pool lab's pool and when it closes (visualizer.pool)."""
     r = core_redis.client()
     for _ in range(START_ATTEMPTS):
         for previous in Lab.objects.filter(session_key=session_key, state__in=Lab.LIVE_STATES):
@@ -105,7 +109,8 @@ def lab_queue(*, session_key: str, lesson: Lesson, client_address: str | None = 
         try:
             with transaction.atomic():
                 lab = Lab.objects.create(session_key=session_key, lesson=lesson, network=network,
-                                         client_address=client_address or None, pool=pool)
+                                         client_address=client_address or None, pool=pool,
+                                         pool_until=pool_until if pool else None)
         except IntegrityError:
             # Another start of this session got in between our stop and our insert: it is as new
             # as ours, so it is the answer. Otherwise the network was taken meanwhile: try again.
@@ -253,6 +258,16 @@ def lab_run(*, lab_id: str) -> None:
     if not Lab.objects.filter(pk=lab_id, state=Lab.State.QUEUED).update(state=Lab.State.STARTING):
         return  # stopped while it waited for a slot, or run by another delivery
     r = core_redis.client()
+    pool_seconds = _pool_seconds(lab)
+    if pool_seconds is not None and pool_seconds <= 0:
+        # Its pool closed while it waited for a slot: nobody can claim it now, so it does not start.
+        _lab_end(lab_id, Lab.State.STOPPED)
+        try:
+            _status_publish(r, lab, {"type": "status", "lab": lab_id, "state": "stopped", "reason": "unclaimed",
+                                     "message": UNCLAIMED_MESSAGE, "nodes": {}}, ttl=keys.STATUS_TTL_S)
+        except redis.RedisError:
+            log.warning("lab %s: its end could not be published", lab_id)
+        return
     try:
         _lab_claimed(r, lab)
     except redis.RedisError as exc:
@@ -263,7 +278,8 @@ def lab_run(*, lab_id: str) -> None:
         reason = hosting.run(_lab_run_async(
             lab_id=lab_id, topology=lab.lesson.topology, network=lab.network,
             checks=lesson_checks(lab.lesson), measures=lesson_measures(lab.lesson),
-            pooled=bool(lab.pool)))  # a hot-pool lab waits for its claim (visualizer.pool)
+            # A hot-pool lab waits for its claim (visualizer.pool), until its pool closes.
+            pooled=bool(lab.pool), pool_seconds=pool_seconds))
     except hosting.ShutDown:
         # The worker is shutting down: the lab has stopped (or the exit will close what it holds)
         # and nobody will run it again, so its page is told what a killed worker's page is told.
@@ -287,6 +303,13 @@ def lab_run(*, lab_id: str) -> None:
         close_old_connections()
 
 
+def _pool_seconds(lab: Lab) -> float | None:
+    """How long a hot-pool lab may wait for its claim: until its pool closes (None: no such bound)."""
+    if not lab.pool or lab.pool_until is None:
+        return None
+    return (lab.pool_until - timezone.now()).total_seconds()
+
+
 def _lab_claimed(r: Any, lab: Lab) -> None:
     """Say "starting" and beat a first heartbeat with the start-up's grace: until the engine beats
     itself, a worker that dies from here on leaves a lab that lab_watch finds lost (a lab that
@@ -306,7 +329,7 @@ def _lab_end(lab_id: str, state: Lab.State) -> None:
 
 async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str,
                          checks: dict[str, str] | None = None, measures: dict[str, str] | None = None,
-                         pooled: bool = False) -> str:
+                         pooled: bool = False, pool_seconds: float | None = None) -> str:
     from core.engine.runner import run_lab  # imported late: only workers need the engine
 
     async def running() -> None:
@@ -315,7 +338,7 @@ async def _lab_run_async(*, lab_id: str, topology: dict[str, Any], network: str,
     engine = asyncio.create_task(run_lab(
         lab_id=lab_id, topology=topology, network=network, redis_url=settings.REDIS_URL,
         idle_seconds=settings.LAB_IDLE_SECONDS, max_seconds=settings.LAB_MAX_SECONDS,
-        checks=checks, measures=measures, on_running=running, pooled=pooled,
+        checks=checks, measures=measures, on_running=running, pooled=pooled, pool_seconds=pool_seconds,
     ))
     # A stop published before the engine subscribed to its in channel would be lost: while the row
     # says stopped (or failed: recorded lost by the web side, whose word the engine must follow),

@@ -139,7 +139,8 @@ def workshop_expire_if_due(workshop: Workshop, *, now: datetime | None = None) -
 
     Nothing else ends a room that runs past its time, so whatever touches a workshop (the
     participants' and the grid's polls, the join path, the control room) calls this first;
-    otherwise its labs and its pool would run on until LAB_MAX_SECONDS. It reads only the row the
+    otherwise its participants' watched labs would run on until LAB_MAX_SECONDS. (Its pool's
+    unclaimed labs stop by themselves at the end time: Lab.pool_until.) It reads only the row the
     caller loaded: a workshop that is not due costs no query."""
     if workshop.state != Workshop.State.OPEN or workshop.ends_at > (now or timezone.now()):
         return None

@@ -16,6 +16,7 @@ by which the web side tells a live lab from one whose worker was killed.
 A hot-pool lab (``pooled``, see visualizer.pool) runs ahead for a workshop: it does not stop for
 idleness and judges no step until the web side hands it to a student and publishes
 ``{"action": "claim"}``. From then on it is what a lab that has just started for that student is.
+Its pool may close before anyone claims it (the workshop ended): ``pool_seconds`` ends it then.
 """
 
 from __future__ import annotations
@@ -169,14 +170,17 @@ async def run_lab(
     redis_outage_s: float = REDIS_OUTAGE_S,
     on_running: Callable[[], Awaitable[None]] | None = None,
     pooled: bool = False,
+    pool_seconds: float | None = None,
 ) -> str:
-    """Run the lab until stopped; returns why it stopped ("stopped", "idle", "limit" or "failed").
+    """Run the lab until stopped; returns why it stopped ("stopped", "idle", "limit", "unclaimed" or
+    "failed").
 
     ``max_seconds``: the lab's lifetime, after which it stops even if watched ("limit").
     ``redis_outage_s``: how long Redis may stay unreachable before the lab ends ("failed").
     ``on_running`` is awaited once the lab runs (the worker records it).
     The last status says why a lab ended other than by a stop command: ``message`` in words,
-    ``reason`` ("idle", "limit", "redis", "error") for a page that words it in its own language.
+    ``reason`` ("idle", "limit", "unclaimed", "redis", "error") for a page that words it in its own
+    language.
 
     ``checks`` maps a lesson step's id to its check's source: every published frame is evaluated,
     a newly passed step is published as ``{"type": "check", "passed": true, ...}``, and the
@@ -184,8 +188,10 @@ async def run_lab(
     ``measures`` (step id -> metric name) adds the metric's value at the pass as ``measured``.
 
     ``pooled``: the lab waits for a claim (above). Until then idleness does not stop it and its
-    checks are paused; ``max_seconds`` still bounds the wait, so a pool nobody drained ends too. The
-    claim starts the idle timer, the lifetime and the checks afresh, and puts a ``lab_started``
+    checks are paused; ``max_seconds`` still bounds the wait, so a pool nobody drained ends too, and
+    so does ``pool_seconds``, the time left until the pool closes (its workshop's end): a lab still
+    unclaimed then ends ("unclaimed") whether or not anyone drains the pool. The claim lifts that
+    bound, starts the idle timer, the lifetime and the checks afresh, and puts a ``lab_started``
     event (``claimed: true``) in the next frame, once the claimant's page listens (at most
     CLAIM_VIEWER_WAIT_S): a step passed before that would never reach the student's progress.
     """
@@ -228,6 +234,10 @@ async def run_lab(
                 return
             if max_seconds is not None and time.monotonic() - started >= max_seconds:
                 end("limit")
+                return
+            # Read at each beat: a claim (in commands) clears ``pooled`` and restarts ``started``.
+            if pooled and pool_seconds is not None and time.monotonic() - started >= pool_seconds:
+                end("unclaimed")
                 return
             await asyncio.sleep(keys.HEARTBEAT_S)
 
@@ -372,6 +382,9 @@ async def run_lab(
             limit = duration_text(max_seconds or 0)
             publisher.emit({**lab.status(f"stopped: reached the {limit} limit"), "reason": "limit",
                             "limit_s": max_seconds})
+        elif reason == "unclaimed":
+            publisher.emit({**lab.status("stopped: its workshop ended before anyone claimed it"),
+                            "reason": "unclaimed"})
         elif reason == "failed" and failure:
             publisher.emit({**lab.status(failure), "state": "failed",
                             "reason": "redis" if link.gave_up else "error"})

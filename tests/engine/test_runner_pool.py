@@ -55,3 +55,37 @@ async def test_a_pool_lab_still_ends_at_its_lifetime_if_nobody_claims_it(redis_u
         run_lab(lab_id="p2", topology=stage1().to_dict(), network=network, redis_url=redis_url,
                 idle_seconds=0.5, max_seconds=2.5, pooled=True), 15)
     assert reason == "limit"  # a pool nobody drained does not run for ever
+
+
+async def test_a_pool_lab_nobody_claims_ends_when_its_pool_closes_and_says_why(redis_url, network):
+    r = aioredis.from_url(redis_url)
+    try:
+        reason = await asyncio.wait_for(
+            run_lab(lab_id="p3", topology=stage1().to_dict(), network=network, redis_url=redis_url,
+                    idle_seconds=0.5, max_seconds=600, pooled=True, pool_seconds=2.5), 15)
+        assert reason == "unclaimed"  # its workshop's end, long before its lifetime
+        last = json.loads(await r.get(keys.status_key("p3")))
+        assert (last["state"], last["reason"]) == ("stopped", "unclaimed")
+        assert last["message"] == "stopped: its workshop ended before anyone claimed it"
+    finally:
+        await r.aclose()
+
+
+async def test_a_claimed_pool_lab_is_not_held_to_its_pools_end(redis_url, network):
+    r = aioredis.from_url(redis_url)
+    pool_s = 5.0  # time enough to start and be claimed on a busy machine
+    opened = time.monotonic()
+    task = asyncio.create_task(run_lab(lab_id="p4", topology=stage1().to_dict(), network=network,
+                                       redis_url=redis_url, idle_seconds=600, pooled=True, pool_seconds=pool_s))
+    try:
+        async with asyncio.timeout(pool_s):
+            while not (raw := await r.get(keys.status_key("p4"))) or json.loads(raw)["state"] != "running":
+                await asyncio.sleep(0.05)
+        await r.publish(keys.in_channel("p4"), json.dumps({"action": "claim"}))
+        # Past the pool's end the claimant's lab runs on: its lifetime and idleness count from the claim.
+        await asyncio.sleep(opened + pool_s + 2 - time.monotonic())
+        assert not task.done()
+    finally:
+        await r.publish(keys.in_channel("p4"), json.dumps({"action": "stop"}))
+        assert await asyncio.wait_for(task, 10) == "stopped"
+        await r.aclose()

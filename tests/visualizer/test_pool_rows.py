@@ -15,7 +15,7 @@ from core import redis as core_redis
 from core.engine import keys
 from lessons.models import Lesson
 from tests.visualizer.test_faults import enqueued  # noqa: F401 (a fixture)
-from visualizer import pool
+from visualizer import pool, services
 from visualizer.models import Lab
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,3 +76,23 @@ def test_a_fill_is_remembered_until_the_end_it_names_or_a_day(lesson: Lesson, en
     assert r.ttl(pool._fill_key(POOL)) == 1  # already past: gone at once, not an error
     assert len(enqueued) == 1  # the pool was full all along
     pool.pool_drain(pool=POOL)
+
+
+def test_pool_labs_carry_the_pools_end_and_one_whose_slot_comes_after_it_never_starts(
+        lesson: Lesson, enqueued: list[str], engines: redis.client.PubSub) -> None:  # noqa: F811
+    until = timezone.now() + timedelta(hours=1)
+    pool.pool_fill(pool=POOL, lesson=lesson, size=1, until=until)
+    [first] = run_all(engines)
+    assert first.pool_until == until  # the engine stops it then if nobody has claimed it
+    claimed = pool.pool_claim(pool=POOL, session_key="sam", lesson=lesson)
+    assert claimed is not None and claimed.pool_until is None  # the student's now, not bound by the pool
+    refill = Lab.objects.get(pool=POOL, state=Lab.State.QUEUED)
+    assert refill.pool_until == until  # a claim's refill carries it too
+
+    Lab.objects.filter(pk=refill.pk).update(pool_until=timezone.now() - timedelta(seconds=1))
+    services.lab_run(lab_id=str(refill.id))  # its worker slot came after the workshop ended
+    refill.refresh_from_db()
+    assert refill.state == Lab.State.STOPPED
+    status = json.loads(core_redis.client().get(keys.status_key(str(refill.id))))
+    assert (status["state"], status["reason"]) == ("stopped", "unclaimed")
+    assert not core_redis.client().exists(keys.heartbeat_key(str(refill.id)))  # it never ran

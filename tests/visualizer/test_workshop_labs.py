@@ -191,3 +191,29 @@ def test_ending_a_workshop_stops_its_hot_pools_labs_and_the_claimed_one(
         # The pool is drained for good: its size forgotten, nothing queued to replace the labs.
         assert not stack.redis.exists(f"{keys.PREFIX}:pool:{pool}:fill")
         assert not rows(stack, "state in ('queued', 'starting', 'running')")
+
+
+def test_a_workshop_nobody_touches_after_its_end_still_stops_its_hot_pool(tmp_path: Path, redis_url: str) -> None:
+    ends_in_s = 20  # time enough for the pool's labs to start on a busy machine
+    with run_stack(tmp_path, redis_url, lessons=[FIXTURE], slots=3) as stack:
+        stack.shell(
+            "from datetime import timedelta\nfrom django.utils import timezone\n"
+            "from lessons.models import Lesson\nfrom visualizer import workshops as ws\n"
+            "w = ws.workshop_create(title='t', lessons=[Lesson.objects.get(slug='fixture-single')], cap=5,\n"
+            f"                       pool_size=2, ends_at=timezone.now() + timedelta(seconds={ends_in_s}))\n"
+            "ws.workshop_open(w)\n")
+        pool = workshop_call(stack, "print(json.dumps(ws.pool_key(w)))")
+        labs = set(wait_for(lambda: len(ids := pool_running(stack, pool)) == 2 and ids, ends_in_s - 5,
+                            "the pool to run"))
+        networks = [r["network"] for r in rows(stack) if row_id(r) in labs]
+
+        # Nobody joins, polls, opens the control room or presses End: each pool lab stops by itself.
+        for i in labs:
+            wait_for(lambda i=i: stack.lab_state(i) == "stopped", ends_in_s + 15, "the pool lab to stop at the end")
+            assert stack.status(i)["reason"] == "unclaimed"
+            wait_for(lambda i=i: not stack.redis.exists(keys.heartbeat_key(i)), 15, "the heartbeat to go")
+        for network in networks:
+            wait_for(lambda network=network: not on_network(network), 15, f"every socket on {network} to close")
+        assert not rows(stack, "state in ('queued', 'starting', 'running')")  # and nothing refilled it
+        # The workshop's row was never touched: it still says open until something looks at it.
+        assert workshop_call(stack, "print(json.dumps(w.state))") == "open"

@@ -51,6 +51,7 @@ export function statusMessage(status) {
         ? interpolate(gettext("stopped: labs stop after %(limit)s"), { limit: durationText(status.limit_s) }, true)
         : status.message || "";
     case "idle": return gettext("stopped: nobody watched it for a while");
+    case "unclaimed": return gettext("stopped: its workshop ended before anyone claimed it");
     case "redis": return gettext("failed: the lab lost its connection to the server's Redis; start again");
     default: return status.message || "";
   }
