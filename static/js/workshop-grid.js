@@ -5,6 +5,14 @@
   const table = document.querySelector("[data-grid-url]");
   if (!table) return;
   const summary = document.querySelector("[data-testid=broadcast-summary]");
+  // The broadcast form's "by N ms" belongs to "Slow down" alone.
+  const action = document.querySelector("[data-testid=broadcast-action]");
+  const byMs = document.querySelector("[data-testid=broadcast-ms]");
+  if (action && byMs) {
+    const follow = () => { byMs.hidden = action.value !== "slow"; };
+    action.addEventListener("change", follow);
+    follow();
+  }
   const POLL_MS = 2000;
   const el = (tag, attrs = {}, text = "") => {
     const node = document.createElement(tag);

@@ -93,6 +93,13 @@ def test_an_instructor_watches_two_students_join_and_one_pass_a_step(page: Page,
     expect(grid.locator("tr[data-participant=Ben] td[data-step=start]")).to_have_attribute("data-state", "current")
     expect(grid.locator("tr[data-participant=Ana] td.lab-up")).to_be_visible()
 
+    # The broadcast form asks "by how many ms" only for a slow-down.
+    expect(page.get_by_test_id("broadcast-ms")).to_be_hidden()
+    page.get_by_test_id("broadcast-action").select_option("slow")
+    expect(page.get_by_test_id("broadcast-ms")).to_be_visible()
+    page.get_by_test_id("broadcast-action").select_option("kill")
+    expect(page.get_by_test_id("broadcast-ms")).to_be_hidden()
+
     # An announcement reaches both students' pages without a reload.
     page.get_by_test_id("announce-text").fill("Stop here: we discuss DNS")
     page.get_by_test_id("announce-send").click()
