@@ -34,11 +34,8 @@ def workshop_call(stack: Stack, code: str) -> object:
     return json.loads(out.splitlines()[-1])
 
 
-def node_state(stack: Stack, lab_id: str, node: str) -> str | None:
-    return stack.status(lab_id).get("nodes", {}).get(node, {}).get("state")
-
-
-def test_a_broadcast_reaches_every_lab_each_recovers_and_the_end_stops_them(stack: Stack) -> None:
+def room_open(stack: Stack) -> None:
+    """An open stage-1 workshop whose participants are SESSIONS."""
     stack.shell(
         "from datetime import timedelta\nfrom django.utils import timezone\n"
         "from lessons.models import Lesson\nfrom visualizer import workshops as ws\n"
@@ -46,6 +43,14 @@ def test_a_broadcast_reaches_every_lab_each_recovers_and_the_end_stops_them(stac
         "                       ends_at=timezone.now() + timedelta(hours=1))\n"
         "ws.workshop_open(w)\n"
         + "".join(f"ws.participant_join(code=w.code, nickname='{s[8:]}', session_key='{s}')\n" for s in SESSIONS))
+
+
+def node_state(stack: Stack, lab_id: str, node: str) -> str | None:
+    return stack.status(lab_id).get("nodes", {}).get(node, {}).get("state")
+
+
+def test_a_broadcast_reaches_every_lab_each_recovers_and_the_end_stops_them(stack: Stack) -> None:
+    room_open(stack)
     labs = [lab_start_running(stack, session) for session in SESSIONS]
     outsider, _ = lab_start_running(stack, "not-in-the-room")
     for lab_id, _ in [*labs, (outsider, None)]:
@@ -115,13 +120,7 @@ def test_a_region_outage_broadcast_takes_down_that_centre_in_every_lab_and_recov
 
 
 def test_a_slow_broadcast_is_read_from_each_labs_latency_and_its_undo_brings_it_back(stack: Stack) -> None:
-    stack.shell(
-        "from datetime import timedelta\nfrom django.utils import timezone\n"
-        "from lessons.models import Lesson\nfrom visualizer import workshops as ws\n"
-        "w = ws.workshop_create(title='t', lessons=[Lesson.objects.get(slug='fixture-single')], cap=5,\n"
-        "                       ends_at=timezone.now() + timedelta(hours=1))\n"
-        "ws.workshop_open(w)\n"
-        + "".join(f"ws.participant_join(code=w.code, nickname='{s[8:]}', session_key='{s}')\n" for s in SESSIONS))
+    room_open(stack)
     labs = [lab_start_running(stack, session)[0] for session in SESSIONS]
     # A few seconds of history before the fault: each lab's baseline p95.
     wait_for(lambda: all(stack.redis.llen(keys.history_key(lab_id)) >= 5 for lab_id in labs), 20, "history")
