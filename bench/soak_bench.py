@@ -6,6 +6,10 @@ engine's), --cycles times. Before and after (each after --settle seconds) it cou
 worker's process tree: open file descriptors, child processes, sockets listening (or bound, UDP)
 on 127.x by the tree or on any network a lab of this run used, node scratch directories of the
 tree's processes (core.engine.scratch), and processes once in the tree that outlived it (orphans).
+Beyond the worker: daphne's open file descriptors; entries left in the temp directory (the stack
+runs with a TMPDIR of the run's own, so what is there is the stack's; the system temp dir is
+diffed too); Redis keys without a TTL (and the members of those that stay), and pub/sub channels
+still subscribed. Keys with a TTL expire by design: they are reported, not counted as leaks.
 
 --kill-every K: every K-th cycle the lab is started and, once running, its host is SIGKILLed
 instead of stopped: the worker process hosting it (core.workers starts a new one) or the whole worker (started
@@ -26,17 +30,20 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
+import redis
 
 from bench.stack_bench import Client, connect, lab_stop_stopped, pct, redis_server
 from core.engine import scratch
@@ -105,14 +112,17 @@ def fds(procs: list[psutil.Process]) -> int:
     return total
 
 
-def fd_targets(procs: list[psutil.Process]) -> dict[str, str]:
-    """'name pid fd N' → what it is (a path, socket:[inode], pipe:[inode]): to say what a leak is."""
+def fd_targets(procs: list[psutil.Process], skip: Collection[tuple[int, int]] = ()) -> dict[str, str]:
+    """'name pid fd N' → what it is (a path, socket:[inode], pipe:[inode]): to say what a leak is.
+    Not the (pid, fd)s in skip."""
     out = {}
     for p in procs:
         with contextlib.suppress(psutil.Error, OSError):
             name = p.name()
             inet = {c.fd: c for c in p.net_connections(kind="inet")}
             for fd in os.listdir(f"/proc/{p.pid}/fd"):
+                if (p.pid, int(fd)) in skip:
+                    continue
                 with contextlib.suppress(OSError):
                     target = os.readlink(f"/proc/{p.pid}/fd/{fd}")
                     if (c := inet.get(int(fd))) is not None:
@@ -136,23 +146,141 @@ def sockets(pids: set[int], networks: set[str]) -> list[str]:
     return out
 
 
-def scratch_dirs(pids: set[int]) -> list[str]:
-    root = Path(tempfile.gettempdir())
+def scratch_dirs(pids: set[int], root: Path) -> list[str]:
     return sorted(str(d) for pid in pids for d in root.glob(f"{scratch.PREFIX}{pid}-*"))
 
 
-def snapshot(stack: Stack, seen: Seen, networks: set[str]) -> dict[str, Any]:
+# What daphne, the temp directories and Redis hold ------------------------------------------------
+
+
+def daphne_tree(stack: Stack) -> list[psutil.Process]:
+    assert stack.web is not None
+    try:
+        daphne = psutil.Process(stack.web.pid)
+        return [daphne, *daphne.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def daphne_fds(stack: Stack) -> tuple[int, dict[str, str]]:
+    """daphne's open fds, and what each is, without its connections to this process's open sockets:
+    the page's HTTP and WebSocket connections, open in a baseline and closed before the final count
+    (one that daphne still holds after the bench closed its end is counted)."""
+    own: set[tuple[str, int]] = set()
+    with contextlib.suppress(psutil.Error):
+        own = {(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections(kind="inet") if c.laddr}
+    tree = daphne_tree(stack)
+    page: set[tuple[int, int]] = set()
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            page |= {(p.pid, c.fd) for c in p.net_connections(kind="inet") if c.raddr and tuple(c.raddr) in own}
+    return fds(tree) - len(page), fd_targets(tree, skip=page)
+
+
+@dataclass
+class Watch:
+    """Where the run looks beyond the worker's tree. The stack runs with TMPDIR = lab_tmp, a directory
+    of the run's own inside the system temp dir: whatever its processes create through tempfile (or
+    SQLite) is theirs by construction, which a shared /tmp could not say. The system temp dir is
+    still diffed, for anything that ignores TMPDIR: a new entry there is the run's if its name holds
+    the pid of one of the run's processes; the rest, other processes' (the machine is shared), are
+    listed apart and not counted."""
+
+    redis_url: str
+    lab_tmp: Path
+    system_tmp: Path
+    own_dirs: set[str]  # the run's own directories in system_tmp: the stack's (database, logs, lab_tmp)
+    system_before: set[str] = field(default_factory=set)
+    pids: set[int] = field(default_factory=set)  # the run's processes other than the worker's tree
+
+    def __post_init__(self) -> None:
+        self.system_before = set(os.listdir(self.system_tmp))
+
+
+def temp_entries(watch: Watch, pids: set[int]) -> tuple[list[str], list[str], list[str]]:
+    """(entries in the stack's TMPDIR, new entries in the system temp dir naming a pid of the run,
+    other new entries there)."""
+    lab = sorted(os.listdir(watch.lab_tmp))
+    new = sorted(set(os.listdir(watch.system_tmp)) - watch.system_before - watch.own_dirs)
+    ours = re.compile(r"(?<!\d)(" + "|".join(str(p) for p in sorted(pids)) + r")(?!\d)") if pids else None
+    attributed = [n for n in new if ours and ours.search(n)]
+    return lab, attributed, [n for n in new if n not in attributed]
+
+
+LAB_ID = re.compile(r"[0-9a-f-]{16,}")  # a lab's uuid, a session's digest: one kind of key whatever the id
+
+
+def redis_keys(url: str) -> dict[str, Any]:
+    """Every key in every database of the run's redis-server: those without a TTL by name, those with
+    one as {kind: [count, longest TTL s]}; and the pub/sub channels someone is subscribed to."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    no_ttl: list[str] = []
+    sizes: dict[str, int] = {}
+    with_ttl: dict[str, list[int]] = {}
+    try:
+        for db in sorted(int(name[2:]) for name in r.info("keyspace")):
+            c = redis.Redis.from_url(re.sub(r"/\d+$", f"/{db}", url), decode_responses=True)
+            try:
+                names = list(c.scan_iter(count=1000))
+                pipe = c.pipeline(transaction=False)
+                for name in names:
+                    pipe.ttl(name)
+                for name, ttl in zip(names, pipe.execute(), strict=True):
+                    if ttl == -1:
+                        no_ttl.append(f"db{db} {name}")
+                        sizes[f"db{db} {name}"] = key_size(c, name)
+                    elif ttl >= 0:  # -2: gone since the scan
+                        kind = with_ttl.setdefault(f"db{db} {LAB_ID.sub('*', name)}", [0, 0])
+                        kind[0] += 1
+                        kind[1] = max(kind[1], ttl)
+            finally:
+                c.close()
+        channels = sorted(r.pubsub_channels())
+        pid = int(r.info("server")["process_id"])
+    finally:
+        r.close()
+    return {
+        "no_ttl": sorted(no_ttl),
+        "no_ttl_sizes": dict(sorted(sizes.items())),
+        "with_ttl": dict(sorted(with_ttl.items())),
+        "channels": channels,
+        "pid": pid,
+    }
+
+
+def key_size(r: redis.Redis, name: str) -> int:
+    """Members of a set, sorted set, hash, list or stream (a string counts 1): a key that stays but grows
+    (kombu's binding sets, say) leaks as surely as a new one."""
+    kind = r.type(name)
+    size = {"set": r.scard, "zset": r.zcard, "hash": r.hlen, "list": r.llen, "stream": r.xlen}.get(kind)
+    return size(name) if size else 1  # type: ignore[return-value]
+
+
+def snapshot(stack: Stack, seen: Seen, networks: set[str], watch: Watch) -> dict[str, Any]:
     tree = worker_tree(stack)
     seen.add(tree)
     orphans, zombies = seen.outliving(tree)
+    daphne, daphne_targets = daphne_fds(stack)
+    keys = redis_keys(watch.redis_url)
+    watch.pids |= {p.pid for p in daphne_tree(stack)} | {keys["pid"], os.getpid()}
+    tmp, tmp_system, tmp_other = temp_entries(watch, seen.pids() | watch.pids)
     return {
         "fds": fds(tree),
         "fd_targets": fd_targets(tree),
         "children": len(tree) - 1,  # every process below the master: its pool, and theirs
         "sockets": sockets({p.pid for p in tree} | seen.pids(), networks),
-        "dirs": scratch_dirs(seen.pids()),
+        "dirs": scratch_dirs(seen.pids(), watch.lab_tmp),
         "orphans": orphans,
         "zombies": zombies,
+        "daphne_fds": daphne,
+        "daphne_fd_targets": daphne_targets,
+        "tmp": tmp,
+        "tmp_system": tmp_system,
+        "tmp_system_other": tmp_other,
+        "redis_no_ttl": keys["no_ttl"],
+        "redis_no_ttl_sizes": keys["no_ttl_sizes"],
+        "redis_with_ttl": keys["with_ttl"],
+        "redis_channels": keys["channels"],
     }
 
 
@@ -303,7 +431,7 @@ class Page:
         self.client = self.http = None
 
 
-async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+async def run(stack: Stack, args: argparse.Namespace, watch: Watch) -> dict[str, Any]:
     seen = Seen()
     networks: set[str] = set()
     page = Page(stack.url, args.lesson)
@@ -314,13 +442,14 @@ async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     failures: list[dict[str, Any]] = []
     kills: list[dict[str, Any]] = []
     fd_series: list[int] = []
+    daphne_series: list[int] = []
     generation_baselines: list[dict[str, Any]] = []
     baseline: dict[str, Any] | None = None
     rebaseline = True  # after the first cycle of each worker (or pool process), warm and settled
     unswept: list[str] = []  # node dirs of a killed process, which the next start must remove
     killed_lab: str | None = None
     await asyncio.sleep(args.settle)
-    cold = await asyncio.to_thread(snapshot, stack, seen, networks)
+    cold = await asyncio.to_thread(snapshot, stack, seen, networks, watch)
     consecutive = 0
     t_run = time.monotonic()
     progress_every = max(1, args.cycles // 20)
@@ -348,7 +477,7 @@ async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 record["worker_back_s"] = round(
                     await asyncio.to_thread(worker_back, stack, what, record["pid"], record.pop("killed_at")), 2
                 )
-                unswept = scratch_dirs(set(record["killed_pids"]))
+                unswept = scratch_dirs(set(record["killed_pids"]), watch.lab_tmp)
                 record["dirs_left_by_kill"] = len(unswept)
                 kills.append(record)
                 rebaseline = True
@@ -359,6 +488,8 @@ async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 )
                 consecutive = 0
                 continue
+            if args.hold:
+                await asyncio.sleep(args.hold)
             t_stop = time.perf_counter()
             await lab_stop_stopped(c, lab)
             done = time.perf_counter()
@@ -366,6 +497,7 @@ async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             stop_s.append(done - t_stop)
             cycle_s.append(done - t0)
             fd_series.append(fds(await asyncio.to_thread(worker_tree, stack)))
+            daphne_series.append((await asyncio.to_thread(daphne_fds, stack))[0])
             consecutive = 0
         except (TimeoutError, RuntimeError, AssertionError, aiohttp.ClientError) as exc:
             failures.append({"cycle": i, "error": f"{type(exc).__name__}: {exc}"[:300]})
@@ -379,15 +511,24 @@ async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 c = await page.open()
             continue
         if rebaseline:
+            # The first baseline is taken with the page closed, as the final count is: daphne holds
+            # Redis connections for an open socket (3 fds), which would hide as many leaked ones.
+            closed = not generation_baselines
+            if closed:
+                await page.close()
             await asyncio.sleep(args.settle)
-            baseline = await asyncio.to_thread(snapshot, stack, seen, networks)
+            baseline = await asyncio.to_thread(snapshot, stack, seen, networks, watch)
             baseline["after_cycle"] = i
+            baseline["page_closed"] = closed
             generation_baselines.append(baseline)
             rebaseline = False
+            if closed:
+                c = await page.open()
         if i % progress_every == 0:
             print(
                 f"  cycle {i}/{args.cycles}: cycle p50 {pct(cycle_s, 0.5) * 1000:.0f} ms, "
-                f"worker fds {fd_series[-1]}, {len(failures)} failed, {len(kills)} kills",
+                f"worker fds {fd_series[-1]}, daphne fds {daphne_series[-1]}, "
+                f"{len(failures)} failed, {len(kills)} kills",
                 flush=True,
             )
     elapsed = time.monotonic() - t_run
@@ -395,19 +536,15 @@ async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(args.settle)
     first = generation_baselines[0] if generation_baselines else None
     base = generation_baselines[-1] if generation_baselines else None
-    final = await asyncio.to_thread(snapshot, stack, seen, networks)
-    for _ in range(5):  # a count above the baseline must stay there: once in ~5 runs a socket lingered past 3 s
-        if base is None or final["fds"] <= base["fds"]:
+    final = await asyncio.to_thread(snapshot, stack, seen, networks, watch)
+    # A count above the baseline must stay there: once in ~5 runs a socket lingered past 3 s.
+    for _ in range(5):
+        leaks = leaks_beyond(final, base, first, stack.slots)
+        if not any((leaks[k] or 0) > 0 for k in RETRIED):
             break
         await asyncio.sleep(1.0)
-        final = await asyncio.to_thread(snapshot, stack, seen, networks)
-    leaks = {
-        "fds": final["fds"] - base["fds"] if base else None,
-        "children": final["children"] - stack.slots,
-        "sockets": len(final["sockets"]),
-        "dirs": len(final["dirs"]),
-        "orphans": len(final["orphans"]),
-    }
+        final = await asyncio.to_thread(snapshot, stack, seen, networks, watch)
+    leaks = leaks_beyond(final, base, first, stack.slots)
     return {
         "lesson": args.lesson,
         "cycles_asked": args.cycles,
@@ -425,15 +562,54 @@ async def run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "final": final,
         "leaks_beyond_baseline": leaks,
         "zombies": len(final["zombies"]),
-        "fds_after_each_cycle": {
-            "first": fd_series[0] if fd_series else None,
-            "max": max(fd_series, default=None),
-            "last": fd_series[-1] if fd_series else None,
-        },
+        "fds_after_each_cycle": series_summary(fd_series),
+        "daphne_fds_after_each_cycle": series_summary(daphne_series),
         "kill_records": kills,
         "python": sys.version.split()[0],
         "_fd_series": fd_series,
+        "_daphne_series": daphne_series,
         "_seen": seen,
+    }
+
+
+# What is a leak. The worker's counts compare with the baseline of the worker now running (a kill
+# starts a new one); daphne's, the temp dirs' and Redis's with the first (a kill restarts none of
+# them, so whatever a killed lab left there must be gone too). A list compares by name: what the
+# final count holds that the baseline did not.
+RETRIED = ("fds", "daphne_fds", "tmp", "redis_no_ttl", "redis_no_ttl_sizes", "redis_channels")
+
+
+def leaks_beyond(
+    final: dict[str, Any], base: dict[str, Any] | None, first: dict[str, Any] | None, slots: int
+) -> dict[str, int | None]:
+    def new(key: str) -> int | None:
+        return len(set(final[key]) - set(first[key])) if first else None
+
+    return {
+        "fds": final["fds"] - base["fds"] if base else None,
+        "children": final["children"] - slots,
+        "sockets": len(final["sockets"]),
+        "dirs": len(final["dirs"]),
+        "orphans": len(final["orphans"]),
+        "daphne_fds": final["daphne_fds"] - first["daphne_fds"] if first else None,
+        "tmp": new("tmp"),
+        "tmp_system": len(final["tmp_system"]),
+        "redis_no_ttl": new("redis_no_ttl"),
+        "redis_no_ttl_sizes": grown(final["redis_no_ttl_sizes"], first["redis_no_ttl_sizes"]) if first else None,
+        "redis_channels": new("redis_channels"),
+    }
+
+
+def grown(final: dict[str, int], base: dict[str, int]) -> int:
+    """Members added to the keys both counts hold (a new key is counted as a key)."""
+    return sum(max(0, n - base[k]) for k, n in final.items() if k in base)
+
+
+def series_summary(series: list[int]) -> dict[str, int | None]:
+    return {
+        "first": series[0] if series else None,
+        "max": max(series, default=None),
+        "last": series[-1] if series else None,
     }
 
 
@@ -460,8 +636,9 @@ def report(s: dict[str, Any]) -> bool:
     ):
         v = s[key]
         print(f"  {label:24} p50 {v['p50']} ms, p95 {v['p95']} ms, max {v['max']} ms")
-    f = s["fds_after_each_cycle"]
-    print(f"  worker fds after each stop (no settle): first {f['first']}, max {f['max']}, last {f['last']}")
+    for who, key in (("worker", "fds_after_each_cycle"), ("daphne", "daphne_fds_after_each_cycle")):
+        f = s[key]
+        print(f"  {who} fds after each stop (no settle): first {f['first']}, max {f['max']}, last {f['last']}")
     for k in s["kill_records"]:
         swept = k.get("dirs_swept_by_next_start")
         print(
@@ -472,38 +649,76 @@ def report(s: dict[str, Any]) -> bool:
             f"{k['dirs_left_by_kill']} node dirs left, swept by the next start: "
             f"{'n/a' if swept is None else 'yes' if swept else 'NO'}"
         )
-    base, final, leaks = s["baseline_current_worker"], s["final"], s["leaks_beyond_baseline"]
-    print("\n  leftovers after a settle      baseline   final   beyond baseline")
+    base, first = s["baseline_current_worker"], s["baseline_first"]
+    final, leaks = s["final"], s["leaks_beyond_baseline"]
+    print("\n  leftovers after a settle          baseline   final   beyond baseline")
     rows = (
-        ("worker tree open fds", "fds", lambda x: x),
-        ("child processes", "children", lambda x: x),
-        ("sockets on 127.x", "sockets", len),
-        ("scratch dirs", "dirs", len),
-        ("orphans", "orphans", len),
+        ("worker tree open fds", "fds", lambda x: x, base),
+        ("child processes", "children", lambda x: x, base),
+        ("sockets on 127.x", "sockets", len, base),
+        ("scratch dirs", "dirs", len, base),
+        ("orphans", "orphans", len, base),
+        ("daphne open fds *", "daphne_fds", lambda x: x, first),
+        ("temp entries, stack's TMPDIR *", "tmp", len, first),
+        ("temp entries, /tmp, run's pid *", "tmp_system", len, None),
+        ("Redis keys without a TTL *", "redis_no_ttl", len, first),
+        ("  their members *", "redis_no_ttl_sizes", lambda x: sum(x.values()), first),
+        ("Redis channels subscribed *", "redis_channels", len, first),
     )
     ok = True
-    for label, key, measure in rows:
-        b = measure(base[key]) if base else None
+    for label, key, measure, against in rows:
+        b = measure(against[key]) if against else None
         leak = leaks[key]
         leaked = leak is not None and leak > 0  # below the baseline: the baseline held something transient
         ok = ok and not leaked
         shown = "-" if leak is None else leak
         mark = "   LEAK" if leaked else ""
-        print(f"  {label:28} {'-' if b is None else b:>9} {measure(final[key]):>7} {shown:>9}{mark}")
+        print(f"  {label:32} {'-' if b is None else b:>9} {measure(final[key]):>7} {shown:>9}{mark}")
+    print("  (* against the first baseline: a kill restarts none of these; lists compare by name)")
+    ttl = final["redis_with_ttl"]
+    longest = max((v[1] for v in ttl.values()), default=0)
+    print(
+        f"  Redis keys with a TTL (expiring by design, not a leak): {sum(v[0] for v in ttl.values())}, "
+        f"the longest {longest} s"
+    )
+    for kind, (count, most) in ttl.items():
+        print(f"    {kind}: {count}, TTL up to {most} s")
+    if final["tmp_system_other"]:
+        print(
+            f"  new in {s['system_tmp']} and not the run's (other processes share it; not counted): "
+            f"{len(final['tmp_system_other'])}"
+        )
+    after = s["after_stack_stopped"]
+    print(
+        f"  after the stack stopped: {len(after['tmp'])} entries in its TMPDIR, "
+        f"{len(after['tmp_system'])} in {s['system_tmp']} naming a pid of the run"
+    )
+    ok = ok and not after["tmp"] and not after["tmp_system"]
     for name, snap in (("baseline", base), ("final", final)):
         for k, v in (snap or {}).get("fd_targets", {}).items():
             if "CLOSE_WAIT" in v:  # the peer closed it and this process has not (yet): worth a look
                 print(f"    note: in the {name} count, {k} is {v}")
-    if base and leaks["fds"]:
-        added = {k: v for k, v in final["fd_targets"].items() if base["fd_targets"].get(k) != v}
-        gone = [k for k in base["fd_targets"] if k not in final["fd_targets"]]
+    for fds_key, targets_key, against in (("fds", "fd_targets", base), ("daphne_fds", "daphne_fd_targets", first)):
+        if not against or not leaks[fds_key]:
+            continue
+        added = {k: v for k, v in final[targets_key].items() if against[targets_key].get(k) != v}
+        gone = [k for k in against[targets_key] if k not in final[targets_key]]
         for k, v in list(added.items())[:10]:
             print(f"    fd new since the baseline: {k} → {v}")
         for k in gone[:10]:
-            print(f"    fd closed since the baseline: {k} (was {base['fd_targets'][k]})")
-    for key in ("sockets", "dirs", "orphans"):
+            print(f"    fd closed since the baseline: {k} (was {against[targets_key][k]})")
+    for key in ("sockets", "dirs", "orphans", "tmp_system"):
         for item in final[key][:10]:
             print(f"    {key}: {item}")
+    for key in ("tmp", "redis_no_ttl", "redis_channels"):
+        for item in sorted(set(final[key]) - set((first or {}).get(key, ())))[:10]:
+            print(f"    {key}: {item}")
+    for k, n in final["redis_no_ttl_sizes"].items():
+        if first and n > first["redis_no_ttl_sizes"].get(k, n):
+            print(f"    {k} grew: {first['redis_no_ttl_sizes'][k]} → {n} members")
+    for key in ("tmp", "tmp_system"):
+        for item in after[key][:10]:
+            print(f"    after the stack stopped, {key}: {item}")
     if s["zombies"]:
         print(f"  zombies (dead, not reaped: PID 1 here reaps no one): {s['zombies']}")
     ok = ok and not any(k["left_after_10s"] for k in s["kill_records"])
@@ -531,20 +746,37 @@ def main() -> None:
         "--final-wait", type=float, default=20.0, help="seconds to wait for the killed lab's final status on the page"
     )
     ap.add_argument("--settle", type=float, default=3.0, help="seconds before each count")
+    ap.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        help="seconds each lab runs before its stop (counted in the cycle time); from about 1 s a lab "
+        "writes its history and frame keys",
+    )
     ap.add_argument("--step-timeout", type=float, default=60.0, help="bound on start → running")
     ap.add_argument("--max-failures", type=int, default=5, help="give up after this many failed cycles in a row")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--log", type=Path, default=None, help="a directory to keep the worker's and daphne's logs in")
     args = ap.parse_args()
     t0 = time.monotonic()
+    system_tmp = Path(tempfile.gettempdir())
     with redis_server() as redis_url, tempfile.TemporaryDirectory(prefix="soak-bench-") as tmp:
+        lab_tmp = Path(tmp) / "tmp"
+        lab_tmp.mkdir()
+        watch = Watch(redis_url=redis_url, lab_tmp=lab_tmp, system_tmp=system_tmp, own_dirs={Path(tmp).name})
         try:
-            with run_stack(Path(tmp), redis_url, web=True, slots=1, idle_seconds=600) as stack:
+            with run_stack(
+                Path(tmp), redis_url, web=True, slots=1, idle_seconds=600, env={"TMPDIR": str(lab_tmp)}
+            ) as stack:
                 print(
                     f"stack up in {time.monotonic() - t0:.1f} s: daphne {stack.url}, worker pid {stack.worker.pid}",
                     flush=True,
                 )
-                summary = asyncio.run(run(stack, args))
+                summary = asyncio.run(run(stack, args, watch))
+            # The stack's own shutdown must not leave anything either.
+            lab_left, system_left, _ = temp_entries(watch, summary["_seen"].pids() | watch.pids)
+            summary["after_stack_stopped"] = {"tmp": lab_left, "tmp_system": system_left}
+            summary["system_tmp"] = str(system_tmp)
         finally:
             if args.log:
                 args.log.mkdir(parents=True, exist_ok=True)
@@ -553,6 +785,7 @@ def main() -> None:
                         (args.log / name).write_text((Path(tmp) / name).read_text(errors="replace"))
         seen: Seen = summary.pop("_seen")
         fd_series = summary.pop("_fd_series")
+        daphne_series = summary.pop("_daphne_series")
         # Whatever outlived its worker is the bench's to end (it was counted above).
         for (pid, created), _ in seen.procs.items():
             with contextlib.suppress(psutil.Error):
@@ -561,7 +794,12 @@ def main() -> None:
                     p.kill()
     ok = report(summary)
     if args.json:
-        args.json.write_text(json.dumps({**summary, "fds_after_each_cycle_all": fd_series}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {**summary, "fds_after_each_cycle_all": fd_series, "daphne_fds_after_each_cycle_all": daphne_series},
+                indent=2,
+            )
+        )
     sys.exit(0 if ok else 1)
 
 

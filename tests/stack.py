@@ -166,16 +166,17 @@ def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
 def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = None,
               web: bool = False, slots: int = 1, processes: int = 1, idle_seconds: int = 120,
               redis_db: int = 1, asgi: str = "core.asgi:application",
-              database_url: str | None = None) -> Iterator[Stack]:
+              database_url: str | None = None, env: dict[str, str] | None = None) -> Iterator[Stack]:
     """Migrate, load lessons (all shipped ones by default), start the lab workers (``processes`` of
     ``slots`` labs each) and maybe daphne (serving ``asgi``: a test may serve the product's consumer
     with a seam of its own).
 
-    On a SQLite file in tmp_path unless database_url names another (empty) database."""
+    On a SQLite file in tmp_path unless database_url names another (empty) database. ``env`` adds to
+    every process's environment (a benchmark's own TMPDIR, say, to see what the stack leaves there)."""
     worker_redis = re.sub(r"/\d+$", "", redis_url) + f"/{redis_db}"
     db_path = tmp_path / "db.sqlite3"
     database_url = database_url or f"sqlite:///{db_path}"
-    env = {**os.environ, "REDIS_URL": worker_redis, "DATABASE_URL": database_url,
+    env = {**os.environ, **(env or {}), "REDIS_URL": worker_redis, "DATABASE_URL": database_url,
            "LAB_SLOTS": str(slots), "LAB_PROCESSES": str(processes), "LAB_IDLE_SECONDS": str(idle_seconds),
            "DJANGO_SETTINGS_MODULE": "core.settings"}
     client = redis.Redis.from_url(worker_redis, decode_responses=True)
