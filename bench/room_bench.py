@@ -93,6 +93,7 @@ class Room:
     pool: int = 0
     grid: list[tuple[float, float]] = field(default_factory=list)  # (answered at, ms) of every grid poll
     grid_rows: int = 0
+    grid_histories: int = 0  # labs whose history the last grid answer read (the last broadcast's)
 
 
 # HTTP as a browser does it ---------------------------------------------------------------------
@@ -349,6 +350,7 @@ async def room(stack: Stack, redis_pid: int, n: int, pool: str, lesson_pk: int,
 
         def grid_seen(answer: Any) -> None:
             r.grid_rows = len(answer["rows"])
+            r.grid_histories = len((answer.get("broadcast") or {}).get("labs", {}))
 
         await page(instructor, f"{stack.url}/workshops/{r.pk}/")  # the control room, whose script polls the grid
         grid = asyncio.create_task(guarded(poll(instructor, f"{stack.url}/workshops/{r.pk}/grid/?lesson={args.slug}",
@@ -409,6 +411,7 @@ async def room(stack: Stack, redis_pid: int, n: int, pool: str, lesson_pk: int,
         "live_p95": pct([x for p in people for x in in_window(p.live)], 0.95),
         "live_polls": len([x for p in people for x in in_window(p.live)]),
         "grid_p95": pct(in_window(r.grid), 0.95), "grid_polls": len(in_window(r.grid)), "grid_rows": r.grid_rows,
+        "grid_histories": r.grid_histories,
         "workers_mb": peak_workers, "idle_workers_mb": idle_workers_mb, "all_mb": peak_all,
         "workers_cpu": cpu_pct({k: v for k, v in cpu0.items() if k in worker_pids}, cpu1, args.seconds),
         "all_cpu": cpu_pct(cpu0, cpu1, args.seconds), "bench_cpu": cpu_pct(bench0, bench1, args.seconds),
@@ -496,7 +499,8 @@ def main() -> None:
                     print(f"  (join -> running p50 {ms(r['join_hot_p50'])} ms served by the pool, "
                           f"{ms(r['join_cold_p50'])} ms started; {r['labs']} labs live; the broadcast reached "
                           f"{r['broadcast']}; {r['live_polls']} live polls and {r['grid_polls']} grid polls of "
-                          f"{r['grid_rows']} rows in the window; End: {r['end_ms']:.0f} ms, \"{r['end_said']}\")",
+                          f"{r['grid_rows']} rows and {r['grid_histories']} labs' histories in the window; "
+                          f"End: {r['end_ms']:.0f} ms, \"{r['end_said']}\")",
                           file=table)
                     for error in sorted(set(r["errors"]))[:5]:
                         print(f"  ({r['errors'].count(error)} participant(s)) {error}", file=table)
