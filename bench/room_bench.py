@@ -318,6 +318,19 @@ def claimed_from_pool(stack: Stack, lab_ids: list[str]) -> set[str]:
     return {i for i in lab_ids if i.replace("-", "") in {r[0] for r in rows}}
 
 
+def labs_gone(stack: Stack, lab_ids: list[str]) -> list[str]:
+    """Of these labs (each ran once), those no longer live: their row's state and last status."""
+    with sqlite3.connect(stack.db_path) as db:
+        states = dict(db.execute("select id, state from visualizer_lab").fetchall())
+    gone = []
+    for lab_id in lab_ids:
+        state = states.get(lab_id.replace("-", ""))
+        if state not in ("queued", "starting", "running"):
+            status = stack.status(lab_id)
+            gone.append(f"lab {lab_id[:8]} {state}: {status.get('state')} {status.get('message', '')}".strip())
+    return gone
+
+
 async def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -369,6 +382,7 @@ async def room(stack: Stack, redis_pid: int, n: int, pool: str, lesson_pk: int,
         broadcast = await room_broadcast(r, args.broadcast) if args.broadcast else 0
         await asyncio.sleep(args.settle)
         labs = live_labs(stack)
+        errors += [f"before the window, {gone}" for gone in labs_gone(stack, [p.lab for p in people if p.lab])]
         workers, everything = product_tree(stack, redis_pid)
         bench = psutil.Process()
         cpu0, bench0 = cpu_s(everything), cpu_s([bench])
