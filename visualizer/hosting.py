@@ -20,18 +20,30 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SHUTDOWN_S = 10.0  # how long a worker's shutdown waits for its labs' bounded stops
 IO_THREADS = 32  # the loop's default executor: every lab's asyncio.to_thread calls share it
+BEAT_S = 1.0  # how often a waiting task thread calls its lab's ``beat``
+# A loop that has not turned for this long is hung, not busy: its labs' task threads stop beating
+# for them, so their pages find them lost. Shorter stalls (a room's labs booting at once) are
+# bridged by the threads' beats.
+STALL_S = 30.0
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _tasks: set[asyncio.Task[Any]] = set()
 _abandoned = threading.Event()  # set once a shutdown has waited SHUTDOWN_S: the waiters give up
+_turned = time.monotonic()  # when the loop last ran its turn marker (_turn)
+
+
+def _turn() -> None:
+    global _turned
+    _turned = time.monotonic()
+    asyncio.get_running_loop().call_later(BEAT_S, _turn)
 
 
 class ShutDown(Exception):
@@ -46,6 +58,7 @@ def loop() -> asyncio.AbstractEventLoop:
         if _loop is None or _loop.is_closed():
             new = asyncio.new_event_loop()
             new.set_default_executor(concurrent.futures.ThreadPoolExecutor(IO_THREADS, "labs-io"))
+            new.call_soon(_turn)
             threading.Thread(target=new.run_forever, name="labs-loop", daemon=True).start()
             _loop = new
         return _loop
@@ -61,14 +74,20 @@ async def _hosted(coro: Coroutine[Any, Any, T]) -> T:
         _tasks.discard(task)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def run(coro: Coroutine[Any, Any, T], *, beat: Callable[[], None] | None = None) -> T:
     """Run ``coro`` on the lab loop and wait for its result in this (task) thread.
 
-    Raises ShutDown when a shutdown stopped it (or gave up on it)."""
+    While it waits, the thread calls ``beat`` every BEAT_S as long as the loop keeps turning (within
+    STALL_S): the lab's heartbeat then says "this process hosts it" even while the shared loop is
+    seconds behind, as when a room's labs all start at once, where the engine's own beat, on that
+    loop, would lapse and the lab be taken for lost. Raises ShutDown when a shutdown stopped it
+    (or gave up on it)."""
     future = asyncio.run_coroutine_threadsafe(_hosted(coro), loop())
     while True:
+        if beat is not None and time.monotonic() - _turned < STALL_S:
+            beat()
         try:
-            return future.result(timeout=1.0)
+            return future.result(timeout=BEAT_S)
         except concurrent.futures.CancelledError:
             raise ShutDown("stopped by the worker's shutdown") from None
         except concurrent.futures.TimeoutError:

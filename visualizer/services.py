@@ -7,6 +7,7 @@ Consumers and tasks are thin adapters over these functions. Redis carries the li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -279,7 +280,8 @@ def lab_run(*, lab_id: str) -> None:
             lab_id=lab_id, topology=lab.lesson.topology, network=lab.network,
             checks=lesson_checks(lab.lesson), measures=lesson_measures(lab.lesson),
             # A hot-pool lab waits for its claim (visualizer.pool), until its pool closes.
-            pooled=bool(lab.pool), pool_seconds=pool_seconds))
+            pooled=bool(lab.pool), pool_seconds=pool_seconds),
+            beat=lambda: _lab_beat(r, lab_id))
     except hosting.ShutDown:
         # The worker is shutting down: the lab has stopped (or the exit will close what it holds)
         # and nobody will run it again, so its page is told what a killed worker's page is told.
@@ -320,6 +322,12 @@ def _lab_claimed(r: Any, lab: Lab) -> None:
     pipe.set(keys.status_key(str(lab.id)), json.dumps(status), ex=keys.STATUS_TTL_S)
     pipe.publish(keys.out_channel(str(lab.id)), json.dumps(status))
     pipe.execute()
+
+
+def _lab_beat(r: Any, lab_id: str) -> None:
+    """The lab's heartbeat from its waiting task thread (hosting.run): alive while this process is."""
+    with contextlib.suppress(redis.RedisError):  # the engine's own beat and Redis link deal with an outage
+        r.set(keys.heartbeat_key(lab_id), os.getpid(), ex=keys.HEARTBEAT_TTL_S)
 
 
 def _lab_end(lab_id: str, state: Lab.State) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -73,3 +74,34 @@ def test_a_shutdown_stops_every_lab_and_does_not_wait_long_for_a_stuck_one() -> 
             stuck.result(3)  # its task thread is let go: the process may exit
     for task in list(hosting._tasks):  # the stuck one, for the next test's loop
         hosting.loop().call_soon_threadsafe(task.cancel)
+
+
+def test_a_waiting_lab_beats_through_a_stall_of_its_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A room's labs booting at once can hold the shared loop for seconds, longer than a heartbeat
+    lives; the lab's task thread beats for it meanwhile, so no page takes it for lost."""
+    beats: list[float] = []
+
+    async def stalls() -> str:
+        await asyncio.sleep(0.2)  # the loop turns once, then is held
+        time.sleep(3.5)  # a busy loop: nothing else on it runs, the engine's own beat included
+        return "done"
+
+    assert hosting.run(stalls(), beat=lambda: beats.append(time.monotonic())) == "done"
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
+    assert len(beats) >= 4 and max(gaps) < 1.5, gaps
+
+
+def test_a_hung_loop_gets_no_beats_so_its_labs_are_found_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hosting, "STALL_S", 1.0)
+    beats: list[float] = []
+
+    async def hangs() -> float:
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        time.sleep(3.5)  # longer than STALL_S: hung, not busy
+        return began
+
+    began = hosting.run(hangs(), beat=lambda: beats.append(time.monotonic()))
+    # None from STALL_S after the loop's last turn (plus a beat's wait) until the loop runs again.
+    late = [b for b in beats if began + hosting.STALL_S + hosting.BEAT_S + 0.5 < b < began + 3.3]
+    assert beats and not late, (began, beats)
