@@ -10,9 +10,12 @@ only). With failByDrop off, autobahn sends the close frame 1009 and drops TCP on
 not answer it within its close handshake timeout (1 s). Protocol errors and invalid UTF-8 get their
 own close frames (1002, 1007) the same way.
 
-The Procfile and tests/stack.py start daphne through this module with both caps at the consumer's
-own visualizer.consumers.MAX_MESSAGE_BYTES, so a too-big command is refused before daphne buffers
-it, and the consumer's own check (close 4009) is only the second line, for other servers.
+The Procfile and tests/stack.py start daphne through this module with the frame cap at the
+consumer's own visualizer.consumers.MAX_MESSAGE_BYTES, so a too-big command (one frame, as a
+browser sends it) is refused before daphne buffers it. The message cap stays at 4 MB: autobahn
+applies it to messages we send as well (sendMessage raises PayloadExceededError past it), and a
+stage-6 frame is over 16 KB. A command split into many small frames is left to the consumer's own
+check (close 4009).
 
 Run: python -m core.daphne_serve [daphne's options] core.asgi:application
 """

@@ -68,11 +68,12 @@ class RestartableRedis:
         self.proc = redis_server_start(self.port)
 
 
-# As the Procfile starts it: through core.daphne_serve, with daphne's caps at the consumer's own
-# (visualizer.consumers.MAX_MESSAGE_BYTES), so autobahn closes a too-big message with 1009 before
-# daphne buffers it (test_daphne_limits.py checks that the numbers agree).
+# As the Procfile starts it: through core.daphne_serve, with daphne's frame cap at the consumer's own
+# (visualizer.consumers.MAX_MESSAGE_BYTES), so autobahn closes a too-big frame with 1009 before
+# daphne buffers it, and its message cap at 4 MB, since autobahn holds what we send to that one too
+# (test_daphne_limits.py checks that the numbers agree).
 DAPHNE = ("-m", "core.daphne_serve")
-DAPHNE_LIMITS = ("--websocket-max-message-size", "16384", "--websocket-max-frame-size", "16384")
+DAPHNE_LIMITS = ("--websocket-max-message-size", "4194304", "--websocket-max-frame-size", "16384")
 
 
 def _worker_start(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
