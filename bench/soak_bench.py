@@ -56,14 +56,19 @@ FINAL_STATES = ("stopped", "failed", "lost")
 # What the worker holds -------------------------------------------------------------------------
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all of its descendants (none if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def worker_tree(stack: Stack) -> list[psutil.Process]:
     """The worker's master, its pool processes and theirs (a lab's redis-server)."""
     assert stack.worker is not None
-    try:
-        master = psutil.Process(stack.worker.pid)
-        return [master, *master.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
+    return process_tree(stack.worker.pid)
 
 
 def pool_processes(stack: Stack) -> list[psutil.Process]:
@@ -155,11 +160,7 @@ def scratch_dirs(pids: set[int], root: Path) -> list[str]:
 
 def daphne_tree(stack: Stack) -> list[psutil.Process]:
     assert stack.web is not None
-    try:
-        daphne = psutil.Process(stack.web.pid)
-        return [daphne, *daphne.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
+    return process_tree(stack.web.pid)
 
 
 def daphne_fds(stack: Stack) -> tuple[int, dict[str, str]]:
