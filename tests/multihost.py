@@ -198,13 +198,3 @@ def run_room(tmp_path: Path, *, redis_url: str, database_url: str, lessons: list
             client.close()
             for log in logs:
                 log.close()
-
-
-def worker_log_tail(tmp_path: Path, lines: int = 20) -> str:
-    """The end of every worker's log, for a failure's message."""
-    out = []
-    for path in sorted(tmp_path.glob("worker-*.log")):
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-        out.append(f"--- {path.name}\n" + "\n".join(text))
-    return "\n".join(out)
-

@@ -49,6 +49,22 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> obje
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+# Celery's start-up banner and its warning about root (CI runs as root): the same lines in every
+# worker log, which would crowd out what a failure needs.
+_NOISE = re.compile(r"^\s*$|^[-* ]*(-{3,}|\*{3,})|\.> |SecurityWarning|not recommended|--uid option|"
+                    r"User information|_warn_or_raise_security_error")
+
+
+def log_tail(directory: Path, pattern: str = "*.log", lines: int = 25) -> str:
+    """The end of each process log in ``directory``: what a failure's report needs to say why (a
+    CI run keeps nothing else of a stack)."""
+    out = []
+    for path in sorted(directory.glob(pattern)):
+        text = [line for line in path.read_text(errors="replace").splitlines() if not _NOISE.search(line)][-lines:]
+        out.append(f"--- the end of {path.name}" + ("\n" + "\n".join(text) if text else " (empty)"))
+    return "\n".join(out)
+
+
 class RestartableRedis:
     """A redis-server of one test's own on a fixed port, to kill and start again (keeping nothing
     on disk, as the bundled one runs): what a Redis restart does to the labs."""
@@ -208,6 +224,11 @@ def run_stack(tmp_path: Path, redis_url: str, *, lessons: list[Path] | None = No
             wait_for(web_up, 30, "daphne to listen")
         stack.wait_pool()
         yield stack
+    except BaseException as exc:
+        for log in logs.values():
+            log.flush()
+        exc.add_note(log_tail(tmp_path, "*.log"))
+        raise
     finally:
         # Cold shutdown (SIGQUIT) for the workers: a running lab must not block it.
         for proc in reversed(stack.procs):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack, run_stack
+from tests.stack import Stack, log_tail, run_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -21,6 +21,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # to get one (.ci/run installs it), never a quietly smaller run.
     if not CHROMIUM.exists() and any("tests/browser/" in str(item.fspath) for item in items):
         raise pytest.UsageError("/usr/bin/chromium is missing: apt-get install -y chromium (.ci/run installs it)")
+
+
+# What the page showed when a test failed: its lab's state, the lag warning, totals, the event log.
+PAGE_STATE = """() => {
+  const text = (id) => { const e = document.getElementById(id); return e ? e.textContent.trim() : null; };
+  const state = document.querySelector("[data-testid=lab-state]");
+  return { url: location.href, state: state && state.dataset.state, lag: text("engine-lag"),
+           totals: [...document.querySelectorAll(".stat")].map((e) => e.textContent.trim()).join(" | "),
+           events: (text("events") || "").slice(-600) };
+}"""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed browser test reports what its page showed and the end of its stack's logs: a CI run
+    keeps nothing else to say why."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    page, live = funcargs.get("page"), funcargs.get("live")
+    if page is not None:
+        try:
+            report.sections.append(("what the page showed", repr(page.evaluate(PAGE_STATE))))
+        except Exception as exc:  # the page may be what failed
+            report.sections.append(("what the page showed", f"could not be read: {exc!r}"))
+    if isinstance(live, Stack):
+        report.sections.append(("the stack's logs", log_tail(live.db_path.parent)))
 
 
 @pytest.fixture(scope="session")

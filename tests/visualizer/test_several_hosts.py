@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from core.engine import keys
-from tests.multihost import Host, Room, listening, netns_available, run_room, unix_redis, worker_log_tail
+from tests.multihost import Host, Room, listening, netns_available, run_room, unix_redis
 from tests.postgres import Postgres, pg_query
-from tests.stack import CONTENT
+from tests.stack import CONTENT, log_tail
 from tests.student import Student
 
 pytestmark = pytest.mark.slow
@@ -72,7 +72,7 @@ def test_two_hosts_share_the_rooms_labs_and_each_student_gets_their_own_labs_fra
     try:
         labs = asyncio.run(scenario())
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{worker_log_tail(tmp_path)}") from None
+        raise AssertionError(f"{exc}\n{log_tail(tmp_path, 'worker-*.log')}") from None
 
     # Which host ran each lab: its heartbeat is the pid of the worker process hosting it.
     hosts = {lab["lab"]: room.host_of(int(lab["heartbeat"])) for lab in labs}
@@ -120,7 +120,7 @@ def test_a_queued_lab_starts_on_whichever_host_frees_a_slot(room: Room, tmp_path
     try:
         asyncio.run(scenario())
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{worker_log_tail(tmp_path)}") from None
+        raise AssertionError(f"{exc}\n{log_tail(tmp_path, 'worker-*.log')}") from None
 
 
 def pid_host(room: Room, heartbeat: str | None) -> Host | None:
