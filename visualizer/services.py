@@ -455,6 +455,10 @@ def _labs_silent(r: Any, lab_ids: list[str]) -> dict[str, str | None]:
     says so (_lab_claimed), so until then the queued status stands for it. A live lab that is
     silent has lost its worker, once Redis has been up long enough to hold the heartbeats again
     (_redis_settled). The common case, every lab beating, costs one round trip.
+
+    A quiet lab's heartbeat is read again with its status, in one MULTI: a worker that claimed it
+    after the first read has set both (heartbeat first), and the status alone would say
+    "starting" beside a heartbeat read before it existed: a lab recorded lost as it started.
     """
     pipe = r.pipeline(transaction=False)
     for lab_id in lab_ids:
@@ -462,9 +466,13 @@ def _labs_silent(r: Any, lab_ids: list[str]) -> dict[str, str | None]:
     quiet = [lab_id for lab_id, beating in zip(lab_ids, pipe.execute(), strict=True) if not beating]
     if not quiet:
         return {}
-    statuses = r.mget([keys.status_key(lab_id) for lab_id in quiet])
-    return {lab_id: status for lab_id, status in zip(quiet, statuses, strict=True)
-            if not (status and json.loads(status).get("state") == Lab.State.QUEUED)}
+    pipe = r.pipeline(transaction=True)
+    pipe.mget([keys.status_key(lab_id) for lab_id in quiet])
+    for lab_id in quiet:
+        pipe.exists(keys.heartbeat_key(lab_id))
+    statuses, *beating = pipe.execute()
+    return {lab_id: status for lab_id, status, beats in zip(quiet, statuses, beating, strict=True)
+            if not beats and not (status and json.loads(status).get("state") == Lab.State.QUEUED)}
 
 
 def _redis_settled(r: Any) -> bool:

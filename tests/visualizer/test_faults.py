@@ -188,6 +188,50 @@ def test_the_sweep_spares_a_lab_its_worker_has_just_claimed(lesson: Lesson, r: r
     assert lab.state == Lab.State.STARTING
 
 
+class ClaimedBetweenReads:
+    """The suite's Redis, with lab_run's claim of ``lab`` (heartbeat, then status "starting")
+    slipped in right after the first pipeline a caller runs: a worker claiming the lab while a
+    page's watch or a sweep reads it, the race that recorded new labs lost in full runs."""
+
+    def __init__(self, r: redis.Redis, lab: Lab) -> None:
+        self.r, self.lab, self.claimed = r, lab, False
+
+    def pipeline(self, **kwargs: Any) -> Any:
+        pipe = self.r.pipeline(**kwargs)
+        execute = pipe.execute
+
+        def execute_then_claim(*args: Any, **kw: Any) -> Any:
+            out = execute(*args, **kw)
+            if not self.claimed:
+                self.claimed = True
+                services._lab_claimed(self.r, self.lab)
+            return out
+
+        pipe.execute = execute_then_claim
+        return pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.r, name)
+
+
+@pytest.mark.parametrize("caller", ["a page's watch", "a sweep"])
+def test_a_lab_its_worker_claims_while_it_is_read_is_not_recorded_lost(
+        lesson: Lesson, r: redis.Redis, settled: None, enqueued: list[str], monkeypatch: pytest.MonkeyPatch,
+        caller: str) -> None:
+    lab = services.lab_start(session_key=session_create(), lesson=lesson)
+    Lab.objects.filter(pk=lab.pk).update(state=Lab.State.STARTING)  # lab_run's claim of the row
+    redis_between = ClaimedBetweenReads(r, lab)
+    monkeypatch.setattr(services.core_redis, "client", lambda: redis_between)
+    if caller == "a sweep":
+        assert services.lab_sweep() == 0
+    else:
+        assert services.lab_watch(lab_id=str(lab.id)) is True
+    assert redis_between.claimed
+    lab.refresh_from_db()
+    assert lab.state == Lab.State.STARTING
+    assert json.loads(r.get(keys.status_key(str(lab.id))))["state"] == "starting"
+
+
 def test_the_sweep_does_not_judge_by_a_redis_that_has_just_restarted(lesson: Lesson, r: redis.Redis,
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      enqueued: list[str]) -> None:
