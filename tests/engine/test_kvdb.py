@@ -79,6 +79,8 @@ async def refused(address: str, port: int = kvwire.PORT) -> bool:
         _, writer = await asyncio.open_connection(address, port)
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:  # the listener closed with our connection in its backlog: ask again
+        return False
     writer.close()
     return False
 
